@@ -1,0 +1,239 @@
+"""The math of networks as functions on Tensors: activations, linear, losses, dropout.
+
+Every function here records one primitive from `chainrule.ops` (where its gradient is written), or
+composes a few. Modules in `chainrule.nn` hold parameters and call these.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from chainrule import ops
+from chainrule.ops.losses import REDUCTIONS
+from chainrule.random import get_rng
+from chainrule.tensor import Tensor, _lift, apply
+
+
+def _tensor(x: Any) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+# ---- elementwise math --------------------------------------------------------------------------
+def exp(x: Any) -> Tensor:
+    return apply(ops.exp, _tensor(x))
+
+
+def log(x: Any) -> Tensor:
+    return apply(ops.log, _tensor(x))
+
+
+def sqrt(x: Any) -> Tensor:
+    return apply(ops.sqrt, _tensor(x))
+
+
+def abs(x: Any) -> Tensor:
+    return apply(ops.abs, _tensor(x))
+
+
+def clip(x: Any, min: Any = None, max: Any = None) -> Tensor:
+    return apply(ops.clip, _tensor(x), low=min, high=max)
+
+
+clamp = clip
+
+
+def maximum(a: Any, b: Any) -> Tensor:
+    a, b = _pair(a, b)
+    return apply(ops.maximum, a, b)
+
+
+def minimum(a: Any, b: Any) -> Tensor:
+    a, b = _pair(a, b)
+    return apply(ops.minimum, a, b)
+
+
+def where(condition: Any, x: Any, y: Any) -> Tensor:
+    """x where condition holds, else y; the condition carries no gradient."""
+    x, y = _pair(x, y)
+    condition = condition.data if isinstance(condition, Tensor) else condition
+    return apply(ops.where, x, y, condition=condition)
+
+
+def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    """Two operands as tensors; a Python number takes the other operand's dtype."""
+    if isinstance(a, Tensor):
+        return a, _lift(b, a)
+    b = _tensor(b)
+    return _lift(a, b), b
+
+
+# ---- shape ---------------------------------------------------------------------------------
+def matmul(a: Any, b: Any) -> Tensor:
+    a, b = _tensor(a), _tensor(b)
+    return apply(ops.matmul, a, b, needs=(a.requires_grad, b.requires_grad))
+
+
+def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    if len(tensors) == 0:
+        raise ValueError("concatenate needs at least one tensor")
+    return apply(ops.concatenate, *[_tensor(t) for t in tensors], axis=axis)
+
+
+cat = concatenate
+
+
+def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    if len(tensors) == 0:
+        raise ValueError("stack needs at least one tensor")
+    return apply(ops.stack, *[_tensor(t) for t in tensors], axis=axis)
+
+
+# ---- activations -------------------------------------------------------------------------
+def sigmoid(x: Any) -> Tensor:
+    return apply(ops.sigmoid, _tensor(x))
+
+
+def tanh(x: Any) -> Tensor:
+    return apply(ops.tanh, _tensor(x))
+
+
+def relu(x: Any) -> Tensor:
+    return apply(ops.relu, _tensor(x))
+
+
+def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
+    return apply(ops.leaky_relu, _tensor(x), negative_slope=negative_slope)
+
+
+def gelu(x: Any, approximate: str = "none") -> Tensor:
+    return apply(ops.gelu, _tensor(x), approximate=approximate)
+
+
+def softplus(x: Any) -> Tensor:
+    return apply(ops.softplus, _tensor(x))
+
+
+def softmax(x: Any, axis: int = -1) -> Tensor:
+    return apply(ops.softmax, _tensor(x), axis=axis)
+
+
+def log_softmax(x: Any, axis: int = -1) -> Tensor:
+    return apply(ops.log_softmax, _tensor(x), axis=axis)
+
+
+# ---- layers ------------------------------------------------------------------------------
+def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """z = x·Wᵀ + b. x (batch, in), W (out, in), b (out,) -> z (batch, out)."""
+    x = _tensor(x)
+    if bias is None:
+        return apply(ops.linear, x, weight, needs=(x.requires_grad, weight.requires_grad, False))
+    return apply(
+        ops.linear,
+        x,
+        weight,
+        bias,
+        needs=(x.requires_grad, weight.requires_grad, bias.requires_grad),
+    )
+
+
+def dropout(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1−p) (inverted dropout).
+
+    `rng` is a numpy Generator, a seed, or None for the library's default generator.
+    """
+    x = _tensor(x)
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    keep = (get_rng(rng).random(x.shape) >= p).astype(x.dtype) / (1 - p)
+    return x * Tensor(keep)
+
+
+# ---- losses ------------------------------------------------------------------------------
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}")
+
+
+def _loss_operands(name: str, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:
+    """Prediction and target as tensors of one dtype and one shape (targets take the prediction's)."""
+    prediction = _tensor(prediction)
+    if not isinstance(target, Tensor):
+        target = Tensor(np.asarray(target, dtype=prediction.dtype))
+    elif target.dtype != prediction.dtype and not target.requires_grad:
+        target = Tensor(target.data.astype(prediction.dtype))
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"{name}: prediction of shape {prediction.shape} and target of shape {target.shape} "
+            "differ (reshape the target, e.g. y.reshape(-1, 1))"
+        )
+    return prediction, target
+
+
+def mse_loss(prediction: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """mean((ŷ − y)²), as torch.nn.functional.mse_loss."""
+    _check_reduction(reduction)
+    prediction, target = _loss_operands("mse_loss", prediction, target)
+    return apply(ops.mse_loss, prediction, target, reduction=reduction)
+
+
+def huber_loss(prediction: Any, target: Any, reduction: str = "mean", delta: float = 1.0) -> Tensor:
+    _check_reduction(reduction)
+    if delta <= 0:
+        raise ValueError(f"huber_loss: delta must be positive, got {delta}")
+    prediction, target = _loss_operands("huber_loss", prediction, target)
+    return apply(ops.huber_loss, prediction, target, reduction=reduction, delta=delta)
+
+
+def binary_cross_entropy(probability: Any, target: Any, reduction: str = "mean") -> Tensor:
+    _check_reduction(reduction)
+    probability, target = _loss_operands("binary_cross_entropy", probability, target)
+    data = probability.data
+    if data.size and (np.isnan(data).any() or data.min() < 0 or data.max() > 1):
+        raise ValueError(
+            "binary_cross_entropy: inputs must be probabilities in [0, 1] (got values from "
+            f"{np.nanmin(data):.4g} to {np.nanmax(data):.4g}); for raw scores use "
+            "binary_cross_entropy_with_logits"
+        )
+    return apply(ops.binary_cross_entropy, probability, target, reduction=reduction)
+
+
+def binary_cross_entropy_with_logits(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
+    _check_reduction(reduction)
+    logits, target = _loss_operands("binary_cross_entropy_with_logits", logits, target)
+    return apply(ops.binary_cross_entropy_with_logits, logits, target, reduction=reduction)
+
+
+def cross_entropy(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Softmax cross-entropy from logits (batch, classes).
+
+    target: class indices (batch,) as integers (NumPy array, list or Tensor), or class
+    probabilities (batch, classes).
+    """
+    _check_reduction(reduction)
+    logits = _tensor(logits)
+    target_array = np.asarray(target.data if isinstance(target, Tensor) else target)
+    if target_array.dtype.kind == "f":
+        target_array = target_array.astype(logits.dtype, copy=False)
+    return apply(ops.cross_entropy, logits, Tensor(target_array), reduction=reduction)
+
+
+def nll_loss(log_probabilities: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood of class indices, given log-probabilities (batch, classes)."""
+    _check_reduction(reduction)
+    log_probabilities = _tensor(log_probabilities)
+    target_array = np.asarray(target.data if isinstance(target, Tensor) else target)
+    if target_array.ndim != 1 or target_array.dtype.kind not in "iu":
+        raise ValueError(
+            "nll_loss: target must be integer class indices of shape (batch,), got shape "
+            f"{target_array.shape} and dtype {target_array.dtype}"
+        )
+    picked = log_probabilities[np.arange(len(target_array)), target_array]
+    if reduction == "mean":
+        return -picked.mean()
+    if reduction == "sum":
+        return -picked.sum()
+    return -picked

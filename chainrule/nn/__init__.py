@@ -1,0 +1,33 @@
+"""Neural-network building blocks with PyTorch's names: Module, layers, losses, init."""
+
+from chainrule.nn import init
+from chainrule.nn.layers import (
+    GELU,
+    BatchNorm1d,
+    Dropout,
+    Flatten,
+    Identity,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Softplus,
+    Tanh,
+)
+from chainrule.nn.losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    MSELoss,
+    NLLLoss,
+)
+from chainrule.nn.module import Module, Parameter, Sequential
+
+__all__ = [
+    "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Flatten", "GELU",
+    "HuberLoss", "Identity", "LayerNorm", "LeakyReLU", "Linear", "MSELoss", "Module", "NLLLoss",
+    "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Softplus", "Tanh", "init",
+]  # fmt: skip

@@ -1,0 +1,146 @@
+"""Losses as fused primitives: one node each, stable at extreme inputs, gradient written beside it.
+
+Fused because a loss is the first link of every backward pass and the composite forms (log of a
+softmax, log of a sigmoid) lose precision or overflow at large logits. `reduction` is 'mean' | 'sum'
+| 'none', as in PyTorch; for 'none' the loss keeps one value per element (per sample for
+cross-entropy).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+REDUCTIONS = ("mean", "sum", "none")
+
+# torch.nn.BCELoss clamps each log term at -100 so that probabilities of exactly 0 or 1 give a
+# finite loss; we do the same, so our values match PyTorch there too.
+_LOG_FLOOR = -100.0
+
+
+def _reduce(per_element, reduction, count):
+    """Reduce a per-element loss; return it and the scale each element's gradient gets from g."""
+    if reduction == "mean":
+        return per_element.sum() / max(count, 1), 1.0 / max(count, 1)
+    if reduction == "sum":
+        return per_element.sum(), 1.0
+    return per_element, None
+
+
+def _upstream(g, scale):
+    """The gradient arriving at each element: g·scale for a reduced loss, g itself for 'none'."""
+    return g if scale is None else g * scale
+
+
+def mse_loss(prediction, target, reduction="mean"):
+    """L = mean((ŷ − y)²), PyTorch's MSELoss (the tutorial's ½ factor is applied by its caller)."""
+    diff = prediction - target
+    loss, scale = _reduce(diff * diff, reduction, diff.size)
+
+    def backward(g):
+        grad = _upstream(g, scale) * 2 * diff
+        return grad, -grad
+
+    return np.asarray(loss, dtype=prediction.dtype), backward
+
+
+def huber_loss(prediction, target, reduction="mean", delta=1.0):
+    """½d² where |d| <= delta, else delta·(|d| − ½·delta); d = ŷ − y. Gradient: d clipped to ±delta."""
+    diff = prediction - target
+    absolute = np.abs(diff)
+    per_element = np.where(absolute <= delta, 0.5 * diff * diff, delta * (absolute - 0.5 * delta))
+    loss, scale = _reduce(per_element, reduction, diff.size)
+
+    def backward(g):
+        grad = _upstream(g, scale) * np.clip(diff, -delta, delta)
+        return grad, -grad
+
+    return np.asarray(loss, dtype=prediction.dtype), backward
+
+
+def _safe_log(p):
+    """ln p with ln 0 taken as the floor instead of -inf (and no divide-by-zero warning)."""
+    out = np.full_like(p, _LOG_FLOOR)
+    np.log(p, out=out, where=p > 0)
+    return np.maximum(out, _LOG_FLOOR)
+
+
+def binary_cross_entropy(probability, target, reduction="mean"):
+    """L = −[y ln p + (1 − y) ln(1 − p)] for probabilities p in [0, 1]."""
+    per_element = -(target * _safe_log(probability) + (1 - target) * _safe_log(1 - probability))
+    loss, scale = _reduce(per_element, reduction, per_element.size)
+
+    def backward(g):
+        # dL/dp = (p − y) / (p (1 − p)); the floor keeps it finite at p = 0 or 1 (PyTorch: 1e-12).
+        denominator = np.maximum(probability * (1 - probability), 1e-12)
+        grad_p = _upstream(g, scale) * (probability - target) / denominator
+        grad_y = _upstream(g, scale) * (_safe_log(1 - probability) - _safe_log(probability))
+        return grad_p, grad_y
+
+    return np.asarray(loss, dtype=probability.dtype), backward
+
+
+def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
+    """BCE of sigmoid(z) computed from z: max(z, 0) − z·y + ln(1 + e^(−|z|)). dL/dz = σ(z) − y."""
+    per_element = np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits)))
+    loss, scale = _reduce(per_element, reduction, per_element.size)
+
+    def backward(g):
+        probability = np.exp(-np.logaddexp(0, -logits))
+        upstream = _upstream(g, scale)
+        return upstream * (probability - target), upstream * -logits
+
+    return np.asarray(loss, dtype=logits.dtype), backward
+
+
+def cross_entropy(logits, target, reduction="mean"):
+    """Softmax cross-entropy from logits (batch, classes); dL/dz = softmax(z) − onehot(y).
+
+    `target` holds class indices (batch,) or class probabilities (batch, classes).
+    """
+    if logits.ndim != 2:
+        raise ValueError(
+            f"cross_entropy expects logits of shape (batch, classes), got shape {logits.shape}"
+        )
+    batch, classes = logits.shape
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    if target.ndim == 1:
+        if target.dtype.kind not in "iu":
+            raise TypeError(
+                f"cross_entropy: class-index targets must be integers, got dtype {target.dtype} "
+                "(pass probabilities as a (batch, classes) array instead)"
+            )
+        if target.shape[0] != batch:
+            raise ValueError(
+                f"cross_entropy: {batch} rows of logits but {target.shape[0]} targets"
+            )
+        if batch and (target.min() < 0 or target.max() >= classes):
+            raise ValueError(
+                f"cross_entropy: target classes must be in [0, {classes}), got values from "
+                f"{target.min()} to {target.max()}"
+            )
+        rows = np.arange(batch)
+        per_sample = -log_probs[rows, target]
+    elif target.shape == logits.shape:
+        per_sample = -(target * log_probs).sum(axis=1)
+    else:
+        raise ValueError(
+            f"cross_entropy: target of shape {target.shape} fits neither class indices ({batch},) "
+            f"nor probabilities {logits.shape}"
+        )
+    loss, scale = _reduce(per_sample, reduction, batch)
+
+    def backward(g):
+        upstream = _upstream(g, scale)
+        if np.ndim(upstream):
+            upstream = upstream[:, None]
+        grad = np.exp(log_probs)
+        if target.ndim == 1:
+            grad[rows, target] -= 1
+        else:
+            grad *= target.sum(axis=1, keepdims=True)
+            grad -= target
+        grad *= upstream
+        return grad, None
+
+    return np.asarray(loss, dtype=logits.dtype), backward

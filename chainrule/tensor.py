@@ -1,0 +1,495 @@
+"""Tensor, the reverse-mode engine that runs backward(), and no_grad().
+
+The math of each operation lives in `chainrule.ops` (forward and vector-Jacobian product side by side);
+this module only records which op made which tensor and walks that record backward.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable
+
+import numpy as np
+
+DEFAULT_DTYPE = np.float32
+
+_grad_enabled = True
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+class no_grad:
+    """Context manager (and decorator) inside which no graph is recorded, as `torch.no_grad()`."""
+
+    def __enter__(self) -> None:
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = False
+
+    def __exit__(self, *exc: object) -> None:
+        global _grad_enabled
+        _grad_enabled = self._previous
+
+    def __call__(self, function: Callable) -> Callable:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with no_grad():
+                return function(*args, **kwargs)
+
+        wrapper.__name__ = getattr(function, "__name__", "wrapper")
+        wrapper.__doc__ = function.__doc__
+        return wrapper
+
+
+class _Node:
+    """How a non-leaf tensor was made: the op's name, its inputs, and its vector-Jacobian product."""
+
+    __slots__ = ("op", "parents", "backward")
+
+    def __init__(self, op: str, parents: tuple, backward: Callable) -> None:
+        self.op = op
+        self.parents = parents
+        self.backward = backward
+
+
+# Marks a node whose graph was released by backward(); using it again is an error, not a silent zero.
+_FREED = _Node("<freed>", (), None)  # type: ignore[arg-type]
+
+
+def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
+    """Python numbers and lists become float32; NumPy arrays keep their dtype unless one is given."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if isinstance(data, np.ndarray):
+        array = data if dtype is None else data.astype(dtype, copy=False)
+    elif isinstance(data, np.generic):
+        array = np.asarray(data, dtype=dtype)
+    else:
+        try:
+            array = np.asarray(data, dtype=DEFAULT_DTYPE if dtype is None else dtype)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"cannot make a Tensor from {type(data).__name__}: {error}") from None
+    if array.dtype.kind not in "fiub":
+        raise TypeError(
+            f"cannot make a Tensor from an array of dtype {array.dtype}: expected numbers "
+            "(float, int or bool)"
+        )
+    return array
+
+
+class Tensor:
+    """A NumPy array that remembers how it was computed, so `backward()` can apply the chain rule.
+
+    `.grad` is filled only for leaves (tensors made by the user with `requires_grad=True`), and for
+    non-leaves on which `retain_grad()` was called, as in PyTorch.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_node", "_retain_grad", "__weakref__")
+    __array_priority__ = 1000  # so that `ndarray * Tensor` calls Tensor.__rmul__
+
+    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
+        self.data = _as_array(data, dtype)
+        if requires_grad and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
+            )
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self._node: _Node | None = None
+        self._retain_grad = False
+
+    # ---- array-like attributes -------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    @property
+    def grad_fn(self) -> str | None:
+        """The name of the op that made this tensor (None for leaves)."""
+        return None if self._node is None else self._node.op
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def item(self) -> float:
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+        return self.data.item()
+
+    def tolist(self) -> Any:
+        return self.data.tolist()
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph (shares memory, like PyTorch)."""
+        return Tensor(self.data)
+
+    def astype(self, dtype: Any) -> Tensor:
+        from chainrule.ops import cast
+
+        return apply(cast, self, dtype=np.dtype(dtype))
+
+    def float(self) -> Tensor:
+        return self.astype(np.float32)
+
+    def double(self) -> Tensor:
+        return self.astype(np.float64)
+
+    def retain_grad(self) -> None:
+        """Keep `.grad` on this non-leaf tensor after backward(), for inspecting intermediate values."""
+        self._retain_grad = True
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    def requires_grad_(self, flag: bool = True) -> Tensor:
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
+            )
+        self.requires_grad = flag
+        return self
+
+    def __repr__(self) -> str:
+        body = np.array2string(self.data, precision=4, separator=", ", prefix="tensor(")
+        extras = []
+        if self.data.dtype != DEFAULT_DTYPE:
+            extras.append(f"dtype={self.data.dtype}")
+        if self._node is not None and self._node is not _FREED:
+            extras.append(f"grad_fn={self._node.op}")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([body, *extras]) + ")"
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.data if dtype is None else self.data.astype(dtype)
+
+    __hash__ = object.__hash__
+
+    # ---- the backward pass -----------------------------------------------------------------
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into every leaf's `.grad` by the chain rule.
+
+        A scalar's seed gradient is 1; a non-scalar needs `grad` of its own shape. The graph is freed
+        afterwards (pass `retain_graph=True` to call backward through it again).
+        """
+        if self._node is _FREED:
+            raise RuntimeError(
+                "backward() through a graph that was already freed: a previous backward() released "
+                "it; recompute the forward pass, or pass retain_graph=True to the first backward()"
+            )
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: no input of the computation "
+                "had requires_grad=True (or it was computed under no_grad())"
+            )
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a non-scalar tensor of shape {self.shape} needs an explicit "
+                    "grad of the same shape (the seed of the chain rule)"
+                )
+            seed = np.ones_like(self.data)
+        else:
+            seed = _as_array(grad, self.data.dtype)
+            if seed.shape != self.data.shape:
+                raise ValueError(
+                    f"backward(): grad has shape {seed.shape} but the tensor has shape {self.shape}"
+                )
+        _run_backward(self, seed, retain_graph)
+
+    # ---- operators (the math is in chainrule.ops) ------------------------------------------
+    def __add__(self, other: Any) -> Tensor:
+        return apply(_ops().add, self, _lift(other, self))
+
+    def __radd__(self, other: Any) -> Tensor:
+        return apply(_ops().add, _lift(other, self), self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return apply(_ops().sub, self, _lift(other, self))
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return apply(_ops().sub, _lift(other, self), self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return apply(_ops().mul, self, _lift(other, self))
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return apply(_ops().mul, _lift(other, self), self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return apply(_ops().div, self, _lift(other, self))
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return apply(_ops().div, _lift(other, self), self)
+
+    def __pow__(self, other: Any) -> Tensor:
+        if isinstance(other, numbers.Real) and not isinstance(other, bool):
+            return apply(_ops().pow_scalar, self, exponent=other)
+        return apply(_ops().pow, self, _lift(other, self))
+
+    def __rpow__(self, other: Any) -> Tensor:
+        return apply(_ops().pow, _lift(other, self), self)
+
+    def __neg__(self) -> Tensor:
+        return apply(_ops().neg, self)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        other = _lift(other, self)
+        return apply(_ops().matmul, self, other, needs=(self.requires_grad, other.requires_grad))
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        other = _lift(other, self)
+        return apply(_ops().matmul, other, self, needs=(other.requires_grad, self.requires_grad))
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return apply(_ops().getitem, self, index=_plain_index(index))
+
+    # Comparisons give plain boolean tensors (no gradient), as in PyTorch.
+    def __lt__(self, other: Any) -> Tensor:
+        return Tensor(self.data < _raw(other))
+
+    def __le__(self, other: Any) -> Tensor:
+        return Tensor(self.data <= _raw(other))
+
+    def __gt__(self, other: Any) -> Tensor:
+        return Tensor(self.data > _raw(other))
+
+    def __ge__(self, other: Any) -> Tensor:
+        return Tensor(self.data >= _raw(other))
+
+    # ---- methods that mirror chainrule.functional ------------------------------------------
+    def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return apply(_ops().sum, self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return apply(_ops().mean, self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return apply(_ops().max, self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        return -apply(_ops().max, -self, axis=axis, keepdims=keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return apply(_ops().reshape, self, shape=shape)
+
+    def flatten(self, start_dim: int = 0) -> Tensor:
+        return self.reshape(*self.shape[:start_dim], -1)
+
+    def transpose(self, *axes: Any) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return apply(_ops().transpose, self, axes=axes or None)
+
+    @property
+    def T(self) -> Tensor:
+        return apply(_ops().transpose, self, axes=None)
+
+    def exp(self) -> Tensor:
+        return apply(_ops().exp, self)
+
+    def log(self) -> Tensor:
+        return apply(_ops().log, self)
+
+    def sqrt(self) -> Tensor:
+        return apply(_ops().sqrt, self)
+
+    def abs(self) -> Tensor:
+        return apply(_ops().abs, self)
+
+    def clip(self, min: Any = None, max: Any = None) -> Tensor:
+        return apply(_ops().clip, self, low=min, high=max)
+
+    clamp = clip
+
+    def sigmoid(self) -> Tensor:
+        return apply(_ops().sigmoid, self)
+
+    def tanh(self) -> Tensor:
+        return apply(_ops().tanh, self)
+
+    def relu(self) -> Tensor:
+        return apply(_ops().relu, self)
+
+    def leaky_relu(self, negative_slope: float = 0.01) -> Tensor:
+        return apply(_ops().leaky_relu, self, negative_slope=negative_slope)
+
+    def gelu(self, approximate: str = "none") -> Tensor:
+        return apply(_ops().gelu, self, approximate=approximate)
+
+    def softplus(self) -> Tensor:
+        return apply(_ops().softplus, self)
+
+    def softmax(self, axis: int = -1) -> Tensor:
+        return apply(_ops().softmax, self, axis=axis)
+
+    def log_softmax(self, axis: int = -1) -> Tensor:
+        return apply(_ops().log_softmax, self, axis=axis)
+
+    def argmax(self, axis: Any = None) -> np.ndarray:
+        return self.data.argmax(axis=axis)
+
+
+def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
+    """Make a Tensor. Python floats and lists become float32; NumPy arrays keep their dtype."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+def _ops():
+    # Imported lazily once: chainrule.ops imports nothing from here, but this keeps the import
+    # order free of cycles. After the first call it is a dictionary lookup.
+    from chainrule import ops
+
+    return ops
+
+
+def _raw(value: Any) -> Any:
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _plain_index(index: Any) -> Any:
+    if isinstance(index, Tensor):
+        return index.data
+    if isinstance(index, tuple):
+        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    return index
+
+
+def _lift(value: Any, like: Tensor) -> Tensor:
+    """Wrap a Python number or array as a constant tensor; numbers take `like`'s dtype (no upcast)."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (numbers.Number, np.generic)) and like.data.dtype.kind == "f":
+        return Tensor(np.asarray(value, dtype=like.data.dtype))
+    return Tensor(value)
+
+
+def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
+    """Run a primitive op on the inputs' arrays and, if any input needs a gradient, record it.
+
+    An op takes arrays and keyword parameters and returns `(out, backward)`, where `backward(g)`
+    returns one gradient per input (None where an input has none). Gradients may have the broadcast
+    shape; the engine sums them back to each input's shape.
+    """
+    out, backward = op(*[t.data for t in inputs], **params)
+    result = Tensor.__new__(Tensor)
+    result.data = out
+    result.grad = None
+    result._retain_grad = False
+    if _grad_enabled and any(t.requires_grad for t in inputs):
+        result.requires_grad = True
+        result._node = _Node(op.__name__, inputs, backward)
+    else:
+        result.requires_grad = False
+        result._node = None
+    return result
+
+
+def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a gradient over the axes NumPy broadcasting added or stretched, back to `shape`."""
+    if grad.shape == shape:
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Non-leaf tensors reachable from root, each after every tensor that depends on it."""
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        tensor_, expanded = stack.pop()
+        if expanded:
+            order.append(tensor_)
+            continue
+        if id(tensor_) in visited:
+            continue
+        visited.add(id(tensor_))
+        node = tensor_._node
+        if node is None:
+            continue
+        if node is _FREED:
+            raise RuntimeError(
+                "backward() through a graph that was already freed: a previous backward() released "
+                "part of it; recompute the forward pass, or pass retain_graph=True"
+            )
+        stack.append((tensor_, True))
+        for parent in node.parents:
+            if parent.requires_grad and id(parent) not in visited:
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def _run_backward(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
+    grads: dict[int, np.ndarray] = {id(root): seed}
+    for tensor_ in _topological_order(root):
+        g = grads.pop(id(tensor_), None)
+        node = tensor_._node
+        if not retain_graph:
+            tensor_._node = _FREED
+        if g is None:
+            continue
+        if tensor_._retain_grad:
+            _accumulate_into_leaf(tensor_, g, g)
+        input_grads = node.backward(g)
+        for parent, parent_grad in zip(node.parents, input_grads):
+            if parent_grad is None or not parent.requires_grad:
+                continue
+            parent_grad = unbroadcast(parent_grad, parent.data.shape)
+            if parent._node is None:
+                _accumulate_into_leaf(parent, parent_grad, g)
+            else:
+                key = id(parent)
+                previous = grads.get(key)
+                grads[key] = parent_grad if previous is None else previous + parent_grad
+    if root._node is None and root.requires_grad:  # backward() called on a leaf itself
+        _accumulate_into_leaf(root, seed, None)
+
+
+def _accumulate_into_leaf(leaf: Tensor, g: np.ndarray, incoming: np.ndarray | None) -> None:
+    if g.dtype != leaf.data.dtype:
+        g = g.astype(leaf.data.dtype)
+    if leaf.grad is None:
+        # The leaf owns its .grad (optimizers and users may update it in place), so an array that is
+        # shared with another tensor's gradient or is a view of one is copied; fresh arrays are not.
+        if g is incoming or g.base is not None or not g.flags.writeable:
+            g = g.copy()
+        leaf.grad = g
+    else:
+        leaf.grad += g
+
