@@ -6,7 +6,9 @@ this module only records which op made which tensor and walks that record backwa
 
 from __future__ import annotations
 
+import itertools
 import numbers
+from heapq import heappop, heappush
 from typing import Any, Callable
 
 import numpy as np
@@ -43,18 +45,22 @@ class no_grad:
 
 
 class _Node:
-    """How a non-leaf tensor was made: the op's name, its inputs, and its vector-Jacobian product."""
+    """How a non-leaf tensor was made: the op's name, its inputs, its vector-Jacobian product, and
+    a sequence number that orders it after every node it depends on."""
 
-    __slots__ = ("op", "parents", "backward")
+    __slots__ = ("op", "parents", "backward", "sequence")
 
-    def __init__(self, op: str, parents: tuple, backward: Callable) -> None:
+    def __init__(self, op: str, parents: tuple, backward: Callable, sequence: int) -> None:
         self.op = op
         self.parents = parents
         self.backward = backward
+        self.sequence = sequence
 
+
+_sequence = itertools.count()
 
 # Marks a node whose graph was released by backward(); using it again is an error, not a silent zero.
-_FREED = _Node("<freed>", (), None)  # type: ignore[arg-type]
+_FREED = _Node("<freed>", (), None, -1)  # type: ignore[arg-type]
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -396,7 +402,7 @@ def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
     """Run a primitive op on the inputs' arrays and, if any input needs a gradient, record it.
 
     An op takes arrays and keyword parameters and returns `(out, backward)`, where `backward(g)`
-    returns one gradient per input (None where an input has none). Gradients may have the broadcast
+    returns one gradient per input (None where an input has none). Gradients may keep the broadcast
     shape; the engine sums them back to each input's shape.
     """
     out, backward = op(*[t.data for t in inputs], **params)
@@ -404,12 +410,14 @@ def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
     result.data = out
     result.grad = None
     result._retain_grad = False
-    if _grad_enabled and any(t.requires_grad for t in inputs):
-        result.requires_grad = True
-        result._node = _Node(op.__name__, inputs, backward)
-    else:
-        result.requires_grad = False
-        result._node = None
+    result.requires_grad = False
+    result._node = None
+    if _grad_enabled:
+        for t in inputs:
+            if t.requires_grad:
+                result.requires_grad = True
+                result._node = _Node(op.__name__, inputs, backward, next(_sequence))
+                break
     return result
 
 
@@ -426,59 +434,53 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.reshape(shape)
 
 
-def _topological_order(root: Tensor) -> list[Tensor]:
-    """Non-leaf tensors reachable from root, each after every tensor that depends on it."""
-    order: list[Tensor] = []
-    visited: set[int] = set()
-    stack: list[tuple[Tensor, bool]] = [(root, False)]
-    while stack:
-        tensor_, expanded = stack.pop()
-        if expanded:
-            order.append(tensor_)
-            continue
-        if id(tensor_) in visited:
-            continue
-        visited.add(id(tensor_))
+def _run_backward(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
+    """Apply each node's vector-Jacobian product, newest node first.
+
+    A node's gradient is complete once every node made after it has run, so processing nodes in
+    decreasing creation order (a heap keyed by sequence number, as PyTorch's engine does) needs no
+    separate topological sort.
+    """
+    if root._node is None:  # backward() called on a leaf itself
+        _accumulate_into_leaf(root, seed, None)
+        return
+    grads: dict[int, np.ndarray] = {id(root): seed}
+    queue: list[tuple[int, Tensor]] = [(-root._node.sequence, root)]
+    queued = {id(root)}
+    while queue:
+        _, tensor_ = heappop(queue)
         node = tensor_._node
-        if node is None:
-            continue
         if node is _FREED:
             raise RuntimeError(
                 "backward() through a graph that was already freed: a previous backward() released "
                 "part of it; recompute the forward pass, or pass retain_graph=True"
             )
-        stack.append((tensor_, True))
-        for parent in node.parents:
-            if parent.requires_grad and id(parent) not in visited:
-                stack.append((parent, False))
-    order.reverse()
-    return order
-
-
-def _run_backward(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
-    grads: dict[int, np.ndarray] = {id(root): seed}
-    for tensor_ in _topological_order(root):
-        g = grads.pop(id(tensor_), None)
-        node = tensor_._node
         if not retain_graph:
             tensor_._node = _FREED
-        if g is None:
-            continue
+        g = grads.pop(id(tensor_))
         if tensor_._retain_grad:
             _accumulate_into_leaf(tensor_, g, g)
-        input_grads = node.backward(g)
-        for parent, parent_grad in zip(node.parents, input_grads):
+        for parent, parent_grad in zip(node.parents, node.backward(g)):
             if parent_grad is None or not parent.requires_grad:
                 continue
-            parent_grad = unbroadcast(parent_grad, parent.data.shape)
-            if parent._node is None:
+            if parent_grad.shape != parent.data.shape:
+                parent_grad = unbroadcast(parent_grad, parent.data.shape)
+            parent_node = parent._node
+            if parent_node is None:
                 _accumulate_into_leaf(parent, parent_grad, g)
+                continue
+            key = id(parent)
+            if key in queued:
+                grads[key] = grads[key] + parent_grad
             else:
-                key = id(parent)
-                previous = grads.get(key)
-                grads[key] = parent_grad if previous is None else previous + parent_grad
-    if root._node is None and root.requires_grad:  # backward() called on a leaf itself
-        _accumulate_into_leaf(root, seed, None)
+                grads[key] = parent_grad
+                queued.add(key)
+                if parent_node is _FREED:
+                    raise RuntimeError(
+                        "backward() through a graph that was already freed: a previous backward() "
+                        "released part of it; recompute the forward pass, or pass retain_graph=True"
+                    )
+                heappush(queue, (-parent_node.sequence, parent))
 
 
 def _accumulate_into_leaf(leaf: Tensor, g: np.ndarray, incoming: np.ndarray | None) -> None:
