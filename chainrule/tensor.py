@@ -44,23 +44,12 @@ class no_grad:
         return wrapper
 
 
-class _Node:
-    """How a non-leaf tensor was made: the op's name, its inputs, its vector-Jacobian product, and
-    a sequence number that orders it after every node it depends on."""
-
-    __slots__ = ("op", "parents", "backward", "sequence")
-
-    def __init__(self, op: str, parents: tuple, backward: Callable, sequence: int) -> None:
-        self.op = op
-        self.parents = parents
-        self.backward = backward
-        self.sequence = sequence
-
-
 _sequence = itertools.count()
 
-# Marks a node whose graph was released by backward(); using it again is an error, not a silent zero.
-_FREED = _Node("<freed>", (), None, -1)  # type: ignore[arg-type]
+_FREED_MESSAGE = (
+    "backward() through a graph that was already freed: a previous backward() released it; "
+    "recompute the forward pass, or pass retain_graph=True to the first backward()"
+)
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
@@ -91,7 +80,14 @@ class Tensor:
     non-leaves on which `retain_grad()` was called, as in PyTorch.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "_retain_grad", "__weakref__")
+    # How a non-leaf tensor was made is kept on the tensor itself (no separate node object, to keep
+    # each op cheap): the op's name, its input tensors, its vector-Jacobian product, and a sequence
+    # number that orders it after every tensor it depends on. Leaves have _op None; backward()
+    # frees a graph by dropping _backward and _parents.
+    __slots__ = (
+        "data", "grad", "requires_grad", "_op", "_parents", "_backward", "_sequence", "_retain_grad",
+        "__weakref__",
+    )  # fmt: skip
     __array_priority__ = 1000  # so that `ndarray * Tensor` calls Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
@@ -102,7 +98,10 @@ class Tensor:
             )
         self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
-        self._node: _Node | None = None
+        self._op: str | None = None
+        self._parents: tuple = ()
+        self._backward: Callable | None = None
+        self._sequence = 0
         self._retain_grad = False
 
     # ---- array-like attributes -------------------------------------------------------------
@@ -127,12 +126,12 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
-        return self._node is None
+        return self._op is None
 
     @property
     def grad_fn(self) -> str | None:
         """The name of the op that made this tensor (None for leaves)."""
-        return None if self._node is None else self._node.op
+        return self._op
 
     def numpy(self) -> np.ndarray:
         return self.data
@@ -180,8 +179,8 @@ class Tensor:
         extras = []
         if self.data.dtype != DEFAULT_DTYPE:
             extras.append(f"dtype={self.data.dtype}")
-        if self._node is not None and self._node is not _FREED:
-            extras.append(f"grad_fn={self._node.op}")
+        if self._op is not None:
+            extras.append(f"grad_fn={self._op}")
         elif self.requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + ", ".join([body, *extras]) + ")"
@@ -204,11 +203,8 @@ class Tensor:
         A scalar's seed gradient is 1; a non-scalar needs `grad` of its own shape. The graph is freed
         afterwards (pass `retain_graph=True` to call backward through it again).
         """
-        if self._node is _FREED:
-            raise RuntimeError(
-                "backward() through a graph that was already freed: a previous backward() released "
-                "it; recompute the forward pass, or pass retain_graph=True to the first backward()"
-            )
+        if self._op is not None and self._backward is None:
+            raise RuntimeError(_FREED_MESSAGE)
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() on a tensor that does not require grad: no input of the computation "
@@ -410,14 +406,19 @@ def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
     result.data = out
     result.grad = None
     result._retain_grad = False
-    result.requires_grad = False
-    result._node = None
     if _grad_enabled:
         for t in inputs:
             if t.requires_grad:
                 result.requires_grad = True
-                result._node = _Node(op.__name__, inputs, backward, next(_sequence))
-                break
+                result._op = op.__name__
+                result._parents = inputs
+                result._backward = backward
+                result._sequence = next(_sequence)
+                return result
+    result.requires_grad = False
+    result._op = None
+    result._parents = ()
+    result._backward = None
     return result
 
 
@@ -441,46 +442,36 @@ def _run_backward(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
     decreasing creation order (a heap keyed by sequence number, as PyTorch's engine does) needs no
     separate topological sort.
     """
-    if root._node is None:  # backward() called on a leaf itself
+    if root._op is None:  # backward() called on a leaf itself
         _accumulate_into_leaf(root, seed, None)
         return
     grads: dict[int, np.ndarray] = {id(root): seed}
-    queue: list[tuple[int, Tensor]] = [(-root._node.sequence, root)]
-    queued = {id(root)}
+    queue: list[tuple[int, Tensor]] = [(-root._sequence, root)]
     while queue:
         _, tensor_ = heappop(queue)
-        node = tensor_._node
-        if node is _FREED:
-            raise RuntimeError(
-                "backward() through a graph that was already freed: a previous backward() released "
-                "part of it; recompute the forward pass, or pass retain_graph=True"
-            )
+        backward, parents = tensor_._backward, tensor_._parents
+        if backward is None:
+            raise RuntimeError(_FREED_MESSAGE)
         if not retain_graph:
-            tensor_._node = _FREED
+            tensor_._backward = None
+            tensor_._parents = ()
         g = grads.pop(id(tensor_))
         if tensor_._retain_grad:
             _accumulate_into_leaf(tensor_, g, g)
-        for parent, parent_grad in zip(node.parents, node.backward(g)):
+        for parent, parent_grad in zip(parents, backward(g)):
             if parent_grad is None or not parent.requires_grad:
                 continue
             if parent_grad.shape != parent.data.shape:
                 parent_grad = unbroadcast(parent_grad, parent.data.shape)
-            parent_node = parent._node
-            if parent_node is None:
+            if parent._op is None:
                 _accumulate_into_leaf(parent, parent_grad, g)
                 continue
             key = id(parent)
-            if key in queued:
+            if key in grads:
                 grads[key] = grads[key] + parent_grad
             else:
                 grads[key] = parent_grad
-                queued.add(key)
-                if parent_node is _FREED:
-                    raise RuntimeError(
-                        "backward() through a graph that was already freed: a previous backward() "
-                        "released part of it; recompute the forward pass, or pass retain_graph=True"
-                    )
-                heappush(queue, (-parent_node.sequence, parent))
+                heappush(queue, (-parent._sequence, parent))
 
 
 def _accumulate_into_leaf(leaf: Tensor, g: np.ndarray, incoming: np.ndarray | None) -> None:
@@ -489,7 +480,7 @@ def _accumulate_into_leaf(leaf: Tensor, g: np.ndarray, incoming: np.ndarray | No
     if leaf.grad is None:
         # The leaf owns its .grad (optimizers and users may update it in place), so an array that is
         # shared with another tensor's gradient or is a view of one is copied; fresh arrays are not.
-        if g is incoming or g.base is not None or not g.flags.writeable:
+        if g is incoming or g.base is not None:
             g = g.copy()
         leaf.grad = g
     else:
