@@ -5,12 +5,15 @@ This module re-exports the public API; it defines nothing itself.
 
 from chainrule.functional import concatenate, maximum, minimum, stack, where
 from chainrule.gradcheck import GradcheckError, gradcheck
+from chainrule.io import ModelFileError, load, save
 from chainrule.random import manual_seed
 from chainrule.tensor import Tensor, is_grad_enabled, no_grad, tensor
+from chainrule.train import History, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GradcheckError", "Tensor", "concatenate", "gradcheck", "is_grad_enabled", "manual_seed",
-    "maximum", "minimum", "no_grad", "stack", "tensor", "where",
+    "GradcheckError", "History", "ModelFileError", "Tensor", "concatenate", "fit", "gradcheck",
+    "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "no_grad", "save", "stack",
+    "tensor", "where",
 ]  # fmt: skip

@@ -267,14 +267,15 @@ def _call_with_options(function: Callable, what: str, *args: Any, **options: Any
 
 def load_csv(
     path: str | os.PathLike,
-    label_column: int | str = -1,
+    label_column: int | str | None = -1,
     header: bool | str = "auto",
     delimiter: str = ",",
     dtype: Any = np.float32,
 ) -> LoadedData:
     """Features and one label column from a CSV file (plain or gzip-compressed).
 
-    label_column: index (negative counts from the end) or header name. header: 'auto' takes the
+    label_column: index (negative counts from the end) or header name; None reads features only
+    (y is then None), as for rows to predict. header: 'auto' takes the
     first row as a header when any of its cells is not a number. Labels that are all integers
     become int64 classes; other numbers a regression target (samples, 1); text labels become class
     indices in sorted order, with `classes` holding the text. Blank lines are skipped; fields may
@@ -299,7 +300,7 @@ def load_csv(
     if not rows:
         raise ValueError(f"{path}: no data rows after the header")
     n_columns = len(first)
-    if n_columns < 2:
+    if n_columns < 2 and label_column is not None:
         raise ValueError(f"{path}: needs at least 2 columns (features and a label), found 1")
     for number, line in rows:
         if line.count(delimiter) != n_columns - 1:
@@ -307,7 +308,7 @@ def load_csv(
                 f"{path}: line {number} has {line.count(delimiter) + 1} columns, expected "
                 f"{n_columns} (as on line {first_line})"
             )
-    label = _label_index(path, label_column, names, n_columns)
+    label = None if label_column is None else _label_index(path, label_column, names, n_columns)
     features = [column for column in range(n_columns) if column != label]
     lines = [line for _, line in rows]
     cell = _cell_namer(path, rows, names)
@@ -325,6 +326,8 @@ def load_csv(
     if len(bad):
         row, k = bad[0]
         raise ValueError(f"{cell(row, features[k])}: {X[row, k]} is not a finite number")
+    if label is None:
+        return LoadedData(X.astype(dtype), None, "unlabelled", None, None, path)
     texts = [line.split(delimiter)[label].strip().strip('"') for line in lines]
     y, task, n_classes, classes = _csv_labels(texts, label, cell, dtype)
     return LoadedData(X.astype(dtype), y, task, n_classes, classes, path)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from chainrule.cli import demo
+from chainrule.cli import datasets, demo, explain, info, predict, train
 
 # Each module defines `register(commands)`, adding its sub-parser with `set_defaults(run=...)`.
-COMMANDS = [demo]
+COMMANDS = [train, predict, info, explain, datasets, demo]
 
 
 class UsageError(Exception):
@@ -35,9 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chainrule: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, ValueError, TypeError, KeyError, OSError) as error:
+    except (UsageError, ValueError, TypeError, KeyError, OSError, ArithmeticError) as error:
         # Library errors are written to be read by people: name the problem, never a traceback.
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        if isinstance(error, OSError) and error.filename:
+            message = f"{error.filename}: {error.strerror or error}"
         print(f"chainrule {args.command}: error: {message}", file=sys.stderr)
         return 2
 

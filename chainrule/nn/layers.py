@@ -232,5 +232,9 @@ class LayerNorm(Module):
             normalized = normalized * self.weight + self.bias
         return normalized
 
+    def _convert(self, dtype: np.dtype) -> None:
+        super()._convert(dtype)
+        self._dtype = dtype
+
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}"

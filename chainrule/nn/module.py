@@ -142,7 +142,8 @@ class Module:
         for name, array in arrays.items():
             owner, current = targets[name]
             if isinstance(owner, Parameter):
-                owner.data = array.astype(current.dtype, copy=True)
+                # In place: anything holding the array (a flat gradient buffer, an optimizer) sees it.
+                owner.data[...] = array
             else:
                 module, attribute = owner
                 setattr(module, attribute, array.astype(current.dtype, copy=True))
@@ -159,20 +160,28 @@ class Module:
 
     # ---- dtype -----------------------------------------------------------------------------
     def to(self, dtype: Any) -> Module:
-        """Convert every parameter and floating buffer to `dtype` in place (float32 or float64)."""
+        """Convert every parameter and floating buffer to `dtype` (float32 or float64).
+
+        Parameters stay the same objects (optimizers keep their references); their arrays change.
+        """
         dtype = np.dtype(dtype)
         if dtype.kind != "f":
             raise TypeError(f"Module.to expects a floating dtype, got {dtype}")
-        for parameter in self.parameters():
-            parameter.data = parameter.data.astype(dtype)
-            if parameter.grad is not None:
-                parameter.grad = parameter.grad.astype(dtype)
         for module in self.modules():
-            for attribute in vars(module).get("_buffer_names", []):
-                value = getattr(module, attribute)
-                if isinstance(value, np.ndarray) and value.dtype.kind == "f":
-                    setattr(module, attribute, value.astype(dtype))
+            module._convert(dtype)
         return self
+
+    def _convert(self, dtype: np.dtype) -> None:
+        """Convert this module's own parameters and buffers (not its children's)."""
+        for value in vars(self).values():
+            if isinstance(value, Parameter):
+                value.data = value.data.astype(dtype)
+                if value.grad is not None:
+                    value.grad = value.grad.astype(dtype)
+        for attribute in vars(self).get("_buffer_names", []):
+            value = getattr(self, attribute)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+                setattr(self, attribute, value.astype(dtype))
 
     def double(self) -> Module:
         return self.to(np.float64)

@@ -1,0 +1,118 @@
+"""`chainrule explain`: the chain rule with numbers, for the tutorial's network or a saved model."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+_EPILOG = """examples:
+  chainrule explain                       the founding tutorial's sigmoid unit on XOR, epoch 0
+  chainrule explain --step --precision 6  ... with the update w <- w - lr*dL/dw, 6 digits
+  chainrule explain model.safetensors --input 0,1 --target 1
+  chainrule explain model.safetensors --input "0,0;1,1" --target "0;0" --weight "2.weight[0,1]"
+"""
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "explain",
+        help="show every factor of the chain rule, with numbers, for one gradient step",
+        description="Walk backward from the loss one layer at a time and write each gradient as "
+        "the chain-rule product with the numbers plugged in, checked by finite differences.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "model", nargs="?", help="a saved model file (default: the founding tutorial's network)"
+    )
+    parser.add_argument(
+        "--input", help="comma-separated features; ';' between samples (default: the XOR inputs)"
+    )
+    parser.add_argument(
+        "--target",
+        help="comma-separated targets (class index for cross_entropy); ';' between samples",
+    )
+    parser.add_argument("--loss", help="mse (the tutorial's ½·mean), mse_torch, bce, bce_logits, "
+                        "cross_entropy or huber")  # fmt: skip
+    parser.add_argument("--lr", type=float, help="learning rate η of the step")
+    parser.add_argument(
+        "--weight", action="append", metavar="NAME[i,j]",
+        help="the element whose chain is written out, e.g. 2.weight[0,1]; repeatable",
+    )  # fmt: skip
+    parser.add_argument("--precision", type=int, help="significant digits in the text")
+    parser.add_argument("--step", action="store_true", help="also show the update w ← w − η·∂L/∂w")
+    parser.add_argument("--json", action="store_true", help="print every number as JSON instead")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from chainrule.cli import UsageError
+    from chainrule.explain import explain
+
+    if args.model is not None and (args.input is None or args.target is None):
+        raise UsageError("a saved model needs --input and --target, e.g. --input 0,1 --target 1")
+    model, x, y = tutorial_network() if args.model is None else (_load(args.model), None, None)
+    x = x if args.input is None else _rows(args.input, "--input")
+    y = y if args.target is None else _rows(args.target, "--target")
+    if args.loss == "cross_entropy" and y.shape[1] == 1:
+        if not np.all(y == np.round(y)):
+            raise UsageError(f"--target: cross_entropy needs class indices, got {args.target!r}")
+        y = y[:, 0].astype(np.int64)
+    options = {"loss": args.loss, "lr": args.lr, "weight": args.weight}
+    explanation = explain(model, x, y, **{k: v for k, v in options.items() if v is not None})
+    if args.json:
+        print(json.dumps(explanation.to_dict(), indent=2))
+    else:
+        digits = {} if args.precision is None else {"precision": args.precision}
+        print(explanation.format(step=args.step, **digits))
+    return 0
+
+
+def tutorial_network() -> tuple[Any, Any, Any]:
+    """The founding tutorial's one sigmoid unit on XOR, with its weights at epoch 0.
+
+    The tutorial seeds the global generator (np.random.seed(0)) and draws weights = randn(2, 1),
+    bias = randn(1); a local RandomState(0) draws the same numbers and leaves global state alone.
+    """
+    import numpy as np
+
+    from chainrule import nn
+
+    state = np.random.RandomState(0)
+    weights, bias = state.randn(2, 1), state.randn(1)
+    model = nn.Sequential(nn.Linear(2, 1, dtype=np.float64, rng=0), nn.Sigmoid())
+    model.load_state_dict({"0.weight": weights.T, "0.bias": bias})  # z = X·weights + bias
+    x = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+    y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+    return model, x, y
+
+
+def _rows(text: str, flag: str) -> Any:
+    """'0,1' -> [[0, 1]]; '0,0;1,1' -> [[0, 0], [1, 1]]."""
+    import numpy as np
+
+    from chainrule.cli import UsageError
+
+    try:
+        rows = [[float(v) for v in row.split(",")] for row in text.split(";")]
+    except ValueError:
+        raise UsageError(f"{flag}: expected numbers like 0,1 or 0,0;1,1, got {text!r}") from None
+    if len({len(row) for row in rows}) != 1:
+        raise UsageError(f"{flag}: every sample needs the same number of values, got {text!r}")
+    return np.array(rows)
+
+
+def _load(path: str) -> Any:
+    from chainrule.cli import UsageError
+
+    try:
+        from chainrule.io import load  # written separately; imported only when a file is named
+    except ImportError:
+        raise UsageError(
+            "reading a model file needs chainrule.io, which is not installed"
+        ) from None
+    return load(path)

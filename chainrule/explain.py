@@ -1,0 +1,551 @@
+"""The chain rule with real numbers: every factor of every gradient of a small network, checked.
+
+Why: backpropagation *is* the chain rule, ∂L/∂W = ∂L/∂a · ∂a/∂z · ∂z/∂W applied layer by layer
+(the founding tutorial's derivation), and learners ask to see it with their own network's numbers
+plugged in. This runs the engine's real forward and backward pass on a float64 copy of the model,
+keeps every intermediate gradient (`retain_grad`) and checks each against central differences. It
+derives nothing itself: the math of every layer stays in `chainrule.ops`.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chainrule import functional as F
+from chainrule import nn
+from chainrule.tensor import Tensor, no_grad
+
+# name -> (what L is, L(ŷ, y) on Tensors, ∂L_n/∂ŷ as the text writes it). Each averages over the
+# samples, L = (1/N)·Σ_n L_n, so sample n's own gradient ∂L_n/∂· is N times its row of ∂L/∂·.
+LOSSES: dict[str, tuple[str, Callable[[Tensor, Any], Tensor], str]] = {
+    "mse": ("½·mean((ŷ − y)²), the founding tutorial's halved MSE",
+            lambda out, y: 0.5 * F.mse_loss(out, y), "ŷ − y"),
+    "mse_torch": ("mean((ŷ − y)²), PyTorch's MSELoss (no ½)", F.mse_loss, "2·(ŷ − y)"),
+    "bce": ("−mean(y·ln ŷ + (1 − y)·ln(1 − ŷ)) for probabilities ŷ", F.binary_cross_entropy,
+            "(ŷ − y)/(ŷ·(1 − ŷ))"),
+    "bce_logits": ("binary cross-entropy of sigmoid(ŷ) for logits ŷ",
+                   F.binary_cross_entropy_with_logits, "sigmoid(ŷ) − y"),
+    "cross_entropy": ("mean(−ln softmax(ŷ)_y) for logits ŷ", F.cross_entropy,
+                      "softmax(ŷ) − onehot(y)"),
+    "huber": ("mean(huber(ŷ − y)) with δ = 1", F.huber_loss, "clip(ŷ − y, −1, 1)"),
+}  # fmt: skip
+
+# Activation -> (its name in formulas, its derivative as the text writes it).
+ACTIVATIONS = {
+    nn.Sigmoid: ("sigmoid", "a·(1 − a)"), nn.Tanh: ("tanh", "1 − a²"),
+    nn.ReLU: ("relu", "1 if z > 0 else 0"), nn.LeakyReLU: ("leaky_relu", "1 if z > 0 else slope"),
+    nn.GELU: ("gelu", "gelu′(z)"), nn.Softplus: ("softplus", "sigmoid(z)"),
+    nn.Softmax: ("softmax", "a_k·(δ_kj − a_j)"), nn.Identity: ("identity", "1"),
+}  # fmt: skip
+_KINKED = (nn.ReLU, nn.LeakyReLU)
+_FD_LIMIT = 5000  # above this many numbers, difference only the chosen weights (2 passes each)
+
+
+@dataclass(repr=False)
+class Layer:
+    """A layer in the tutorial's sense: z = a_prev·Wᵀ + b, then a = f(z) (f = Identity if absent).
+
+    Arrays are (batch, units) and gradients are of the batch loss L. `da_dz` is elementwise, or
+    (batch, k, j) = ∂a_k/∂z_j for Softmax. `kink` marks ReLU inputs too near 0 for differences.
+    """
+
+    index: int  # l in the tutorial's z^[l]
+    name: str  # the Linear's name in the Sequential, e.g. '0' (parameters '0.weight', '0.bias')
+    activation: str  # the class name of f
+    a_prev: np.ndarray
+    z: np.ndarray
+    a: np.ndarray
+    dL_da: np.ndarray
+    da_dz: np.ndarray
+    dL_dz: np.ndarray
+    numeric_dL_da: np.ndarray
+    numeric_dL_dz: np.ndarray
+    kink: np.ndarray
+
+
+@dataclass(repr=False)
+class Chain:
+    """One parameter element's gradient as the product the chain rule makes, sample by sample.
+
+    Factors are per sample, of the sample's own loss L_n, and `value` = mean over n of `terms`.
+    For a Softmax layer `dL_da` and `da_dz` are None: ∂L/∂z_j is a sum over outputs, not a product.
+    """
+
+    parameter: str  # '0.weight'
+    index: tuple[int, ...]  # (j, i) for a weight, (j,) for a bias
+    layer: str
+    dL_da: np.ndarray | None
+    da_dz: np.ndarray | None
+    dL_dz: np.ndarray
+    dz_dw: np.ndarray  # a_prev[:, i] for a weight, ones for a bias
+    terms: np.ndarray  # ∂L_n/∂w
+    value: float
+    numeric: float
+    status: str  # 'agrees' | 'mismatch' | 'kink' | 'unchecked'
+    relative_error: float
+    # Hidden layers, sample 0: the pairs (∂L_0/∂z^[l+1]_k, W^[l+1]_kj) that sum to ∂L_0/∂a_j.
+    backprop: list[tuple[float, float]] | None
+
+
+@dataclass(repr=False)
+class Explanation:
+    """Everything one forward and backward pass computed; `str()` walks it back from the loss."""
+
+    model: str
+    loss_name: str
+    x: np.ndarray
+    y: np.ndarray
+    loss: float
+    sample_losses: np.ndarray
+    lr: float
+    eps: float
+    layers: dict[str, Layer]  # by the Linear's name
+    parameters: dict[str, np.ndarray]  # by model.named_parameters() names, before the step
+    grad: dict[str, np.ndarray]
+    numeric: dict[str, np.ndarray]  # central differences (NaN where not computed)
+    updated: dict[str, np.ndarray]  # after one step θ ← θ − lr·∂L/∂θ
+    chains: list[Chain]
+
+    def __repr__(self) -> str:
+        return f"Explanation({self.model}, loss={self.loss_name} {self.loss:.6g})"
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def format(self, precision: int = 4, step: bool = False) -> str:
+        """The walk back from the loss, in `precision` significant digits; `step` adds the update."""
+        return _Writer(self, precision).text(step)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as plain lists, floats and strings (an element not differenced: None)."""
+        return _plain(vars(self))
+
+
+def explain(
+    model: nn.Sequential,
+    x: Any,
+    y: Any,
+    loss: str = "mse",
+    lr: float = 0.1,
+    weight: str | list[str] | None = None,
+    eps: float = 1e-6,
+) -> Explanation:
+    """One forward and backward pass of `model` on x (features,) or (batch, features), kept whole.
+
+    `model` is a Sequential of Linear layers, each followed by at most one activation (Sigmoid,
+    Tanh, ReLU, LeakyReLU, GELU, Softplus, Softmax, Identity). `loss` is one of LOSSES: "mse" is
+    the founding tutorial's halved ½·mean((ŷ − y)²), "mse_torch" PyTorch's mean((ŷ − y)²).
+    `weight` names the elements whose chain is written out, e.g. "2.weight[0,1]" (default: W[0,0]
+    of every Linear). It all runs in float64 on a copy: the model and its .grad never change.
+
+    >>> net = nn.Sequential(nn.Linear(2, 1, rng=0), nn.Sigmoid())
+    >>> print(explain(net, [1.0, 1.0], [0.0]))  # doctest: +SKIP
+    >>> print(explain(net, [1.0, 1.0], [0.0]).format(precision=6, step=True))  # doctest: +SKIP
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+    for label, value in (("lr", lr), ("eps", eps)):
+        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
+            raise ValueError(f"explain: {label} must be a positive number, got {value!r}")
+    stages = _stages(model)
+    model64 = copy.deepcopy(model).double()
+    model64.zero_grad()  # a copied .grad would be added to
+    loss_fn = LOSSES[loss][1]
+    x = _inputs(x, model64.layers[0])
+    h, outputs = Tensor(x), []
+    for module in model64.layers:
+        h = module(h)
+        h.retain_grad()
+        outputs.append(h)
+    y = _targets(y, h.data, loss)
+    total = loss_fn(h, y)
+    total.backward()
+    named = dict(model64.named_parameters())
+    params = {name: p.data.copy() for name, p in named.items()}
+    grad = {name: p.grad.copy() for name, p in named.items()}
+    chosen = _parse_weights(weight, params, stages)
+    with no_grad():
+        sample_losses = np.array([loss_fn(h[[n]], y[[n]]).item() for n in range(len(x))])
+
+    def loss_after(start: int, value: np.ndarray) -> Callable[[], float]:
+        return lambda: loss_fn(model64[start:](Tensor(value)), y).item()
+
+    count = sum(v.size for v in params.values()) + 2 * sum(o.data.size for o in outputs)
+    everything = count <= _FD_LIMIT
+    numeric = {}
+    for name, p in named.items():
+        only = [np.ravel_multi_index(i, p.shape) for n, i in chosen if n == name]
+        numeric[name] = _differences(loss_after(0, x), p.data, eps, None if everything else only)
+
+    def intermediate(module: int) -> np.ndarray:
+        value = outputs[module].data.copy()  # nudged in place and fed to the layers after it
+        return _differences(loss_after(module + 1, value), value, eps, None if everything else [])
+
+    layers: dict[str, Layer] = {}
+    a_prev = x
+    for index, (first, last) in enumerate(stages, start=1):
+        z, a = outputs[first], outputs[last]
+        f = model64.layers[last] if last > first else nn.Identity()
+        numeric_dL_dz = intermediate(first)
+        layers[str(first)] = Layer(
+            index=index, name=str(first), activation=type(f).__name__, a_prev=a_prev, z=z.data,
+            a=a.data, dL_da=a.grad, da_dz=_local_derivative(f, z.data), dL_dz=z.grad,
+            numeric_dL_da=intermediate(last) if last > first else numeric_dL_dz,
+            numeric_dL_dz=numeric_dL_dz, kink=_kinks(f, z.data, a_prev, eps),
+        )  # fmt: skip
+        a_prev = a.data
+    return Explanation(
+        model=_describe(model), loss_name=loss, x=x, y=y, loss=total.item(),
+        sample_losses=sample_losses, lr=float(lr), eps=float(eps), layers=layers,
+        parameters=params, grad=grad, numeric=numeric,
+        updated={name: params[name] - lr * grad[name] for name in params},
+        chains=[_chain(name, i, layers, params, grad, numeric, total.item()) for name, i in chosen],
+    )  # fmt: skip
+
+
+# ---- checking the model and the data ------------------------------------------------------
+def _stages(model: Any) -> list[tuple[int, int]]:
+    """(index of each Linear, index of the module whose output is its a) in the Sequential."""
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"explain needs a chainrule.nn.Sequential, got {type(model).__name__}")
+    supported = ", ".join(["Linear", *(kind.__name__ for kind in ACTIVATIONS)])
+    stages: list[tuple[int, int]] = []
+    for i, module in enumerate(model.layers):
+        kind = type(module).__name__
+        if isinstance(module, nn.Linear):
+            stages.append((i, i))
+        elif type(module) not in ACTIVATIONS:
+            raise ValueError(f"explain: layer {i} is {kind}; supported: {supported}")
+        elif not stages or stages[-1][1] != stages[-1][0]:
+            raise ValueError(
+                f"explain: layer {i} ({kind}) does not follow a Linear; each Linear may be "
+                "followed by at most one activation"
+            )
+        elif isinstance(module, nn.Softmax) and module.dim not in (-1, 1):
+            raise ValueError(f"explain: layer {i} is Softmax(dim={module.dim}); use dim=-1")
+        else:
+            stages[-1] = (stages[-1][0], i)
+    if not stages:
+        raise ValueError("explain: the model has no Linear layer")
+    return stages
+
+
+def _inputs(x: Any, first: nn.Linear) -> np.ndarray:
+    try:
+        x = np.array(x.data if isinstance(x, Tensor) else x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"explain: the input must be numbers, got {type(x).__name__}") from None
+    x = x[None, :] if x.ndim == 1 else x
+    if x.ndim != 2 or x.shape[1] != first.in_features or len(x) == 0:
+        raise ValueError(
+            f"explain: the model's first Linear takes {first.in_features} features, so x must have "
+            f"shape ({first.in_features},) or (batch, {first.in_features}); got {x.shape}"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError("explain: the input contains NaN or infinity")
+    return x
+
+
+def _targets(y: Any, output: np.ndarray, loss: str) -> np.ndarray:
+    y = np.asarray(y.data if isinstance(y, Tensor) else y)
+    if loss == "cross_entropy" and y.dtype.kind in "iu" and y.size == len(output):
+        return y.reshape(len(output))  # class indices
+    if y.dtype.kind not in "fiub" or y.size != output.size:
+        raise ValueError(
+            f"explain: the model gives {output.shape[1]} output(s) per sample ({output.shape} for "
+            f"this batch) but the target is {y.dtype} of shape {y.shape}"
+        )
+    if not np.isfinite(y).all():
+        raise ValueError("explain: the target contains NaN or infinity")
+    return y.astype(np.float64).reshape(output.shape)
+
+
+def _parse_weights(weight: Any, params: dict, stages: list) -> list[tuple[str, tuple[int, ...]]]:
+    if weight is None:
+        return [(f"{first}.weight", (0, 0)) for first, _ in stages]
+    chosen = []
+    for spec in [weight] if isinstance(weight, str) else list(weight):
+        match = re.fullmatch(r"\s*([\w.]+?)\s*(?:\[\s*(\d+(?:\s*,\s*\d+)*)\s*\])?\s*", str(spec))
+        name = match.group(1) if match else spec
+        if name not in params:
+            raise KeyError(f"explain: no parameter {spec!r}; the model has {', '.join(params)}")
+        shape = params[name].shape
+        index = tuple(int(i) for i in match.group(2).split(",")) if match.group(2) else None
+        index = (0,) * len(shape) if index is None else index
+        if len(index) != len(shape) or any(not 0 <= i < n for i, n in zip(index, shape)):
+            raise ValueError(f"explain: {spec!r} is not an element of {name} (shape {shape})")
+        chosen.append((name, index))
+    return chosen
+
+
+def _describe(model: nn.Sequential) -> str:
+    linear = "Linear({0.in_features}, {0.out_features})".format
+    parts = [linear(m) if isinstance(m, nn.Linear) else type(m).__name__ for m in model.layers]
+    return f"Sequential({', '.join(parts)})"
+
+
+# ---- the numbers ----------------------------------------------------------------------------
+def _local_derivative(f: nn.Module, z: np.ndarray) -> np.ndarray:
+    """∂a/∂z from the engine's own backward of f: elementwise, or (batch, k, j) for Softmax."""
+    if not isinstance(f, nn.Softmax):
+        return _pullback(f, z, np.ones_like(z))
+    return np.stack([_pullback(f, z, np.eye(z.shape[1])[k] + 0 * z) for k in range(z.shape[1])], 1)
+
+
+def _pullback(f: nn.Module, z: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    leaf = Tensor(z.copy(), requires_grad=True)
+    f(leaf).backward(seed)
+    return leaf.grad
+
+
+def _differences(
+    loss_at: Callable[[], float], array: np.ndarray, eps: float, only: list[int] | None
+) -> np.ndarray:
+    """(L(v + eps) − L(v − eps)) / 2eps for the elements of `array` (all, or `only`), else NaN.
+
+    Not gradcheck.numerical_gradient: that differences every element, and a large model may
+    afford only the chosen ones. `array` is changed in place and put back.
+    """
+    numeric = np.full(array.shape, np.nan)
+    flat = array.reshape(-1)  # a view: arrays here are contiguous float64
+    with no_grad():
+        for i in range(flat.size) if only is None else only:
+            original = flat[i]
+            flat[i] = original + eps
+            plus = loss_at()
+            flat[i] = original - eps
+            minus = loss_at()
+            flat[i] = original
+            numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
+    return numeric
+
+
+def _kinks(f: nn.Module, z: np.ndarray, a_prev: np.ndarray, eps: float) -> np.ndarray:
+    # Nudging one weight or bias of this layer by eps moves z by up to eps·max(1, |a_prev_i|).
+    if not isinstance(f, _KINKED):
+        return np.zeros(z.shape, dtype=bool)
+    return np.abs(z) <= eps * (1 + np.abs(a_prev).sum(axis=1, keepdims=True))
+
+
+def _kink_at_or_after(layers: dict[str, Layer], index: int) -> bool:
+    """Whether nudging anything in layer `index` may push a ReLU input there or later over 0."""
+    return any(layer.kink.any() for layer in layers.values() if layer.index >= index)
+
+
+def _compare(analytic: float, numeric: float, loss: float) -> tuple[str, float]:
+    """('agrees' | 'mismatch' | 'unchecked', relative error) of a gradient and its difference."""
+    if np.isnan(numeric):
+        return "unchecked", float("nan")
+    difference, size = abs(analytic - numeric), max(abs(analytic), abs(numeric))
+    # Central differences in float64 are good to about 1e-10·|L|; a tighter bound flags rounding.
+    agrees = difference <= 1e-7 * max(1.0, abs(loss)) + 1e-5 * size
+    return ("agrees" if agrees else "mismatch"), (difference / size if size > 0 else 0.0)
+
+
+def _chain(name, element, layers, params, grad, numeric, loss) -> Chain:
+    layer_name, kind = name.rsplit(".", 1)
+    layer, j = layers[layer_name], element[0]
+    n = len(layer.z)
+    dz_dw = layer.a_prev[:, element[1]] if kind == "weight" else np.ones(n)
+    softmax = layer.da_dz.ndim == 3
+    dL_da = None if softmax else n * layer.dL_da[:, j]
+    da_dz = None if softmax else layer.da_dz[:, j]
+    terms = n * layer.dL_dz[:, j] * dz_dw if softmax else dL_da * da_dz * dz_dw
+    after = [other for other in layers.values() if other.index == layer.index + 1]
+    backprop = None
+    if after:
+        W = params[f"{after[0].name}.weight"]
+        backprop = [(float(n * after[0].dL_dz[0, k]), float(W[k, j])) for k in range(len(W))]
+    status, relative = _compare(grad[name][element], numeric[name][element], loss)
+    status = "kink" if _kink_at_or_after(layers, layer.index) else status
+    return Chain(
+        parameter=name, index=element, layer=layer_name, dL_da=dL_da, da_dz=da_dz,
+        dL_dz=n * layer.dL_dz[:, j], dz_dw=dz_dw, terms=terms, value=float(grad[name][element]),
+        numeric=float(numeric[name][element]), status=status, relative_error=relative,
+        backprop=backprop,
+    )  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (Layer, Chain)):
+        return _plain(vars(value))
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else float(value)
+    return int(value) if isinstance(value, (int, np.integer)) else value
+
+
+# ---- the text ---------------------------------------------------------------------------------
+_NAMES = {kind.__name__: formulas for kind, formulas in ACTIVATIONS.items()}
+_VERDICTS = {
+    "agrees": "agrees", "mismatch": "MISMATCH", "unchecked": "not computed",
+    "kink": "at the kink: finite differences are not meaningful here",
+}  # fmt: skip
+
+
+class _Writer:
+    """Writes an Explanation in the tutorial's notation, with `precision` significant digits."""
+
+    def __init__(self, e: Explanation, precision: int) -> None:
+        if type(precision) is not int or not 1 <= precision <= 17:  # (a bool is no digit count)
+            raise ValueError(f"precision must be an integer from 1 to 17, got {precision!r}")
+        self.e, self.p, self.n = e, precision, len(e.x)
+        self.L = "L_0" if self.n > 1 else "L"  # vectors are sample 0's, of its own loss
+        self.lines: list[str] = []
+
+    def num(self, v: float) -> str:
+        return f"{float(v) + 0.0:#.{self.p}g}"  # + 0.0 turns -0.0 into 0.0
+
+    def factor(self, v: float) -> str:
+        return f"({self.num(v)})" if v < 0 else self.num(v)
+
+    def vec(self, v: np.ndarray) -> str:
+        items = [self.vec(x) if v.ndim > 1 else self.num(x) for x in v]
+        return "[" + ", ".join(items if len(items) <= 8 else [*items[:6], "…", items[-1]]) + "]"
+
+    def block(self, rows: list[tuple[str, str]]) -> None:
+        width = max(len(left) for left, _ in rows)
+        self.lines += [f"  {left.ljust(width)} = {right}" for left, right in rows]
+
+    def text(self, step: bool) -> str:
+        e, n = self.e, self.n
+        loss = f"loss {e.loss_name}: L = {LOSSES[e.loss_name][0]}"
+        self.lines = [f"The chain rule for {e.model}, {loss}."]
+        if n > 1:
+            self.lines.append(
+                f"A batch of {n} samples: L = (1/{n})·Σ_n L_n, so every gradient is the average of "
+                "the per-sample gradients ∂L_n/∂θ.\nVectors are sample 0's: gradients of its own "
+                "loss L_0; ∂L/∂W and ∂L/∂b are batch averages; to_dict() has every sample."
+            )
+        self.forward()
+        self.lines += ["", "Backward, from the loss one layer at a time"]
+        for layer in reversed(e.layers.values()):
+            self.backward(layer)
+        if step:
+            self.update()
+        return "\n".join(self.lines)
+
+    def forward(self) -> None:
+        e, last = self.e, len(self.e.layers)
+        self.lines += ["", "Forward" + (" (sample 0)" if self.n > 1 else "")]
+        rows = [("a^[0] = x", self.vec(e.x[0]))]
+        for layer in e.layers.values():
+            l, f = layer.index, _NAMES[layer.activation][0]
+            rows.append((f"z^[{l}] = W^[{l}]·a^[{l - 1}] + b^[{l}]", self.vec(layer.z[0])))
+            output = f"a^[{l}] = {f}(z^[{l}])" + (" = ŷ" if l == last else "")
+            rows.append((output, self.vec(layer.a[0])))
+        target = f"class {e.y[0]}" if e.y.ndim == 1 else self.vec(e.y[0])
+        shown = [self.num(v) for v in e.sample_losses[:8]] + (["…"] if self.n > 8 else [])
+        per_sample = f"   (L_n: {', '.join(shown)})" if self.n > 1 else ""
+        self.block([*rows, ("y", target), ("L", self.num(e.loss) + per_sample)])
+
+    def backward(self, layer: Layer) -> None:
+        e, n, l, L = self.e, self.n, layer.index, self.L
+        f, derivative = _NAMES[layer.activation]
+        names = [p for p in e.parameters if p.rsplit(".", 1)[0] == layer.name]
+        self.lines += ["", f"Layer {l}: Linear '{layer.name}' then {f} ({', '.join(names)})"]
+        if l == len(e.layers):
+            per_output = e.loss_name != "cross_entropy" and layer.a.shape[1] > 1
+            upstream = LOSSES[e.loss_name][2] + (" (over K outputs: /K)" if per_output else "")
+        else:
+            upstream = f"Σ_k ∂{L}/∂z^[{l + 1}]_k · W^[{l + 1}]_kj"
+        rows = [(f"∂{L}/∂a^[{l}] = {upstream}", self.vec(n * layer.dL_da[0]))]
+        if layer.da_dz.ndim == 2:
+            rows.append((f"∂a^[{l}]/∂z^[{l}] = {derivative}", self.vec(layer.da_dz[0])))
+            rule = f"∂{L}/∂a^[{l}] ⊙ ∂a^[{l}]/∂z^[{l}]"
+        else:
+            rule = f"Σ_k ∂{L}/∂a_k · ∂a_k/∂z_j, ∂a_k/∂z_j = {derivative}"
+        rows.append((f"∂{L}/∂z^[{l}] = {rule}", self.vec(n * layer.dL_dz[0])))
+        dz = f"mean_n ∂L_n/∂z^[{l}]" if n > 1 else f"∂L/∂z^[{l}]"
+        for name in names:
+            weight = name.endswith("weight")
+            rule = f"{dz} ⊗ a^[{l - 1}]" if weight else dz
+            rows.append((f"∂L/∂{'W' if weight else 'b'}^[{l}] = {rule}", self.vec(e.grad[name])))
+        self.block(rows)
+        self.check(layer, names)
+        for chain in (c for c in e.chains if c.layer == layer.name):
+            self.chain(chain, layer)
+
+    def check(self, layer: Layer, names: list[str]) -> None:
+        pairs = [(layer.dL_da, layer.numeric_dL_da), (layer.dL_dz, layer.numeric_dL_dz)]
+        pairs += [(self.e.grad[name], self.e.numeric[name]) for name in names]
+        results = [
+            _compare(a, v, self.e.loss)
+            for analytic, numeric in pairs
+            for a, v in zip(analytic.ravel(), numeric.ravel())
+        ]
+        checked = [r for r in results if r[0] != "unchecked"]
+        rest = " (the rest not differenced: a large model)" if len(checked) < len(results) else ""
+        if not checked:
+            self.lines.append(f"  finite differences: none here{rest}")
+            return
+        bad = sum(status == "mismatch" for status, _ in checked)
+        verdict = f"{bad} of {len(checked)} disagree" if bad else "all agree"
+        if bad and _kink_at_or_after(self.e.layers, layer.index):
+            verdict += " — at the kink: finite differences are not meaningful here"
+        worst = max(relative for _, relative in checked)
+        self.lines.append(
+            f"  finite differences of these {len(checked)} numbers: {verdict} "
+            f"(largest relative error {worst:.1e}){rest}"
+        )
+
+    def chain(self, c: Chain, layer: Layer) -> None:
+        n, l, j, L = self.n, layer.index, c.index[0], self.L
+        symbol = "W" if c.parameter.endswith("weight") else "b"
+        element = f"{symbol}[{','.join(map(str, c.index))}]"
+        source = f"a^[{l - 1}]_{c.index[1]}" if symbol == "W" else "the constant 1"
+        self.lines.append(f"  {element} ({_element(c)}) connects {source} to z^[{l}]_{j}:")
+        if c.backprop is not None:
+            total = self.num(sum(g * w for g, w in c.backprop))
+            sum_ = " + ".join(f"{self.factor(g)} × {self.factor(w)}" for g, w in c.backprop)
+            rule = f"Σ_k ∂{L}/∂z^[{l + 1}]_k · W^[{l + 1}]_k{j}"
+            self.lines.append(f"    ∂{L}/∂a_{j} = {rule} = {sum_} = {total}")
+        if c.dL_da is None:  # Softmax: every output a_k depends on z_j
+            pairs = zip(n * layer.dL_da[0], layer.da_dz[0, :, j])
+            sum_ = " + ".join(f"{self.factor(g)} × {self.factor(d)}" for g, d in pairs)
+            rule = f"Σ_k ∂{L}/∂a_k · ∂a_k/∂z_{j}"
+            self.lines.append(f"    ∂{L}/∂z_{j} = {rule} = {sum_} = {self.num(c.dL_dz[0])}")
+            rule, factors = "∂{0}/∂z · ∂z/∂", [c.dL_dz, c.dz_dw]
+        else:
+            rule, factors = "∂{0}/∂a · ∂a/∂z · ∂z/∂", [c.dL_da, c.da_dz, c.dz_dw]
+        for s in range(n) if n <= 8 else [0, 1, 2, n - 1]:
+            loss = f"L_{s}" if n > 1 else "L"
+            product = " × ".join(self.factor(f[s]) for f in factors)
+            left = (f"n={s}: " if n > 1 else "") + f"∂{loss}/∂{element}"
+            self.lines.append(
+                f"    {left} = {rule.format(loss)}{symbol} = {product} = {self.num(c.terms[s])}"
+            )
+        if n > 1:
+            terms = " + ".join(map(self.factor, c.terms)) if n <= 8 else f"Σ_n ∂L_n/∂{element}"
+            self.lines.append(f"    ∂L/∂{element} = (1/{n})·({terms}) = {self.num(c.value)}")
+        self.lines.append(
+            f"    finite difference {self.num(c.numeric)}, relative error "
+            f"{c.relative_error:.1e}: {_VERDICTS[c.status]}"
+        )
+
+    def update(self) -> None:
+        e = self.e
+        self.lines += ["", f"One gradient-descent step, w ← w − η·∂L/∂w with η = {e.lr:g}"]
+        for c in e.chains:
+            before, after = e.parameters[c.parameter][c.index], e.updated[c.parameter][c.index]
+            self.lines.append(
+                f"  {_element(c)} ← {self.num(before)} − {e.lr:g} × {self.factor(c.value)} = "
+                f"{self.num(after)}"
+            )
+        arrows = [(p, f"{self.vec(e.parameters[p])} → {self.vec(e.updated[p])}") for p in e.updated]
+        self.block(arrows)
+
+
+def _element(chain: Chain) -> str:
+    return f"{chain.parameter}[{','.join(map(str, chain.index))}]"

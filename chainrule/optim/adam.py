@@ -1,0 +1,131 @@
+"""Adam and AdamW: adaptive moment estimation, with L2 or decoupled weight decay (one rule)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from chainrule.optim.optimizer import Optimizer, check_flag, check_number
+from chainrule.tensor import Tensor
+
+
+class Adam(Optimizer):
+    r"""Adam, as `torch.optim.Adam` (Kingma & Ba, 2015).
+
+    For each parameter p with gradient g, at step t (β₁, β₂ = betas):
+
+        p ← p·(1 − lr·weight_decay)      if decoupled_weight_decay (AdamW)
+        g ← g + weight_decay·p           otherwise
+        m ← β₁·m + (1 − β₁)·g
+        v ← β₂·v + (1 − β₂)·g²
+        v̂ ← max(v̂, v) if amsgrad, else v
+        p ← p − lr/(1 − β₁ᵗ) · m / (√v̂ / √(1 − β₂ᵗ) + eps)
+
+    m and v start at zero; the two bias corrections undo that start.
+    """
+
+    _state_arrays = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad,
+            "decoupled_weight_decay": decoupled_weight_decay,
+        }  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> dict[str, Any]:
+        name = self._name
+        group = dict(group)
+        group["lr"] = check_number(name, "lr", group["lr"])
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+        group["betas"] = tuple(
+            check_number(name, f"betas[{i}]", beta, 0.0, 1.0, high_open=True)
+            for i, beta in enumerate(betas)
+        )
+        group["eps"] = check_number(name, "eps", group["eps"])
+        group["weight_decay"] = check_number(name, "weight_decay", group["weight_decay"])
+        group["amsgrad"] = check_flag(name, "amsgrad", group["amsgrad"])
+        group["decoupled_weight_decay"] = check_flag(
+            name, "decoupled_weight_decay", group["decoupled_weight_decay"]
+        )
+        return group
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "step": 0,
+            "exp_avg": np.zeros_like(p.data),
+            "exp_avg_sq": np.zeros_like(p.data),
+        }
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = np.zeros_like(p.data)
+        return state
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            lr = float(group["lr"])
+            beta1, beta2 = group["betas"]
+            weight_decay, eps = group["weight_decay"], group["eps"]
+            decoupled = group["decoupled_weight_decay"]
+            for p, g, state in self._with_grads(group):
+                state["step"] += 1
+                t = state["step"]
+                if weight_decay != 0:
+                    if decoupled:
+                        p *= 1.0 - lr * weight_decay
+                    else:
+                        decayed = np.multiply(p, weight_decay)
+                        decayed += g
+                        g = decayed
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                work = np.subtract(g, m)  # m ← m + (1 − β₁)(g − m), PyTorch's lerp
+                work *= 1.0 - beta1
+                m += work
+                np.multiply(g, g, out=work)
+                work *= 1.0 - beta2
+                v *= beta2
+                v += work
+                if group["amsgrad"]:
+                    v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+                # lr/c₁ · m / (√v/√c₂ + eps) = (lr·√c₂/c₁) · m / (√v + eps·√c₂): one pass fewer.
+                root_c2 = math.sqrt(1.0 - beta2**t)
+                step_size = lr * root_c2 / (1.0 - beta1**t)
+                np.sqrt(v, out=work)
+                work += eps * root_c2
+                np.divide(m, work, out=work)
+                work *= step_size
+                p -= work
+        return loss
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter, 2019), as `torch.optim.AdamW`.
+
+    The decay shrinks p directly, p ← p·(1 − lr·weight_decay), instead of being added to the
+    gradient, so it is not rescaled by Adam's per-coordinate step sizes.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, decoupled_weight_decay=True)

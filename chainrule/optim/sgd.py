@@ -1,0 +1,89 @@
+"""SGD: stochastic gradient descent with optional momentum, Nesterov momentum and weight decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from chainrule.optim.optimizer import Optimizer, check_flag, check_number
+from chainrule.tensor import Tensor
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, as `torch.optim.SGD`.
+
+    For each parameter p with gradient g, at step t:
+
+        g ← g + weight_decay·p
+        b ← g                                   (t = 1)
+        b ← momentum·b + (1 − dampening)·g      (t > 1)
+        g ← g + momentum·b   if nesterov,  else  g ← b        (only when momentum ≠ 0)
+        p ← p − lr·g
+
+    Example: one step with lr=0.1 and no momentum on p = [1, 2], g = [0.5, −1] gives [0.95, 2.1].
+    """
+
+    _state_arrays = ("momentum_buffer",)
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
+            "nesterov": nesterov,
+        }  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _check_group(self, group: dict[str, Any]) -> dict[str, Any]:
+        name = self._name
+        group = dict(group)
+        group["lr"] = check_number(name, "lr", group["lr"])
+        group["momentum"] = check_number(name, "momentum", group["momentum"])
+        group["dampening"] = check_number(name, "dampening", group["dampening"], 0.0, 1.0)
+        group["weight_decay"] = check_number(name, "weight_decay", group["weight_decay"])
+        group["nesterov"] = check_flag(name, "nesterov", group["nesterov"])
+        if group["nesterov"] and (group["momentum"] == 0 or group["dampening"] != 0):
+            raise ValueError(
+                f"{name}: nesterov=True needs momentum > 0 and dampening = 0, got "
+                f"momentum={group['momentum']:g}, dampening={group['dampening']:g}"
+            )
+        return group
+
+    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        # The momentum buffer starts as the first gradient (not zeros), so it is made on step 1.
+        return {}
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None if closure is None else closure()
+        for group in self.param_groups:
+            lr = float(group["lr"])
+            momentum, dampening = group["momentum"], group["dampening"]
+            weight_decay, nesterov = group["weight_decay"], group["nesterov"]
+            for p, grad, state in self._with_grads(group):
+                g = grad
+                if weight_decay != 0:
+                    g = np.multiply(p, weight_decay)
+                    g += grad
+                direction = g
+                if momentum != 0:
+                    buffer = state.get("momentum_buffer")
+                    if buffer is None:
+                        buffer = state["momentum_buffer"] = g.copy() if g is grad else g
+                    else:
+                        buffer *= momentum
+                        buffer += g if dampening == 0 else (1.0 - dampening) * g
+                    if nesterov:
+                        direction = np.multiply(buffer, momentum)
+                        direction += g
+                    else:
+                        direction = buffer
+                p -= lr * direction
+        return loss

@@ -1,0 +1,144 @@
+"""fit(): it trains, logs in the tutorial's format, stops early, restores the best weights, guards NaN."""
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule import nn, optim
+from chainrule.datasets import moons
+from chainrule.train import EarlyStopping, History, NonFiniteError, evaluate, fit, predict
+
+XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
+XOR_Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
+
+
+def xor_network(dtype=np.float64, seed=0):
+    rng = np.random.default_rng(seed)
+    return nn.Sequential(
+        nn.Linear(2, 4, dtype=dtype, rng=rng), nn.Sigmoid(), nn.Linear(4, 1, dtype=dtype, rng=rng), nn.Sigmoid()
+    )
+
+
+def test_fit_learns_xor_with_a_hidden_layer():
+    model = xor_network()
+    history = fit(model, XOR_X, XOR_Y, loss="half_mse", optimizer="sgd", lr=1.0, epochs=10_000)
+    assert history.loss[-1] < 0.01
+    assert np.array_equal(predict(model, XOR_X) >= 0.5, XOR_Y == 1)
+
+
+def test_fit_logs_the_tutorials_line_every_n_epochs():
+    lines = []
+    fit(xor_network(), XOR_X, XOR_Y, loss="half_mse", lr=0.1, epochs=30, log_every=10, print_fn=lines.append)
+    assert [line.split(",")[0] for line in lines] == ["Epoch 0", "Epoch 10", "Epoch 20"]
+    assert all(line.startswith("Epoch ") and ", Loss: " in line for line in lines)
+
+
+def test_full_batch_loss_is_the_loss_before_each_update():
+    model = xor_network()
+    expected = 0.5 * np.mean((predict(model, XOR_X) - XOR_Y) ** 2)
+    history = fit(model, XOR_X, XOR_Y, loss="half_mse", lr=0.1, epochs=1)
+    assert history.loss[0] == pytest.approx(expected, rel=1e-12)
+
+
+def test_fit_equals_the_hand_written_loop():
+    model_a, model_b = xor_network(), xor_network()
+    fit(model_a, XOR_X, XOR_Y, loss="mse", optimizer="sgd", lr=0.5, epochs=25)
+    sgd = optim.SGD(model_b.parameters(), lr=0.5)
+    for _ in range(25):
+        sgd.zero_grad()
+        cr.functional.mse_loss(model_b(XOR_X), XOR_Y).backward()
+        sgd.step()
+    for (name, a), (_, b) in zip(model_a.named_parameters(), model_b.named_parameters()):
+        np.testing.assert_array_equal(a.data, b.data, err_msg=name)
+
+
+def test_same_seed_gives_bit_identical_training():
+    X, y = moons(n_samples=64, rng=1)
+    results = []
+    for _ in range(2):
+        model = nn.Sequential(nn.Linear(2, 8, rng=3), nn.ReLU(), nn.Linear(8, 2, rng=4))
+        history = fit(model, X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=5, batch_size=8, rng=7)
+        results.append((history.loss, model.state_dict()))
+    assert results[0][0] == results[1][0]
+    assert all(np.array_equal(results[0][1][k], results[1][1][k]) for k in results[0][1])
+
+
+def test_classification_records_accuracy_and_validation_metrics():
+    X, y = moons(n_samples=200, noise=0.1, rng=0)
+    model = nn.Sequential(nn.Linear(2, 16, rng=0), nn.Tanh(), nn.Linear(16, 2, rng=1))
+    history = fit(
+        model, X[:150], y[:150], loss="cross_entropy", optimizer="adam", lr=0.05, epochs=60,
+        batch_size=16, validation_data=(X[150:], y[150:]),
+    )  # fmt: skip
+    assert set(history.metrics) >= {"accuracy", "val_loss", "val_accuracy"}
+    assert len(history.val_loss) == 60
+    assert history.metrics["val_accuracy"][-1] > 0.9
+    assert evaluate(model, X[150:], y[150:], "cross_entropy", classification=True)["accuracy"] > 0.9
+
+
+def test_float32_model_trains_in_float32():
+    model = xor_network(np.float32)
+    fit(model, XOR_X, XOR_Y, loss="mse", lr=0.5, epochs=3)
+    assert all(p.dtype == np.float32 for p in model.parameters())
+
+
+def test_early_stopping_stops_and_restores_the_best_weights():
+    X, y = moons(n_samples=100, noise=0.3, rng=0)
+    model = nn.Sequential(nn.Linear(2, 64, rng=0), nn.ReLU(), nn.Linear(64, 2, rng=1))
+    stopper = EarlyStopping(monitor="val_loss", patience=3)
+    # A large learning rate makes validation loss bounce, so training stops well before 500 epochs.
+    history = fit(
+        model, X[:20], y[:20], loss="cross_entropy", optimizer="adam", lr=0.2, epochs=500,
+        validation_data=(X[20:], y[20:]), callbacks=[stopper],
+    )  # fmt: skip
+    assert history.stopped_early and len(history.epochs) < 500
+    best = min(history.val_loss)
+    assert history.val_loss[history.best_epoch] == best
+    assert evaluate(model, X[20:], y[20:], "cross_entropy")["loss"] == pytest.approx(best, rel=1e-5)
+
+
+def test_early_stopping_on_a_metric_the_run_lacks_is_a_clear_error():
+    with pytest.raises(ValueError, match="monitors 'val_loss'.*available: loss"):
+        fit(xor_network(), XOR_X, XOR_Y, epochs=2, callbacks=[EarlyStopping()])
+
+
+def test_nan_guard_names_epoch_step_and_parameter():
+    X, y = moons(n_samples=64, rng=0)
+    model = nn.Sequential(nn.Linear(2, 32, rng=0), nn.ReLU(), nn.Linear(32, 1, rng=1))
+    where = r"(weight \d\.(weight|bias)|gradient of \d\.(weight|bias)|output of layer \d \(\w+\)|the loss)"
+    with pytest.raises(NonFiniteError, match=rf"epoch \d+, step \d+: .*{where}"):
+        fit(model, X * 1e3, y.reshape(-1, 1) * 1e3, loss="mse", lr=1e6, epochs=50, batch_size=8)
+
+
+def test_nan_guard_names_the_parameter_that_holds_nan():
+    model = xor_network()
+    model[2].weight.data[0, 1] = np.nan
+    with pytest.raises(NonFiniteError, match=r"epoch 0, step 0: .*weight 2\.weight"):
+        fit(model, XOR_X, XOR_Y, epochs=3)
+
+
+def test_scheduler_changes_the_learning_rate_each_epoch():
+    model = xor_network()
+    sgd = optim.SGD(model.parameters(), lr=1.0)
+    history = fit(model, XOR_X, XOR_Y, optimizer=sgd, epochs=3, scheduler=optim.StepLR(sgd, step_size=1, gamma=0.5))
+    assert history.metrics["lr"] == [0.5, 0.25, 0.125]
+
+
+@pytest.mark.parametrize(
+    "X, y, message",
+    [
+        (np.zeros((4, 2)), np.zeros(3), "4 input rows but 3 targets"),
+        (np.zeros(4), np.zeros(4), "2-D array"),
+        (np.array([[0.0, np.nan]]), np.zeros(1), "NaN or Inf"),
+        (np.zeros((0, 2)), np.zeros(0), "no training samples"),
+    ],
+)
+def test_bad_training_data_is_a_clear_error(X, y, message):
+    with pytest.raises(ValueError, match=message):
+        fit(xor_network(), X, y)
+
+
+def test_history_to_dict_has_every_series():
+    history = History()
+    history.record(0, {"loss": 1.0, "val_loss": 2.0})
+    assert history.to_dict() == {"epochs": [0], "loss": [1.0], "val_loss": [2.0]}
