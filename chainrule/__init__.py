@@ -3,6 +3,7 @@
 This module re-exports the public API; it defines nothing itself.
 """
 
+from chainrule.explain import Explanation, explain
 from chainrule.functional import concatenate, maximum, minimum, stack, where
 from chainrule.gradcheck import GradcheckError, gradcheck
 from chainrule.io import ModelFileError, load, save
@@ -13,7 +14,7 @@ from chainrule.train import History, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "GradcheckError", "History", "ModelFileError", "Tensor", "concatenate", "fit", "gradcheck",
+    "Explanation", "GradcheckError", "History", "ModelFileError", "Tensor", "concatenate", "explain", "fit", "gradcheck",
     "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "no_grad", "save", "stack",
     "tensor", "where",
 ]  # fmt: skip

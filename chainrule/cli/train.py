@@ -51,6 +51,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-standardize", action="store_true", help="keep the features as they are")
     parser.add_argument("--save", metavar="PATH", help="write the trained model to PATH")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of the loss curves (needs matplotlib)")
+    parser.add_argument("--boundary", metavar="PATH", help="2-feature data: write a PNG of the decision boundary")
+    parser.add_argument("--checkpoint", metavar="DIR", help="write a resumable checkpoint to DIR")
+    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in DIR")
+    parser.add_argument(
+        "--distributed", action="store_true",
+        help="data-parallel on MPI: mpiexec -n 2 python -m mpi4py -m chainrule train ... --distributed",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="print only the final result")
     parser.set_defaults(run=run)
 
@@ -76,10 +84,24 @@ def run(args: argparse.Namespace) -> int:
     options = {} if args.label_column is None else {"label_column": args.label_column}
     data = load_dataset(args.dataset, **options)
     X, y = data
+    if args.resume and not args.checkpoint:
+        raise ValueError("--resume needs --checkpoint DIR (the directory to resume from)")
+    process = None
+    if args.distributed:
+        from chainrule.distributed import init
+
+        process = init()
+    root = process is None or process.is_root
     started = time.perf_counter()
     quiet_print = (lambda line: None) if args.quiet else print
-    result = run_experiment(config, X, y, print_fn=quiet_print, progress=False if args.quiet else None)
+    result = run_experiment(
+        config, X, y, print_fn=quiet_print, progress=False if args.quiet else None,
+        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
+        process=process,
+    )  # fmt: skip
     elapsed = time.perf_counter() - started
+    if not root:  # only rank 0 prints and writes files
+        return 0
     if not args.quiet and len(result.inputs) <= 16:
         _print_table(result)
     if args.save:
@@ -91,6 +113,12 @@ def run(args: argparse.Namespace) -> int:
         from chainrule.plots import plot_history
 
         plot_history(result.history, args.plot)
+    if args.boundary:
+        from chainrule.plots import plot_boundary
+
+        if X.shape[1] != 2:
+            raise ValueError(f"--boundary needs data with 2 features, {args.dataset} has {X.shape[1]}")
+        plot_boundary(result.model, X, y, args.boundary, mean=result.mean, std=result.std)
     summary = ", ".join(f"{name}: {value:.4f}" for name, value in result.metrics.items())
     print(f"{result.evaluated_on} {summary} ({len(result.history.epochs)} epochs, {elapsed:.2f} s)")
     return 0

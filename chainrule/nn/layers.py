@@ -13,6 +13,7 @@ import numpy as np
 from chainrule import functional as F
 from chainrule.nn import init
 from chainrule.nn.module import Module, Parameter
+from chainrule.random import get_rng
 from chainrule.tensor import DEFAULT_DTYPE, Tensor
 
 
@@ -49,6 +50,7 @@ class Linear(Module):
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng: Any = None) -> None:
+        rng = get_rng(rng)  # one generator for both, so an int seed does not repeat its numbers
         bound = 1.0 / math.sqrt(self.in_features)
         init.uniform_(self.weight, -bound, bound, rng)
         if self.bias is not None:
