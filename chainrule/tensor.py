@@ -86,7 +86,7 @@ class Tensor:
     # frees a graph by dropping _backward and _parents.
     __slots__ = (
         "data", "grad", "requires_grad", "_op", "_parents", "_backward", "_sequence", "_retain_grad",
-        "__weakref__",
+        "_pending", "__weakref__",
     )  # fmt: skip
     __array_priority__ = 1000  # so that `ndarray * Tensor` calls Tensor.__rmul__
 
@@ -103,6 +103,7 @@ class Tensor:
         self._backward: Callable | None = None
         self._sequence = 0
         self._retain_grad = False
+        self._pending: np.ndarray | None = None  # gradient gathered so far during backward()
 
     # ---- array-like attributes -------------------------------------------------------------
     @property
@@ -216,7 +217,7 @@ class Tensor:
                     f"backward() on a non-scalar tensor of shape {self.shape} needs an explicit "
                     "grad of the same shape (the seed of the chain rule)"
                 )
-            seed = np.ones_like(self.data)
+            seed = np.ones(self.data.shape, dtype=self.data.dtype)
         else:
             seed = _as_array(grad, self.data.dtype)
             if seed.shape != self.data.shape:
@@ -406,6 +407,7 @@ def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
     result.data = out
     result.grad = None
     result._retain_grad = False
+    result._pending = None
     if _grad_enabled:
         for t in inputs:
             if t.requires_grad:
@@ -445,17 +447,18 @@ def _run_backward(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
     if root._op is None:  # backward() called on a leaf itself
         _accumulate_into_leaf(root, seed, None)
         return
-    grads: dict[int, np.ndarray] = {id(root): seed}
+    # Each non-leaf gathers its incoming gradient in `_pending` until it is popped from the queue.
+    root._pending = seed
     queue: list[tuple[int, Tensor]] = [(-root._sequence, root)]
     while queue:
-        _, tensor_ = heappop(queue)
-        backward, parents = tensor_._backward, tensor_._parents
+        tensor_ = heappop(queue)[1]
+        backward, parents, g = tensor_._backward, tensor_._parents, tensor_._pending
+        tensor_._pending = None
         if backward is None:
             raise RuntimeError(_FREED_MESSAGE)
         if not retain_graph:
             tensor_._backward = None
             tensor_._parents = ()
-        g = grads.pop(id(tensor_))
         if tensor_._retain_grad:
             _accumulate_into_leaf(tensor_, g, g)
         for parent, parent_grad in zip(parents, backward(g)):
@@ -465,13 +468,11 @@ def _run_backward(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
                 parent_grad = unbroadcast(parent_grad, parent.data.shape)
             if parent._op is None:
                 _accumulate_into_leaf(parent, parent_grad, g)
-                continue
-            key = id(parent)
-            if key in grads:
-                grads[key] = grads[key] + parent_grad
-            else:
-                grads[key] = parent_grad
+            elif parent._pending is None:
+                parent._pending = parent_grad
                 heappush(queue, (-parent._sequence, parent))
+            else:
+                parent._pending = parent._pending + parent_grad
 
 
 def _accumulate_into_leaf(leaf: Tensor, g: np.ndarray, incoming: np.ndarray | None) -> None:
