@@ -231,6 +231,17 @@ def nll_loss(log_probabilities: Any, target: Any, reduction: str = "mean") -> Te
             "nll_loss: target must be integer class indices of shape (batch,), got shape "
             f"{target_array.shape} and dtype {target_array.dtype}"
         )
+    if log_probabilities.ndim != 2 or log_probabilities.shape[0] != len(target_array):
+        raise ValueError(
+            f"nll_loss: log-probabilities of shape {log_probabilities.shape} need shape "
+            f"(batch, classes) with one target per row, got {len(target_array)} targets"
+        )
+    classes = log_probabilities.shape[1]
+    if target_array.size and (target_array.min() < 0 or target_array.max() >= classes):
+        raise ValueError(
+            f"nll_loss: target classes must be in [0, {classes}), got values from "
+            f"{target_array.min()} to {target_array.max()}"
+        )
     picked = log_probabilities[np.arange(len(target_array)), target_array]
     if reduction == "mean":
         return -picked.mean()
