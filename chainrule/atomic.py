@@ -10,6 +10,7 @@ target left by processes that no longer exist.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -97,12 +98,17 @@ def atomic_write(path: str | os.PathLike, content: bytes | Writer) -> None:
     `path` before is left exactly as it was.
     """
     target = os.path.abspath(os.fspath(path))
+    if os.path.isdir(target):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file name", os.fspath(path))
     remove_stale_temporaries(target)
     temporary = temporary_name(target)
     # O_EXCL: never follow or clobber something already at the temporary name.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     with _file_size_limit_raises():
-        fd = os.open(temporary, flags, 0o666)
+        try:
+            fd = os.open(temporary, flags, 0o666)
+        except OSError as error:  # name the file asked for, not our hidden temporary
+            raise type(error)(error.errno, error.strerror, os.fspath(path)) from None
         try:
             with os.fdopen(fd, "wb") as file:
                 if callable(content):

@@ -5,7 +5,8 @@ A checkpoint is a safetensors file (`checkpoint-EEEEEE-SSSSSS.safetensors`: epoc
 holding the arrays — parameters and buffers, optimizer moments, the best weights of early stopping —
 and, in its metadata, JSON with the rest: epoch and batch position, the shuffle generator's state
 (now and at the start of the epoch), the epoch's running sums, the History, scheduler and callback
-states, dropout generators, and a hash of the configuration. Files are written atomically
+states, dropout generators, a hash of the configuration and one of the arrays (so a flipped bit
+is a damaged file, not a silently different run). Files are written atomically
 (`chainrule.atomic`); the newest two are kept, so the one before is still there if the newest is
 damaged.
 """
@@ -76,6 +77,14 @@ def _join(value: Any, tensors: dict[str, np.ndarray]) -> Any:
     return value
 
 
+def _tensors_hash(tensors: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(f"{name}\0".encode())
+        digest.update(fingerprint(tensors[name]).encode())
+    return digest.hexdigest()
+
+
 def config_hash(configuration: dict[str, Any]) -> str:
     text = json.dumps(configuration, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -89,14 +98,19 @@ def path_for(directory: str, epoch: int, step: int) -> str:
     return os.path.join(directory, f"checkpoint-{epoch:06d}-{step:06d}.safetensors")
 
 
-def checkpoints(directory: str) -> list[str]:
-    """The checkpoint files in `directory`, oldest first."""
+def _positions(directory: str) -> list[tuple[tuple[int, int], str]]:
+    """(epoch, step) and path of each checkpoint file in `directory`, oldest first."""
     found = []
     for name in glob.glob(os.path.join(glob.escape(directory), "checkpoint-*.safetensors")):
         match = _PATTERN.search(os.path.basename(name))
         if match:
             found.append(((int(match[1]), int(match[2])), name))
-    return [name for _, name in sorted(found)]
+    return sorted(found)
+
+
+def checkpoints(directory: str) -> list[str]:
+    """The checkpoint files in `directory`, oldest first."""
+    return [name for _, name in _positions(directory)]
 
 
 def save(trainer: Trainer, epoch: int, step: int) -> str:
@@ -121,12 +135,19 @@ def save(trainer: Trainer, epoch: int, step: int) -> str:
         "history": _split(trainer.state.history.state_dict(), "history", tensors),
         "dropout_generators": [g.bit_generator.state for g in _dropout_generators(trainer)],
         "default_generator": chainrule_random.get_rng().bit_generator.state,
+        "tensors_sha256": _tensors_hash(tensors),
     }
     metadata = {"chainrule": json.dumps(state, allow_nan=False)}
     os.makedirs(trainer.checkpoint_dir, exist_ok=True)
     path = path_for(trainer.checkpoint_dir, epoch, step)
     safetensors_format.save_file(tensors, path, metadata)
-    for old in checkpoints(trainer.checkpoint_dir)[:-KEEP]:
+    # Files positioned after this one belong to an earlier run (a fresh start in a used
+    # directory, or the damaged file a resume fell back from); left in place they would count as
+    # the newest, so pruning would delete this run's own checkpoints and a resume would pick them.
+    found = _positions(trainer.checkpoint_dir)
+    stale = [name for position, name in found if position > (epoch, step)]
+    kept = [name for position, name in found if position <= (epoch, step)]
+    for old in stale + kept[:-KEEP]:
         os.remove(old)
     return path
 
@@ -145,6 +166,8 @@ def read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             f"{path}: checkpoint format version {state.get('version')} is not version {FORMAT_VERSION}, "
             "the one this chainrule reads"
         )
+    if state.get("tensors_sha256") != _tensors_hash(tensors):
+        raise CheckpointError(f"checkpoint {path} is damaged: its arrays fail their checksum")
     return state, tensors
 
 

@@ -90,8 +90,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         one_of("loss", config.loss, LOSSES)
     if any(size <= 0 or size > 100_000 for size in config.hidden):
         raise ValueError(f"hidden layer sizes must be between 1 and 100000, got {config.hidden}")
-    if not config.lr > 0:
-        raise ValueError(f"learning rate must be positive, got {config.lr}")
+    if not 0 < config.lr < float("inf"):
+        raise ValueError(f"learning rate must be a positive finite number, got {config.lr}")
+    if config.log_every is not None and config.log_every <= 0:
+        raise ValueError(f"log every must be a positive number of epochs, got {config.log_every}")
     if config.epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {config.epochs}")
     if config.batch_size is not None and config.batch_size <= 0:

@@ -358,6 +358,12 @@ class Trainer:
         order = self.generator.permutation(self.n) if self.shuffle and self.batch_size < self.n else None
         batches = _batches(self.n, self.batch_size, order)
         local = np.zeros(2)
+        if first_step:
+            # Go on adding to the saved running sums rather than summing two halves at the end:
+            # the additions then happen in the order of a run that was never stopped.
+            if process.is_root:
+                local = self.partial.copy()
+            self.partial = np.zeros(2)
         for step in range(first_step, len(batches)):
             state.step = step
             global_count = _selection_size(batches[step])

@@ -5,7 +5,9 @@ arguments and calls the library; this module wires them together and turns error
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from typing import NoReturn
 
 from chainrule.cli import datasets, demo, explain, info, predict, train
 
@@ -17,8 +19,17 @@ class UsageError(Exception):
     """A mistake in what the user asked for: printed as one line, exit status 2."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse's own errors (unknown option, bad value) as one line, like every other error,
+    instead of the usage block: `--help` still shows it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # Sub-parsers take the class of their parent, so every sub-command answers the same way.
+    parser = _OneLineParser(
         prog="chainrule", description="Train neural networks by backpropagation."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -35,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("chainrule: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `chainrule train xor | head`: the reader left, nothing to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit flush quiet
+        return 0
     except (UsageError, ValueError, TypeError, KeyError, OSError, ArithmeticError) as error:
         # Library errors are written to be read by people: name the problem, never a traceback.
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
