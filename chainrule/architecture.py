@@ -1,0 +1,320 @@
+"""The architecture of a model as JSON, and back: the fixed registry of layer types a model file
+may name, with a check for every constructor argument.
+
+No name read from a file is ever imported, looked up with getattr, or evaluated: a type is either in
+`LAYER_TYPES` or refused. `chainrule.io` uses this to write and read model files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chainrule import nn
+
+MAX_SIZE = 2**31 - 1
+MAX_DEPTH = 32  # nested Sequentials
+MAX_LAYERS = 100_000
+
+
+class _Invalid(Exception):
+    """An architecture defect; becomes ModelFileError on load and ValueError on save."""
+
+
+# ---- argument checks: each returns the normalised value or raises _Invalid ----------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _size(value: Any) -> int:
+    if not _is_int(value) or not 1 <= value <= MAX_SIZE:
+        raise _Invalid(f"must be an integer from 1 to {MAX_SIZE}, got {value!r}")
+    return value
+
+
+def _finite(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _Invalid(f"must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _positive(value: Any) -> float:
+    if _finite(value) <= 0:
+        raise _Invalid(f"must be positive, got {value!r}")
+    return float(value)
+
+
+def _fraction(value: Any) -> float:
+    if not 0 <= _finite(value) <= 1:
+        raise _Invalid(f"must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _probability(value: Any) -> float:
+    if not 0 <= _finite(value) < 1:
+        raise _Invalid(f"must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"must be true or false, got {value!r}")
+    return value
+
+
+def _dim(value: Any) -> int:
+    if not _is_int(value) or not -64 <= value < 64:
+        raise _Invalid(f"must be an integer from -64 to 63, got {value!r}")
+    return value
+
+
+def _shape(value: Any) -> list[int]:
+    if not isinstance(value, list) or not 1 <= len(value) <= 8:
+        raise _Invalid(f"must be a list of 1 to 8 sizes, got {value!r}")
+    return [_size(n) for n in value]
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in options or not isinstance(value, str):
+            raise _Invalid(f"must be one of {', '.join(map(repr, options))}, got {value!r}")
+        return value
+
+    return check
+
+
+_dtype = _choice("float32", "float64")
+
+
+# ---- the layer table ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerType:
+    """How one built-in layer is described, checked, built, and which tensors it owns."""
+
+    module: type
+    arguments: dict[str, Callable[[Any], Any]]
+    build: Callable[[dict], nn.Module]
+    describe: Callable[[Any], dict]
+    # (name, shape, is_parameter) of the layer's state_dict entries, from its arguments alone
+    tensors: Callable[[dict], list[tuple[str, tuple[int, ...], bool]]] = lambda a: []
+
+
+def _no_arguments(module: type) -> LayerType:
+    return LayerType(module, {}, lambda a: module(), lambda m: {})
+
+
+def _affine(shape: tuple[int, ...], present: bool) -> list[tuple[str, tuple[int, ...], bool]]:
+    return [("weight", shape, True), ("bias", shape, True)] if present else []
+
+
+def _layer_norm_dtype(m: nn.LayerNorm) -> str:
+    # Without affine parameters the dtype lives only in LayerNorm's private _dtype.
+    return np.dtype(m.weight.dtype if m.weight is not None else m._dtype).name
+
+
+LAYER_TYPES: dict[str, LayerType] = {
+    "Linear": LayerType(
+        nn.Linear,
+        {"in_features": _size, "out_features": _size, "bias": _flag, "dtype": _dtype},
+        # rng=0: the values are overwritten, and the user's default generator stays untouched.
+        lambda a: nn.Linear(a["in_features"], a["out_features"], a["bias"], a["dtype"], rng=0),
+        lambda m: {
+            "in_features": m.in_features,
+            "out_features": m.out_features,
+            "bias": m.bias is not None,
+            "dtype": m.weight.dtype.name,
+        },
+        lambda a: (
+            [("weight", (a["out_features"], a["in_features"]), True)]
+            + ([("bias", (a["out_features"],), True)] if a["bias"] else [])
+        ),
+    ),
+    "Sigmoid": _no_arguments(nn.Sigmoid),
+    "Tanh": _no_arguments(nn.Tanh),
+    "ReLU": _no_arguments(nn.ReLU),
+    "Softplus": _no_arguments(nn.Softplus),
+    "Identity": _no_arguments(nn.Identity),
+    "Flatten": _no_arguments(nn.Flatten),
+    "LeakyReLU": LayerType(
+        nn.LeakyReLU,
+        {"negative_slope": _finite},
+        lambda a: nn.LeakyReLU(a["negative_slope"]),
+        lambda m: {"negative_slope": m.negative_slope},
+    ),
+    "GELU": LayerType(
+        nn.GELU,
+        {"approximate": _choice("none", "tanh")},
+        lambda a: nn.GELU(a["approximate"]),
+        lambda m: {"approximate": m.approximate},
+    ),
+    "Softmax": LayerType(
+        nn.Softmax, {"dim": _dim}, lambda a: nn.Softmax(a["dim"]), lambda m: {"dim": m.dim}
+    ),
+    "Dropout": LayerType(
+        nn.Dropout, {"p": _probability}, lambda a: nn.Dropout(a["p"]), lambda m: {"p": m.p}
+    ),
+    "BatchNorm1d": LayerType(
+        nn.BatchNorm1d,
+        {
+            "num_features": _size,
+            "eps": _positive,
+            "momentum": _fraction,
+            "affine": _flag,
+            "dtype": _dtype,
+        },
+        lambda a: nn.BatchNorm1d(
+            a["num_features"], a["eps"], a["momentum"], a["affine"], a["dtype"]
+        ),
+        lambda m: {
+            "num_features": m.num_features,
+            "eps": m.eps,
+            "momentum": m.momentum,
+            "affine": m.weight is not None,
+            "dtype": np.asarray(m.running_mean).dtype.name,
+        },
+        lambda a: (
+            _affine((a["num_features"],), a["affine"])
+            + [
+                ("running_mean", (a["num_features"],), False),
+                ("running_var", (a["num_features"],), False),
+            ]
+        ),
+    ),
+    "LayerNorm": LayerType(
+        nn.LayerNorm,
+        {
+            "normalized_shape": _shape,
+            "eps": _positive,
+            "elementwise_affine": _flag,
+            "dtype": _dtype,
+        },
+        lambda a: nn.LayerNorm(
+            tuple(a["normalized_shape"]), a["eps"], a["elementwise_affine"], a["dtype"]
+        ),
+        lambda m: {
+            "normalized_shape": list(m.normalized_shape),
+            "eps": m.eps,
+            "elementwise_affine": m.weight is not None,
+            "dtype": _layer_norm_dtype(m),
+        },
+        lambda a: _affine(tuple(a["normalized_shape"]), a["elementwise_affine"]),
+    ),
+}
+_NAMES_BY_MODULE = {layer.module: name for name, layer in LAYER_TYPES.items()}
+_KNOWN = ", ".join(["Sequential", *LAYER_TYPES])
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars and tuples as the JSON types they stand for."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def describe_model(model: nn.Module) -> dict:
+    """The JSON architecture of a model built from LAYER_TYPES and (nested) Sequentials.
+
+    >>> describe_model(nn.Sequential(nn.Linear(2, 3), nn.Tanh()))["layers"][1]
+    {'type': 'Tanh'}
+    """
+    node = _describe(model, "model")
+    try:
+        return _parse_node(node, "model", 0, [0])
+    except _Invalid as error:
+        raise ValueError(f"cannot describe the model: {error}") from None
+
+
+def _describe(module: Any, where: str) -> dict:
+    if type(module) is nn.Sequential:
+        return {
+            "type": "Sequential",
+            "layers": [_describe(m, f"{where}.{i}") for i, m in enumerate(module)],
+        }
+    name = _NAMES_BY_MODULE.get(type(module))
+    if name is None:
+        raise TypeError(
+            f"cannot save {where}: {type(module).__name__} is not a built-in layer; model files "
+            f"hold Sequentials of {_KNOWN} (exact types, not subclasses)"
+        )
+    arguments = {key: _plain(value) for key, value in LAYER_TYPES[name].describe(module).items()}
+    return {"type": name, **arguments}
+
+
+def _parse_node(node: Any, where: str, depth: int, count: list[int]) -> dict:
+    """Check one architecture node against LAYER_TYPES and return it normalised."""
+    count[0] += 1
+    if count[0] > MAX_LAYERS:
+        raise _Invalid(f"more than {MAX_LAYERS} layers")
+    if not isinstance(node, dict) or not isinstance(node.get("type"), str):
+        raise _Invalid(f"{where} must be an object with a string 'type', got {str(node)[:80]}")
+    kind = node["type"]
+    if kind == "Sequential":
+        if depth >= MAX_DEPTH:
+            raise _Invalid(f"{where}: Sequentials nested more than {MAX_DEPTH} deep")
+        if set(node) != {"type", "layers"} or not isinstance(node["layers"], list):
+            raise _Invalid(
+                f"{where} (Sequential) must have exactly the keys 'type' and 'layers' (a list)"
+            )
+        layers = [
+            _parse_node(n, f"{where}.{i}", depth + 1, count) for i, n in enumerate(node["layers"])
+        ]
+        return {"type": "Sequential", "layers": layers}
+    layer = LAYER_TYPES.get(kind)
+    if layer is None:
+        raise _Invalid(f"{where} has unknown layer type {kind[:80]!r}; known types: {_KNOWN}")
+    given, expected = set(node) - {"type"}, set(layer.arguments)
+    if given != expected:
+        raise _Invalid(
+            f"{where} ({kind}) needs arguments {sorted(expected)}; "
+            f"missing {sorted(expected - given)}, unknown {sorted(map(str, given - expected))[:10]}"
+        )
+    normalised: dict[str, Any] = {"type": kind}
+    for name, check in layer.arguments.items():
+        try:
+            normalised[name] = check(node[name])
+        except _Invalid as error:
+            raise _Invalid(f"{where} ({kind}): {name} {error}") from None
+    return normalised
+
+
+def _expected_tensors(node: dict, prefix: str = "") -> dict[str, tuple[tuple[int, ...], str, bool]]:
+    """name -> (shape, dtype, is_parameter), named as Module.state_dict() names them."""
+    if node["type"] == "Sequential":
+        result = {}
+        for i, child in enumerate(node["layers"]):
+            result.update(_expected_tensors(child, f"{prefix}{i}."))
+        return result
+    own = LAYER_TYPES[node["type"]].tensors(node)
+    return {
+        f"{prefix}{name}": (shape, node["dtype"], is_parameter) for name, shape, is_parameter in own
+    }
+
+
+def _build(node: dict) -> nn.Module:
+    if node["type"] == "Sequential":
+        return nn.Sequential(*(_build(child) for child in node["layers"]))
+    return LAYER_TYPES[node["type"]].build(node)
+
+
+def _leaves(node: dict, prefix: str = "") -> list[dict]:
+    if node["type"] == "Sequential":
+        return [
+            row for i, child in enumerate(node["layers"]) for row in _leaves(child, f"{prefix}{i}.")
+        ]
+    tensors = LAYER_TYPES[node["type"]].tensors(node)
+    arguments = {key: value for key, value in node.items() if key != "type"}
+    parameters = sum(math.prod(shape) for _, shape, is_parameter in tensors if is_parameter)
+    return [
+        {
+            "name": prefix.rstrip(".") or "model",
+            "type": node["type"],
+            "arguments": arguments,
+            "parameters": parameters,
+        }
+    ]
