@@ -1,0 +1,405 @@
+"""Data from files: CSV (header optional, label column by index or name), NPZ (never pickled) and
+MNIST's IDX format (raw or gzip), each checked for NaN/Inf and with errors that name the file, the
+line and the column. Built-in datasets and the registry are in `chainrule.datasets`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import struct
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedData:
+    """A data set and what a model needs to know about it; unpacks as `X, y = data`.
+
+    `classes[i]` is the original label of class index i when labels were text or negative
+    integers (e.g. ('setosa', 'versicolor', 'virginica')); None when y holds the labels as given.
+    """
+
+    X: np.ndarray  # (samples, features)
+    y: np.ndarray  # (samples,) int64 class indices, or (samples, targets) floats for regression
+    task: str  # 'classification' or 'regression'
+    n_classes: int | None  # None for regression
+    classes: tuple | None = None
+    name: str = ""
+
+    def __iter__(self):
+        return iter((self.X, self.y))
+
+    @property
+    def n_samples(self) -> int:
+        return len(self.X)
+
+    @property
+    def n_features(self) -> int:
+        return self.X.shape[1]
+
+
+# ---- CSV ---------------------------------------------------------------------------------------
+
+
+def load_csv(
+    path: str | os.PathLike,
+    label_column: int | str | None = -1,
+    header: bool | str = "auto",
+    delimiter: str = ",",
+    dtype: Any = np.float32,
+) -> LoadedData:
+    """Features and one label column from a CSV file (plain or gzip-compressed).
+
+    label_column: index (negative counts from the end) or header name; None reads features only
+    (y is then None), as for rows to predict. header: 'auto' takes the
+    first row as a header when any of its cells is not a number. Labels that are all integers
+    become int64 classes; other numbers a regression target (samples, 1); text labels become class
+    indices in sorted order, with `classes` holding the text. Blank lines are skipped; fields may
+    not contain the delimiter (no quoting).
+    """
+    path, dtype = os.fspath(path), _float_dtype(dtype)
+    if header not in ("auto", True, False):
+        raise ValueError(f"header must be 'auto', True or False, got {header!r}")
+    if not isinstance(delimiter, str) or len(delimiter) != 1:
+        raise ValueError(f"delimiter must be a single character, got {delimiter!r}")
+    rows = [
+        (number, line)
+        for number, line in enumerate(_read_text(path).splitlines(), 1)
+        if line.strip()
+    ]
+    if not rows:
+        raise ValueError(f"{path}: the file is empty")
+    first_line, first = rows[0][0], [c.strip().strip('"') for c in rows[0][1].split(delimiter)]
+    has_header = header is True or (header == "auto" and not all(map(_is_number, first)))
+    names = first if has_header else None
+    rows = rows[1:] if has_header else rows
+    if not rows:
+        raise ValueError(f"{path}: no data rows after the header")
+    n_columns = len(first)
+    if n_columns < 2 and label_column is not None:
+        raise ValueError(f"{path}: needs at least 2 columns (features and a label), found 1")
+    for number, line in rows:
+        if line.count(delimiter) != n_columns - 1:
+            raise ValueError(
+                f"{path}: line {number} has {line.count(delimiter) + 1} columns, expected "
+                f"{n_columns} (as on line {first_line})"
+            )
+    label = None if label_column is None else _label_index(path, label_column, names, n_columns)
+    features = [column for column in range(n_columns) if column != label]
+    lines = [line for _, line in rows]
+    cell = _cell_namer(path, rows, names)
+    try:
+        X = np.loadtxt(lines, delimiter=delimiter, usecols=features, ndmin=2, comments=None)
+    except ValueError as error:
+        for row, cells in enumerate(line.split(delimiter) for line in lines):
+            for column in features:
+                if not _is_number(cells[column]):
+                    raise ValueError(
+                        f"{cell(row, column)}: {_not_a_number(cells[column])}"
+                    ) from None
+        raise ValueError(f"{path}: {error}") from None
+    bad = np.argwhere(~np.isfinite(X))
+    if len(bad):
+        row, k = bad[0]
+        raise ValueError(f"{cell(row, features[k])}: {X[row, k]} is not a finite number")
+    if label is None:
+        return LoadedData(X.astype(dtype), None, "unlabelled", None, None, path)
+    texts = [line.split(delimiter)[label].strip().strip('"') for line in lines]
+    y, task, n_classes, classes = _csv_labels(texts, label, cell, dtype)
+    return LoadedData(X.astype(dtype), y, task, n_classes, classes, path)
+
+
+def _read_text(path: str) -> str:
+    with open(path, "rb") as file:
+        content = file.read()
+    if content[:2] == b"\x1f\x8b":
+        try:
+            content = gzip.decompress(content)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ValueError(f"{path}: corrupt gzip data ({error})") from None
+    try:
+        return content.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start} cannot be decoded)") from None
+
+
+def _label_index(
+    path: str, label_column: int | str, names: list[str] | None, n_columns: int
+) -> int:
+    if isinstance(label_column, str):
+        if names is None:
+            raise ValueError(
+                f"{path}: label_column={label_column!r} needs a header row, and the file has none; "
+                "give the column's index instead"
+            )
+        if label_column not in names:
+            raise ValueError(
+                f"{path}: no column named {label_column!r}; columns: {', '.join(names)}"
+            )
+        return names.index(label_column)
+    if isinstance(label_column, bool) or not isinstance(label_column, (int, np.integer)):
+        raise TypeError(f"label_column must be an int or a column name, got {label_column!r}")
+    if not -n_columns <= label_column < n_columns:
+        raise ValueError(
+            f"{path}: label_column={label_column} is out of range for {n_columns} columns"
+        )
+    return int(label_column) % n_columns
+
+
+def _cell_namer(path: str, rows: list[tuple[int, str]], names: list[str] | None) -> Callable:
+    """Where a cell is, for error messages: 'data.csv: line 7, column 3 (petal_width)'."""
+
+    def cell(row: int, column: int) -> str:
+        name = f" ({names[column]})" if names else ""
+        return f"{path}: line {rows[row][0]}, column {column + 1}{name}"
+
+    return cell
+
+
+def _not_a_number(text: str) -> str:
+    return "the cell is empty" if not text.strip() else f"{text.strip()!r} is not a number"
+
+
+def _csv_labels(texts: list[str], label: int, cell: Callable, dtype: Any) -> tuple:
+    numeric = [_is_number(text) for text in texts]
+    if all(numeric):
+        values = np.array(texts, dtype=np.float64)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if len(bad):
+            raise ValueError(f"{cell(bad[0], label)}: label {texts[bad[0]]} is not a finite number")
+        if np.all(values == np.round(values)) and np.abs(values).max() < 2**53:
+            return _integer_labels(values.astype(np.int64))
+        return values.astype(_float_dtype(dtype)).reshape(-1, 1), "regression", None, None
+    for row, text in enumerate(texts):
+        if not text:
+            raise ValueError(f"{cell(row, label)}: the label is empty")
+    if any(numeric):  # a mix: point at the first label of the minority kind
+        odd = sum(numeric) >= len(numeric) / 2
+        row = numeric.index(not odd)
+        kind = (
+            "is not a number, but most labels are"
+            if odd
+            else "is a number, but most labels are text"
+        )
+        raise ValueError(f"{cell(row, label)}: label {texts[row]!r} {kind}")
+    classes, y = np.unique(np.array(texts), return_inverse=True)
+    return y.astype(np.int64), "classification", len(classes), tuple(classes.tolist())
+
+
+def _integer_labels(y: np.ndarray) -> tuple:
+    """Non-negative integers are class indices as given; negative ones are renumbered in order."""
+    if y.min() >= 0:
+        return y, "classification", int(y.max()) + 1, None
+    classes, indices = np.unique(y, return_inverse=True)
+    return indices.astype(np.int64), "classification", len(classes), tuple(classes.tolist())
+
+
+# ---- NPZ ---------------------------------------------------------------------------------------
+
+_NPZ_KEYS = (("X", "y"), ("x", "y"), ("data", "labels"), ("features", "targets"))
+
+
+def load_npz(path: str | os.PathLike, dtype: Any = np.float32) -> LoadedData:
+    """X and y from a NumPy .npz archive, never unpickling (object arrays are refused).
+
+    Arrays may be named X/y, x/y, data/labels or features/targets. X with more than 2 dimensions
+    is flattened per sample; values are kept (not scaled). Integer or boolean y are classes, float
+    y a regression target (samples, targets), text y class names.
+    """
+    path = os.fspath(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: not a readable .npz archive ({error})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ValueError(  # noqa: TRY004 (the file's content is wrong, not the argument's type)
+            f"{path}: expected an .npz archive of named arrays, found a single array"
+        )
+    with archive:
+        keys = next(
+            ((x, y) for x, y in _NPZ_KEYS if x in archive.files and y in archive.files), None
+        )
+        if keys is None:
+            raise ValueError(
+                f"{path}: expected arrays named X and y (or x/y, data/labels, features/targets); "
+                f"found {', '.join(archive.files) or 'none'}"
+            )
+        try:
+            X, y = archive[keys[0]], archive[keys[1]]
+        except ValueError:
+            raise ValueError(
+                f"{path}: holds object arrays, which only pickle can read; refused because "
+                "unpickling a file can run arbitrary code (save plain numeric arrays)"
+            ) from None
+    if X.dtype.kind not in "biuf" or X.ndim == 0:
+        raise ValueError(
+            f"{path}: X must be a numeric array (samples, ...), got {X.dtype} {X.shape}"
+        )
+    if y.ndim == 0 or len(y) != len(X):
+        raise ValueError(f"{path}: X has {len(X)} samples but y has shape {y.shape}")
+    if len(X) == 0:
+        raise ValueError(f"{path}: the arrays hold no samples")
+    X = _finite(X.reshape(len(X), -1).astype(_float_dtype(dtype)), f"{path}: X")
+    return LoadedData(X, *_array_labels(y, f"{path}: y", dtype), name=path)
+
+
+def _array_labels(y: np.ndarray, where: str, dtype: Any) -> tuple:
+    """(y, task, n_classes, classes) for labels stored with their own dtype (NPZ, IDX)."""
+    if y.dtype.kind in "biu":
+        if y.ndim != 1 and y.shape[1:] != (1,):
+            raise ValueError(f"{where}: class labels must have shape (samples,), got {y.shape}")
+        return _integer_labels(y.reshape(-1).astype(np.int64))
+    if y.dtype.kind == "f":
+        y = _finite(y.reshape(len(y), -1).astype(_float_dtype(dtype)), where)
+        return y, "regression", None, None
+    if y.dtype.kind == "U" and y.ndim == 1:
+        classes, indices = np.unique(y, return_inverse=True)
+        return indices.astype(np.int64), "classification", len(classes), tuple(classes.tolist())
+    raise ValueError(f"{where}: labels must be integers, floats or text, got {y.dtype} {y.shape}")
+
+
+# ---- MNIST IDX ---------------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data by more than this, so larger claims are lies
+
+
+def load_idx(
+    images_path: str | os.PathLike,
+    labels_path: str | os.PathLike | None = None,
+    dtype: Any = np.float32,
+) -> LoadedData:
+    """MNIST-style IDX images and labels, raw or gzip-compressed (detected by content).
+
+    Images (samples, rows, cols) are flattened to (samples, rows·cols); uint8 pixels are scaled to
+    [0, 1] by dividing by 255, other types are kept. Without labels_path the labels file is found
+    beside the images by MNIST naming: train-images-idx3-ubyte[.gz] -> train-labels-idx1-ubyte[.gz].
+    """
+    images_path = os.fspath(images_path)
+    images = read_idx(images_path)
+    if images.ndim < 2:
+        raise ValueError(
+            f"{images_path}: holds a 1-D array of shape {images.shape} (a labels file?); "
+            "expected images (samples, rows, cols)"
+        )
+    labels_path = _find_idx_labels(images_path) if labels_path is None else os.fspath(labels_path)
+    labels = read_idx(labels_path)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise ValueError(
+            f"{labels_path}: labels of shape {labels.shape} do not match {len(images)} images "
+            f"in {images_path}"
+        )
+    if len(images) == 0:
+        raise ValueError(f"{images_path}: holds no images")
+    dtype = _float_dtype(dtype)
+    X = images.reshape(len(images), -1).astype(dtype)
+    if images.dtype == np.uint8:
+        X /= dtype.type(255)
+    X = _finite(X, images_path)
+    return LoadedData(X, *_array_labels(labels, labels_path, dtype), name=images_path)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """The array in one IDX file (native byte order), checking the header against the data size."""
+    path = os.fspath(path)
+    with open(path, "rb") as file:
+        compressed = file.read(2) == b"\x1f\x8b"
+    file_size = os.path.getsize(path)
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as file:
+            return _read_idx_stream(path, file, file_size, compressed)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{path}: corrupt or truncated gzip data ({error})") from None
+
+
+def _read_idx_stream(path: str, file: Any, file_size: int, compressed: bool) -> np.ndarray:
+    magic = file.read(4)
+    if len(magic) < 4 or magic[:2] != b"\x00\x00":
+        raise ValueError(
+            f"{path}: not an IDX file (the magic number must start with two zero bytes)"
+        )
+    code, ndim = magic[2], magic[3]
+    if code not in _IDX_DTYPES:
+        valid = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
+        raise ValueError(f"{path}: unknown IDX data type code 0x{code:02X} (valid: {valid})")
+    if ndim == 0:
+        raise ValueError(f"{path}: the IDX header declares 0 dimensions")
+    dims_bytes = file.read(4 * ndim)
+    if len(dims_bytes) < 4 * ndim:
+        raise ValueError(f"{path}: truncated IDX header ({ndim} dimensions declared)")
+    shape = struct.unpack(f">{ndim}I", dims_bytes)
+    item = np.dtype(_IDX_DTYPES[code])
+    expected = math.prod(shape) * item.itemsize
+    if compressed and expected > _DEFLATE_MAX_RATIO * file_size:
+        raise ValueError(
+            f"{path}: the header declares shape {shape} ({expected} bytes), more than a "
+            f"{file_size}-byte gzip file can hold; the file is corrupt"
+        )
+    if not compressed and expected != file_size - 4 - 4 * ndim:
+        defect = "truncated" if expected > file_size - 4 - 4 * ndim else "longer than declared"
+        raise ValueError(
+            f"{path}: {defect}: the header declares shape {shape} ({expected} bytes of data) but "
+            f"{file_size - 4 - 4 * ndim} bytes follow it"
+        )
+    buffer = np.empty(expected, dtype=np.uint8)
+    view, filled = memoryview(buffer), 0
+    while filled < expected:  # chunked: a lying header cannot make us allocate twice
+        count = file.readinto(view[filled : filled + (1 << 24)])
+        if not count:
+            raise ValueError(
+                f"{path}: truncated: the header declares shape {shape} ({expected} bytes of data) "
+                f"but only {filled} bytes follow it"
+            )
+        filled += count
+    if compressed and file.read(1):
+        raise ValueError(f"{path}: longer than declared: data continues after shape {shape}")
+    return buffer.view(item).reshape(shape).astype(item.newbyteorder("="))
+
+
+def _find_idx_labels(images_path: str) -> str:
+    directory, base = os.path.split(images_path)
+    if "images" not in base:
+        raise ValueError(
+            f"{images_path}: cannot guess the labels file (MNIST names images "
+            "'*-images-idx3-ubyte' and labels '*-labels-idx1-ubyte'); pass labels_path"
+        )
+    stem = base.replace("images", "labels").replace("idx3", "idx1").removesuffix(".gz")
+    tried = [os.path.join(directory, stem + suffix) for suffix in ("", ".gz")]
+    for candidate in tried:
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"{images_path}: no labels file beside it (tried {', '.join(tried)})")
+
+
+def _float_dtype(dtype: Any) -> np.dtype:
+    result = np.dtype(dtype)
+    if result.kind != "f":
+        raise ValueError(f"dtype must be a floating type such as float32 or float64, got {result}")
+    return result
+
+
+def _finite(array: np.ndarray, where: str) -> np.ndarray:
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        index = tuple(int(i) for i in bad[0])
+        raise ValueError(
+            f"{where}: value {array[index]} at index {index} is not finite (NaN or infinity)"
+        )
+    return array
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
