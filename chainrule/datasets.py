@@ -6,6 +6,8 @@ Everything returns NumPy arrays: X (samples, features) float32 by default, y int
 batching live in `chainrule.data`.
 """
 
+from __future__ import annotations
+
 import gzip
 import inspect
 import os
