@@ -84,6 +84,11 @@ def run(args: argparse.Namespace) -> int:
     options = {} if args.label_column is None else {"label_column": args.label_column}
     data = load_dataset(args.dataset, **options)
     X, y = data
+    if args.boundary and (X.shape[1] != 2 or y.dtype.kind not in "iu"):
+        raise ValueError(
+            f"--boundary draws classes over a plane: it needs 2 features and class labels, "
+            f"{args.dataset} has {X.shape[1]} features and {'class' if y.dtype.kind in 'iu' else 'numeric'} targets"
+        )
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint DIR (the directory to resume from)")
     process = None
@@ -116,8 +121,6 @@ def run(args: argparse.Namespace) -> int:
     if args.boundary:
         from chainrule.plots import plot_boundary
 
-        if X.shape[1] != 2:
-            raise ValueError(f"--boundary needs data with 2 features, {args.dataset} has {X.shape[1]}")
         plot_boundary(result.model, X, y, args.boundary, mean=result.mean, std=result.std)
     summary = ", ".join(f"{name}: {value:.4f}" for name, value in result.metrics.items())
     print(f"{result.evaluated_on} {summary} ({len(result.history.epochs)} epochs, {elapsed:.2f} s)")
