@@ -1,0 +1,645 @@
+"""scikit-learn estimators: MLPClassifier and MLPRegressor, drop-in replacements for sklearn's MLPs.
+
+Same parameters, attributes and loss values as `sklearn.neural_network`; the network is a chainrule
+`nn.Sequential`, trained by `chainrule.train.fit` (sgd, adam) or by scipy's L-BFGS-B over a flat
+parameter vector (lbfgs). Only users of this module need scikit-learn.
+
+Not supported (yet): sparse input, sample_weight, MLPRegressor's Poisson loss. Different on
+purpose: Adam adds eps to the bias-corrected √v̂ (as PyTorch); SGD momentum keeps PyTorch's form,
+so a learning rate that changes mid-run (invscaling, adaptive) also rescales the momentum; a
+multi-output regressor follows the gradient of the loss it reports (sklearn's is k times larger
+for k outputs); training that turns NaN stops at once with `NonFiniteError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import accuracy_score, r2_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+
+from chainrule import functional as F
+from chainrule import nn, optim
+from chainrule.callbacks import Callback
+from chainrule.nn import init
+from chainrule.random import get_rng
+from chainrule.tensor import Tensor
+from chainrule.train import fit as train_model
+from chainrule.train import get_loss
+from chainrule.train import predict as forward
+
+__all__ = ["InvalidParameterError", "MLPClassifier", "MLPRegressor"]
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A hyper-parameter of the wrong type or out of range (caught as either, like sklearn's)."""
+
+
+_ACTIVATIONS = {"identity": None, "logistic": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+_CHOICES = {
+    "activation": tuple(_ACTIVATIONS),
+    "solver": ("lbfgs", "sgd", "adam"),
+    "learning_rate": ("constant", "invscaling", "adaptive"),
+}
+_FLAGS = ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping")
+# sklearn's constraints: name -> (number type, low, high, which ends belong), and the one other
+# value a few of them may take.
+_REAL, _INT = numbers.Real, numbers.Integral
+_INTERVALS = {
+    "alpha": (_REAL, 0, math.inf, "left"), "learning_rate_init": (_REAL, 0, math.inf, "neither"),
+    "power_t": (_REAL, 0, math.inf, "left"), "max_iter": (_INT, 1, math.inf, "left"),
+    "tol": (_REAL, 0, math.inf, "left"), "momentum": (_REAL, 0, 1, "both"),
+    "validation_fraction": (_REAL, 0, 1, "left"), "beta_1": (_REAL, 0, 1, "left"),
+    "beta_2": (_REAL, 0, 1, "left"), "epsilon": (_REAL, 0, math.inf, "neither"),
+    "max_fun": (_INT, 1, math.inf, "left"), "batch_size": (_INT, 1, math.inf, "left"),
+    "n_iter_no_change": (_INT, 1, math.inf, "left"),
+}  # fmt: skip
+_ALSO_ALLOWED = {"batch_size": "auto", "n_iter_no_change": np.inf}
+_SIZE = (_INT, 1, math.inf, "left")
+_CHUNK_ELEMENTS = 2**16  # lbfgs: activation elements per chunk of rows (see _full_batch_loss)
+
+
+def _check_interval(owner: str, name: str, value: Any, interval: tuple) -> None:
+    kind, low, high, closed = interval
+    ok = isinstance(value, kind) and not isinstance(value, bool) and not math.isnan(value)
+    ok = ok and (low <= value if closed in ("left", "both") else low < value)
+    ok = ok and (value <= high if closed in ("right", "both") else value < high)
+    if not ok:
+        text = f"{'[' if closed in ('left', 'both') else '('}{low:g}, {high:g}" + (
+            "]" if closed in ("right", "both") else ")")  # fmt: skip
+        what = "an integer" if kind is _INT else "a number"
+        raise InvalidParameterError(f"{owner}: {name} must be {what} in {text}, got {value!r}")
+
+
+def _float_dtype(dtype: Any) -> np.dtype | None:
+    """float32 or float64 as a NumPy dtype, from any spelling of them; None for anything else."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        return None
+    return dtype if dtype in (np.float32, np.float64) else None
+
+
+def _generator(random_state: Any) -> np.random.Generator:
+    """A Generator for one fit. As in sklearn, an int gives the same run every time and a
+    RandomState instance advances with each fit; None draws from chainrule's default generator
+    (seeded by `chainrule.manual_seed`), never from the global np.random state."""
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(2**31 - 1))
+    return get_rng(random_state)
+
+
+class _ConvergenceMonitor(Callback):
+    """sklearn's end-of-epoch rules: loss_curve_, tol over n_iter_no_change epochs (of the training
+    loss, or of the validation score with early_stopping), learning-rate schedules, warnings."""
+
+    def __init__(self, estimator: _BaseMLP, n_samples: int, validation: tuple | None,
+                 incremental: bool) -> None:  # fmt: skip
+        self.estimator, self.n_samples = estimator, n_samples
+        self.validation, self.incremental = validation, incremental
+
+    def on_epoch_end(self, state: Any) -> None:
+        mlp = self.estimator
+        mlp.n_iter_ += 1
+        mlp.t_ += self.n_samples
+        mlp.loss_ = state.logs["loss"]
+        mlp.loss_curve_.append(mlp.loss_)
+        if mlp.verbose:
+            print(f"Iteration {mlp.n_iter_}, loss = {mlp.loss_:.8f}")
+        mlp._count_no_improvement(self.validation)
+        groups = state.optimizer.param_groups
+        schedule = mlp.learning_rate if mlp.solver == "sgd" else "constant"
+        if schedule == "invscaling":  # sklearn: lr_init / (samples seen + 1)^power_t
+            for group in groups:
+                group["lr"] = mlp.learning_rate_init / (mlp.t_ + 1) ** mlp.power_t
+        if mlp._no_improvement_count > mlp.n_iter_no_change:
+            watched = "Validation score" if self.validation else "Training loss"
+            message = (f"{watched} did not improve more than tol={mlp.tol:f} for "
+                       f"{mlp.n_iter_no_change} consecutive epochs.")  # fmt: skip
+            if schedule == "adaptive" and groups[0]["lr"] > 1e-6:
+                for group in groups:
+                    group["lr"] /= 5.0
+                mlp._no_improvement_count = 0
+                if mlp.verbose:
+                    print(f"{message} Setting learning rate to {groups[0]['lr']:f}")
+            else:
+                if mlp.verbose:
+                    print(f"{message} Stopping.")
+                state.stop = True
+                return
+        if not self.incremental and mlp.n_iter_ == mlp.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({mlp.max_iter}) reached and the "
+                "optimization hasn't converged yet.",
+                ConvergenceWarning,
+            )
+
+
+class _BaseMLP(BaseEstimator):
+    """What the classifier and the regressor share: validation, the network, both solvers.
+
+    Fitted state beyond sklearn's attributes: `_model` (the nn.Sequential that `coefs_` and
+    `intercepts_` view) and `_optimizer` (kept so that partial_fit continues its moments).
+    """
+
+    def __init__(
+        self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *, solver: str = "adam",
+        alpha: float = 0.0001, batch_size: Any = "auto", learning_rate: str = "constant",
+        learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
+        shuffle: bool = True, random_state: Any = None, tol: float = 1e-4, verbose: Any = False,
+        warm_start: bool = False, momentum: float = 0.9, nesterovs_momentum: bool = True,
+        early_stopping: bool = False, validation_fraction: float = 0.1, beta_1: float = 0.9,
+        beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: Any = 10,
+        max_fun: int = 15000, dtype: Any = None,
+    ) -> None:  # fmt: skip
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+
+    # ---- fitted attributes that view the network ----------------------------------------------
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_model")
+
+    def _linears(self) -> list[nn.Linear]:
+        if "_model" not in vars(self):
+            raise AttributeError(f"{type(self).__name__} has no weights until it is fitted")
+        return [layer for layer in self._model if isinstance(layer, nn.Linear)]
+
+    @property
+    def coefs_(self) -> list[np.ndarray]:
+        """Weight matrices in sklearn's layout (fan_in, fan_out): views of the model's weights."""
+        return [layer.weight.data.T for layer in self._linears()]
+
+    @property
+    def intercepts_(self) -> list[np.ndarray]:
+        return [layer.bias.data for layer in self._linears()]
+
+    # ---- parameters -------------------------------------------------------------------------
+    def _check_parameters(self) -> list[int]:
+        """Validate every hyper-parameter (at fit, as sklearn does); return the hidden sizes."""
+        owner = type(self).__name__
+        for name, options in _CHOICES.items():
+            if getattr(self, name) not in options:
+                raise InvalidParameterError(
+                    f"{owner}: unknown {name} {getattr(self, name)!r}; expected one of "
+                    f"{', '.join(map(repr, options))}"
+                )
+        for name, interval in _INTERVALS.items():
+            value = getattr(self, name)
+            if name not in _ALSO_ALLOWED or value != _ALSO_ALLOWED[name]:
+                _check_interval(owner, name, value, interval)
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise InvalidParameterError(
+                    f"{owner}: {name} must be True or False, got {getattr(self, name)!r}"
+                )
+        if self.early_stopping and self.validation_fraction == 0:
+            raise InvalidParameterError(
+                f"{owner}: early_stopping needs validation_fraction > 0, got 0"
+            )
+        if self.dtype is not None and _float_dtype(self.dtype) is None:
+            raise InvalidParameterError(
+                f"{owner}: dtype must be None, float32 or float64, got {self.dtype!r}"
+            )
+        if not (self.random_state is None or isinstance(self.random_state, (numbers.Integral,
+                np.random.RandomState, np.random.Generator))):  # fmt: skip
+            raise InvalidParameterError(
+                f"{owner}: random_state must be None, an int, a RandomState or a Generator, got "
+                f"{self.random_state!r}"
+            )
+        sizes = self.hidden_layer_sizes
+        sizes = list(sizes) if np.iterable(sizes) else [sizes]
+        for size in sizes:
+            _check_interval(owner, "each of hidden_layer_sizes", size, _SIZE)
+        return [int(size) for size in sizes]
+
+    # ---- the network ------------------------------------------------------------------------
+    def _initialize(
+        self, units: list[int], dtype: np.dtype, generator: np.random.Generator
+    ) -> None:
+        """Build the network with sklearn's initialisation and reset the training record."""
+        # Glorot uniform for weights and biases alike, with sklearn's factor 2 for logistic units.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        hidden = _ACTIVATIONS[self.activation]
+        layers: list[nn.Module] = []
+        for i, (fan_in, fan_out) in enumerate(itertools.pairwise(units)):
+            linear = nn.Linear(fan_in, fan_out, dtype=dtype, rng=generator)
+            bound = math.sqrt(factor / (fan_in + fan_out))
+            init.uniform_(linear.weight, -bound, bound, generator)
+            init.uniform_(linear.bias, -bound, bound, generator)
+            layers.append(linear)
+            if hidden is not None and i < len(units) - 2:
+                layers.append(hidden())
+        self._model = nn.Sequential(*layers)
+        self.n_layers_ = len(units)
+        self.n_outputs_ = units[-1]
+        self.n_iter_, self.t_ = 0, 0
+        for name in ("_optimizer", "loss_curve_", "best_loss_", "validation_scores_",
+                     "best_validation_score_", "_best_state", "_no_improvement_count"):  # fmt: skip
+            self.__dict__.pop(name, None)
+
+    def _make_optimizer(self) -> optim.Optimizer:
+        # Two groups: sklearn's L2 penalty decays the weights but not the biases (see _batch_loss).
+        groups = [{"params": [layer.weight for layer in self._linears()]},
+                  {"params": [layer.bias for layer in self._linears()], "weight_decay": 0.0}]  # fmt: skip
+        if self.solver == "adam":
+            return optim.Adam(groups, lr=self.learning_rate_init,
+                              betas=(self.beta_1, self.beta_2), eps=self.epsilon)  # fmt: skip
+        momentum = float(self.momentum)
+        return optim.SGD(groups, lr=self.learning_rate_init, momentum=momentum,
+                         nesterov=bool(self.nesterovs_momentum) and momentum > 0)  # fmt: skip
+
+    def _penalty(self, n: int) -> float:
+        """sklearn's L2 term for a batch of n samples: alpha/(2·n)·Σ‖W‖² over the weights."""
+        weights = [layer.weight.data for layer in self._linears()]
+        return 0.5 * self.alpha / n * sum(float(np.vdot(W, W)) for W in weights)
+
+    def _batch_loss(self, output: Tensor, target: np.ndarray) -> Tensor:
+        """The objective of one mini-batch, as sklearn: data loss + alpha/(2·n)·Σ‖W‖².
+
+        The penalty's gradient, alpha/n·W, is the optimizer's weight decay on the weight group: an
+        update of two NumPy calls per weight instead of a graph of squares and sums (a quarter of
+        the step time of a small network). Its value enters as a constant, for loss_curve_. n is
+        set here because the last batch of an epoch may be smaller.
+        """
+        n = len(target)
+        self._optimizer.param_groups[0]["weight_decay"] = self.alpha / n
+        loss = self._data_loss(output, target)
+        return loss + self._penalty(n) if self.alpha > 0 else loss
+
+    def _full_batch_loss(self, X: np.ndarray, target: np.ndarray) -> float:
+        """The same objective over all of X, for lbfgs; accumulates its gradient in `.grad`.
+
+        The data term is summed over chunks of rows (each chunk's mean weighted by its share), so
+        that no activation outgrows a few hundred kilobytes: larger temporaries are fresh memory
+        from the OS on every call, and that made a full-batch step 2.4× slower on digits. The
+        penalty is in the graph here, since lbfgs has no optimizer to apply it as weight decay.
+        """
+        n = len(X)
+        widest = max(layer.out_features for layer in self._linears())
+        rows = max(64, _CHUNK_ELEMENTS // widest)
+        value = 0.0
+        for start in range(0, n, rows):
+            part = slice(start, min(start + rows, n))
+            loss = self._data_loss(self._model(X[part]), target[part]) * ((part.stop - start) / n)
+            loss.backward()
+            value += float(loss.data)
+        if self.alpha > 0:
+            squares = [(layer.weight * layer.weight).sum() for layer in self._linears()]
+            penalty = sum(squares[1:], squares[0]) * (0.5 * self.alpha / n)
+            penalty.backward()
+            value += float(penalty.data)
+        return value
+
+    # ---- fitting ----------------------------------------------------------------------------
+    def _fit(self, X: Any, y: Any, incremental: bool) -> _BaseMLP:
+        hidden = self._check_parameters()
+        first_pass = not hasattr(self, "_model") or (not self.warm_start and not incremental)
+        X, y, target, n_outputs = self._validate_input(X, y, incremental, reset=first_pass)
+        generator = _generator(self.random_state)
+        units = [X.shape[1], *hidden, n_outputs]
+        if first_pass:
+            dtype = X.dtype if self.dtype is None else _float_dtype(self.dtype)
+            self._initialize(units, dtype, generator)
+        else:
+            fitted = [layer.in_features for layer in self._linears()] + [self.n_outputs_]
+            if fitted != units:
+                raise ValueError(
+                    f"{type(self).__name__}: cannot continue training a network of layer sizes "
+                    f"{fitted} with data and hidden_layer_sizes that need {units}"
+                )
+        dtype = self._model.dtype
+        X = X.astype(dtype, copy=False)
+        if self.out_activation_ != "softmax":  # softmax targets stay class indices
+            target = target.astype(dtype, copy=False)
+        if self.solver == "lbfgs":
+            self._fit_lbfgs(X, target)
+        else:
+            self._fit_stochastic(X, y, target, generator, incremental)
+        return self
+
+    def _fit_stochastic(self, X: np.ndarray, y: np.ndarray, target: np.ndarray,
+                        generator: np.random.Generator, incremental: bool) -> None:  # fmt: skip
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        if not incremental or not hasattr(self, "_optimizer"):
+            self._optimizer = self._make_optimizer()
+        if not hasattr(self, "loss_curve_"):  # a new network, or a warm start after lbfgs
+            self.loss_curve_, self._no_improvement_count = [], 0
+            self._reset_stopping_record()
+        elif self.early_stopping != (self.validation_scores_ is not None):  # switched, warm start
+            self._reset_stopping_record()
+        validation = None
+        if self.early_stopping:
+            # As sklearn: a stratified split only for single-output (binary) classification.
+            stratify = y if isinstance(self, ClassifierMixin) and self.n_outputs_ == 1 else None
+            rows, held_out = train_test_split(
+                np.arange(len(X)), test_size=self.validation_fraction, stratify=stratify,
+                random_state=int(generator.integers(2**31 - 1)),
+            )  # fmt: skip
+            if len(held_out) < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' or the size "
+                    "of your dataset."
+                )
+            validation = (X[held_out], y[held_out])
+            X, target = X[rows], target[rows]
+        n = len(X)
+        if self.batch_size == "auto":
+            batch_size = min(200, n)
+        else:
+            if self.batch_size > n:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
+                              "to be clipped")  # fmt: skip
+            batch_size = min(int(self.batch_size), n)
+        self.n_iter_ = 0
+        monitor = _ConvergenceMonitor(self, n, validation, incremental)
+        train_model(
+            self._model, X, target, loss=self._batch_loss, optimizer=self._optimizer,
+            epochs=1 if incremental else self.max_iter, batch_size=batch_size,
+            shuffle=self.shuffle, classification=False, callbacks=[monitor], progress=False,
+            rng=generator,
+        )  # fmt: skip
+        if self.early_stopping:
+            self._model.load_state_dict(self._best_state)
+
+    def _reset_stopping_record(self) -> None:
+        """sklearn's attributes: best_loss_ watches the training loss; with early stopping it is
+        None and validation_scores_ / best_validation_score_ watch the held-out score instead."""
+        watch_validation = self.early_stopping
+        self.best_loss_ = None if watch_validation else np.inf
+        self.validation_scores_ = [] if watch_validation else None
+        self.best_validation_score_ = -np.inf if watch_validation else None
+        if watch_validation:
+            self._best_state = self._model.state_dict()
+
+    def _count_no_improvement(self, validation: tuple | None) -> None:
+        """sklearn's rule: an epoch counts as no improvement unless it beats the best by tol."""
+        if validation is not None:
+            score = self._score_arrays(*validation)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print(f"Validation score: {score:f}")
+            improved = score >= self.best_validation_score_ + self.tol
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_state = self._model.state_dict()
+        else:
+            loss = self.loss_curve_[-1]
+            improved = loss <= self.best_loss_ - self.tol
+            self.best_loss_ = min(self.best_loss_, loss)
+        self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
+
+    def _fit_lbfgs(self, X: np.ndarray, target: np.ndarray) -> None:
+        """Minimise the full-batch objective with L-BFGS-B over all parameters as one vector."""
+        from scipy.optimize import minimize  # scipy comes with scikit-learn; only lbfgs needs it
+
+        parameters = list(self._model.parameters())
+        splits = np.cumsum([p.data.size for p in parameters])[:-1]
+
+        def load(theta: np.ndarray) -> None:
+            for p, chunk in zip(parameters, np.split(theta, splits)):
+                p.data[...] = chunk.reshape(p.data.shape)
+
+        losses = []
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            load(theta)
+            self._model.zero_grad()
+            losses.append(self._full_batch_loss(X, target))
+            return losses[-1], np.concatenate([p.grad.ravel() for p in parameters]).astype(
+                np.float64
+            )
+
+        def report(theta: np.ndarray) -> None:
+            iterations.append(losses[-1])
+            print(f"Iteration {len(iterations)}, loss = {losses[-1]:.8f}")
+
+        iterations: list[float] = []
+        theta = np.concatenate([p.data.ravel() for p in parameters]).astype(np.float64)
+        result = minimize(
+            objective, theta, method="L-BFGS-B", jac=True, callback=report if self.verbose else None,
+            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
+        )  # fmt: skip
+        load(result.x)
+        self.n_iter_ = min(int(result.nit), self.max_iter)
+        self.loss_ = float(result.fun)
+        if result.status != 0:
+            message = (
+                result.message.decode() if isinstance(result.message, bytes) else result.message
+            )
+            warnings.warn(
+                f"lbfgs failed to converge after {result.nit} iteration(s) (status={result.status}): "
+                f"{message}. Increase max_iter or max_fun, or scale the data (e.g. StandardScaler).",
+                ConvergenceWarning,
+            )
+        if not all(np.isfinite(p.data).all() for p in parameters):
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may contain large "
+                "values and need to be preprocessed."
+            )
+
+    # ---- prediction -------------------------------------------------------------------------
+    def _outputs(self, X: Any, check_input: bool = True) -> np.ndarray:
+        """The network's raw outputs (logits for a classifier), one row per sample."""
+        check_is_fitted(self)
+        if check_input:
+            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        return forward(self._model, np.asarray(X, dtype=self._model.dtype))
+
+    def _stochastic(self) -> bool:
+        if self.solver not in ("sgd", "adam"):
+            raise AttributeError(
+                f"partial_fit is only available for stochastic optimizers. {self.solver} is not "
+                "stochastic."
+            )
+        return True
+
+    def fit(self, X: Any, y: Any) -> _BaseMLP:
+        """Fit the network to X (n_samples, n_features) and y; returns self."""
+        return self._fit(X, y, incremental=False)
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier with scikit-learn's parameters, trained by chainrule.
+
+    Softmax cross-entropy for multi-class targets; one sigmoid per column (binary cross-entropy) for
+    binary targets and for multi-label indicator matrices. `dtype` (chainrule's own parameter):
+    None trains in the input's precision (float32 stays float32), or 'float32' / 'float64'.
+
+        clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0).fit(X_train, y_train)
+        clf.predict_proba(X_test)  # (n_samples, n_classes), rows sum to 1
+    """
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple:
+        X, y = validate_data(
+            self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start and set(classes) != set(self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the previous "
+                    f"call to fit. Previously got {self.classes_}, `y` has {classes}"
+                )
+            if len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
+                    f"'y' has {classes}."
+                )
+        encoded = self._label_binarizer.transform(y)
+        if self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+            return X, y, encoded.argmax(axis=1), encoded.shape[1]
+        self.out_activation_ = "logistic"
+        return X, y, encoded, encoded.shape[1]
+
+    def _data_loss(self, logits: Tensor, target: np.ndarray) -> Tensor:
+        if self.out_activation_ == "softmax":
+            return F.cross_entropy(logits, target)
+        loss = F.binary_cross_entropy_with_logits(logits, target)
+        # sklearn sums the per-column mean losses of a multi-label target.
+        return loss * target.shape[1] if target.shape[1] > 1 else loss
+
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+        return accuracy_score(y, self._labels(self._outputs(X, check_input=False)))
+
+    def _labels(self, logits: np.ndarray) -> np.ndarray:
+        return self._label_binarizer.inverse_transform(self._probabilities(logits))
+
+    def _two_class_logits(self, logits: np.ndarray) -> np.ndarray:
+        """One sigmoid output z as the softmax logits [0, z]: softmax gives [1 − σ(z), σ(z)] with
+        neither side computed as 1 minus the other (which rounds σ(−z) to 0 too early)."""
+        return np.hstack([np.zeros_like(logits), logits])
+
+    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities as the fitted target has them: one column per class (for a binary fit,
+        one per class too) or one independent column per label (multi-label)."""
+        if self.out_activation_ == "softmax":
+            return F.softmax(logits, axis=1).data
+        if self.n_outputs_ == 1:
+            return F.softmax(self._two_class_logits(logits), axis=1).data
+        return F.sigmoid(logits).data
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Class labels (n_samples,), or an indicator matrix for a multi-label fit."""
+        return self._labels(self._outputs(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities (n_samples, n_classes) in the order of `classes_` (for multi-label: each
+        column's probability on its own). Rows sum to 1 except for multi-label."""
+        return self._probabilities(self._outputs(X))
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """log(predict_proba(X)), computed from the logits: exact where a probability is tiny, and
+        -inf (without a warning) exactly where predict_proba rounds to 0."""
+        logits = self._outputs(X)
+        if self.out_activation_ == "softmax":
+            log_probabilities = F.log_softmax(logits, axis=1).data
+        elif self.n_outputs_ == 1:
+            log_probabilities = F.log_softmax(self._two_class_logits(logits), axis=1).data
+        else:
+            log_probabilities = -F.softplus(-logits).data  # log σ(z) = −softplus(−z)
+        log_probabilities[np.exp(log_probabilities) == 0] = -np.inf
+        return log_probabilities
+
+    @available_if(_BaseMLP._stochastic)
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+        """One epoch over (X, y). The first call needs `classes`, every label that y may hold."""
+        if classes is not None:
+            classes = unique_labels(classes)
+            if hasattr(self, "classes_") and not np.array_equal(classes, self.classes_):
+                raise ValueError(
+                    f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
+                    f"{self.classes_!r}"
+                )
+            if not hasattr(self, "classes_"):
+                multilabel = type_of_target(y).startswith("multilabel")
+                self._label_binarizer = LabelBinarizer().fit(y if multilabel else classes)
+                self.classes_ = self._label_binarizer.classes_
+        elif not hasattr(self, "classes_"):
+            raise ValueError("classes must be passed on the first call to partial_fit.")
+        return self._fit(X, y, incremental=True)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor with scikit-learn's parameters, trained by chainrule.
+
+    Minimises half the squared error (sklearn's 'squared_error'), averaged over samples and
+    outputs; y may have several columns. `dtype` as for MLPClassifier.
+    """
+
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple:
+        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
+                             dtype=(np.float64, np.float32), reset=reset)  # fmt: skip
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        self.out_activation_ = "identity"
+        target = y.reshape(len(y), -1)
+        return X, y, target, target.shape[1]
+
+    def _data_loss(self, prediction: Tensor, target: np.ndarray) -> Tensor:
+        return get_loss("half_mse")(prediction, target)
+
+    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
+        return r2_score(y, self._prediction(self._outputs(X, check_input=False)))
+
+    def _prediction(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs.ravel() if outputs.shape[1] == 1 else outputs
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predictions (n_samples,), or (n_samples, n_outputs) for a multi-output fit."""
+        return self._prediction(self._outputs(X))
+
+    @available_if(_BaseMLP._stochastic)
+    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
+        """One epoch over (X, y), continuing from the current weights and optimizer state."""
+        return self._fit(X, y, incremental=True)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
