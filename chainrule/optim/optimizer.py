@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from chainrule.optim.flat import FlatGroup
 from chainrule.tensor import Tensor
 
 # Group keys that are not hyper-parameters of the rule but may travel with a group: schedulers
@@ -60,6 +61,9 @@ class Optimizer:
         self.defaults = self._check_group(dict(defaults))
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[Tensor, dict[str, Any]] = {}
+        # Per group (by id of its dict): its parameters as views of one buffer, while every step
+        # gives each of them a gradient; the update then runs once over the whole buffer.
+        self._flat: dict[int, FlatGroup] = {}
         if isinstance(params, (Tensor, dict)) or not isinstance(params, Iterable):
             raise TypeError(
                 f"{self._name}: params must be an iterable of Parameters or of dicts, got "
@@ -124,6 +128,8 @@ class Optimizer:
         group = self._check_group({**self.defaults, **options})
         group["params"] = params
         self.param_groups.append(group)
+        if FlatGroup.possible(params) and not any(p in self.state for p in params):
+            self._flat[id(group)] = FlatGroup(params)
 
     def _check_keys(self, options: dict[str, Any], where: str, require_all: bool) -> None:
         unknown = sorted(set(options) - set(self.defaults) - set(_EXTRA_GROUP_KEYS))
@@ -157,6 +163,15 @@ class Optimizer:
         The parameter array is updated in place (other code holds references to it); the gradient
         is never written (it may be shared).
         """
+        flat = self._flat.get(id(group))
+        if flat is not None:
+            grad = flat.gather_grads() if flat.intact() else None
+            if grad is not None:
+                if flat.state is None:
+                    flat.state = self._init_state(Tensor(flat.data), group)
+                yield flat.data, grad, flat.state
+                return
+            self._unflatten(group)  # a parameter without a gradient, or one whose array was replaced
         for p in group["params"]:
             grad = p.grad
             if grad is None:
@@ -170,6 +185,21 @@ class Optimizer:
             if state is None:
                 state = self.state[p] = self._init_state(p, group)
             yield p.data, grad, state
+
+    def _unflatten(self, group: dict[str, Any]) -> None:
+        """Go on parameter by parameter for good: move the flat state into per-parameter state."""
+        flat = self._flat.pop(id(group))
+        if flat.state is not None:
+            for p, state in zip(flat.params, flat.per_parameter_state()):
+                self.state[p] = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()}
+
+    def _states(self) -> dict[Tensor, dict[str, Any]]:
+        """Every parameter's state, the flat groups' included (their arrays as views)."""
+        states = dict(self.state)
+        for flat in self._flat.values():
+            if flat.state is not None:
+                states.update(zip(flat.params, flat.per_parameter_state()))
+        return states
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget every gradient (`.grad = None`), or set it to a fresh array of zeros."""
@@ -199,12 +229,13 @@ class Optimizer:
             }
             groups.append({**options, "params": indices})
         state = {}
+        states = self._states()
         for group in self.param_groups:
             for p in group["params"]:
-                if p in self.state:
+                if p in states:
                     state[index_of[id(p)]] = {
                         name: value.copy() if isinstance(value, np.ndarray) else value
-                        for name, value in self.state[p].items()
+                        for name, value in states[p].items()
                     }
         return {"state": state, "param_groups": groups}
 
@@ -253,8 +284,22 @@ class Optimizer:
                 )
             p, group = params[index]
             new_state[p] = self._load_parameter_state(index, p, group, saved)
+        flats = [self._flat.pop(id(group), None) for group in self.param_groups]
         self.param_groups = new_groups
         self.state = new_state
+        for group, flat in zip(new_groups, flats):
+            if flat is None:
+                continue
+            saved = [new_state.get(p) for p in flat.params]
+            if all(s is None for s in saved):
+                flat.state = None
+            elif any(s is None or set(s) != set(saved[0]) for s in saved):
+                continue  # only some parameters have state: stay parameter by parameter
+            else:
+                flat.set_state(saved)
+                for p in flat.params:
+                    del self.state[p]
+            self._flat[id(group)] = flat
 
     def _load_parameter_state(
         self, index: int, p: Tensor, group: dict[str, Any], saved: dict[str, Any]

@@ -1,0 +1,85 @@
+"""One contiguous buffer behind a parameter group, so an update rule runs a few NumPy calls over all
+the parameters at once instead of a few per parameter.
+
+A small network's step is dominated by per-call overhead, not arithmetic: Adam on a 2-4-1 network
+is ~14 NumPy calls per parameter. With the parameters as views of one array (and their gradients
+gathered into another with one `concatenate`), it is ~14 calls per step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from chainrule.tensor import Tensor
+
+
+class FlatGroup:
+    """The parameters of one group laid out as views of `data`; `grad` receives their gradients.
+
+    Parameters keep their identity and shape; only their `.data` becomes a view. If any `.data`
+    is later replaced (e.g. `Module.to`), the group is no longer intact and the optimizer falls
+    back to updating parameter by parameter.
+    """
+
+    def __init__(self, params: list[Tensor]) -> None:
+        self.params = params
+        self.sizes = [p.data.size for p in params]
+        self.data = np.empty(sum(self.sizes), dtype=params[0].data.dtype)
+        self.grad = np.empty_like(self.data)
+        self.state: dict[str, Any] | None = None
+        self.views = self.split(self.data)
+        for p, view in zip(params, self.views):
+            view[...] = p.data
+            p.data = view
+
+    @staticmethod
+    def possible(params: list[Tensor]) -> bool:
+        return len(params) > 1 and len({p.data.dtype for p in params}) == 1
+
+    def split(self, flat: np.ndarray) -> list[np.ndarray]:
+        """Views of a flat array, one per parameter, in the parameters' shapes."""
+        views, offset = [], 0
+        for p, size in zip(self.params, self.sizes):
+            views.append(flat[offset : offset + size].reshape(p.data.shape))
+            offset += size
+        return views
+
+    def intact(self) -> bool:
+        return all(p.data is view for p, view in zip(self.params, self.views))
+
+    def gather_grads(self) -> np.ndarray | None:
+        """Every gradient copied into `grad` (one call), or None if a parameter has none."""
+        grads = []
+        for p in self.params:
+            if p.grad is None or p.grad.shape != p.data.shape:
+                return None
+            grads.append(p.grad.reshape(-1))
+        np.concatenate(grads, out=self.grad)
+        return self.grad
+
+    def per_parameter_state(self) -> list[dict[str, Any]]:
+        """The flat state as one dict per parameter (array entries are views; scalars shared)."""
+        assert self.state is not None
+        result: list[dict[str, Any]] = [{} for _ in self.params]
+        for key, value in self.state.items():
+            parts = self.split(value) if _is_flat_array(value, self.data) else [value] * len(self.params)
+            for entry, part in zip(result, parts):
+                entry[key] = part
+        return result
+
+    def set_state(self, states: list[dict[str, Any]]) -> None:
+        """Join per-parameter states (all with the same keys) into the flat state."""
+        flat: dict[str, Any] = {}
+        for key in states[0]:
+            first = states[0][key]
+            if isinstance(first, np.ndarray):
+                flat[key] = np.concatenate([s[key].reshape(-1) for s in states]).astype(self.data.dtype)
+            else:
+                flat[key] = first
+        self.state = flat
+
+
+def _is_flat_array(value: Any, data: np.ndarray) -> bool:
+    return isinstance(value, np.ndarray) and value.shape == data.shape
