@@ -403,11 +403,7 @@ def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
     shape; the engine sums them back to each input's shape.
     """
     out, backward = op(*[t.data for t in inputs], **params)
-    result = Tensor.__new__(Tensor)
-    result.data = out
-    result.grad = None
-    result._retain_grad = False
-    result._pending = None
+    result = wrap(out)
     if _grad_enabled:
         for t in inputs:
             if t.requires_grad:
@@ -416,12 +412,24 @@ def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
                 result._parents = inputs
                 result._backward = backward
                 result._sequence = next(_sequence)
-                return result
-    result.requires_grad = False
-    result._op = None
-    result._parents = ()
-    result._backward = None
+                break
     return result
+
+
+def wrap(array: np.ndarray) -> Tensor:
+    """A constant Tensor around an array known to be numeric, skipping `Tensor()`'s checks and
+    conversions: the constructor of the hot paths (every op's output goes through it)."""
+    t = Tensor.__new__(Tensor)
+    t.data = array
+    t.grad = None
+    t.requires_grad = False
+    t._op = None
+    t._parents = ()
+    t._backward = None
+    t._sequence = 0
+    t._retain_grad = False
+    t._pending = None
+    return t
 
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:

@@ -14,7 +14,7 @@ from chainrule import functional as F
 from chainrule.nn import init
 from chainrule.nn.module import Module, Parameter
 from chainrule.random import get_rng
-from chainrule.tensor import DEFAULT_DTYPE, Tensor
+from chainrule.tensor import DEFAULT_DTYPE, Tensor, wrap
 
 
 def _check_dtype(dtype: Any) -> np.dtype:
@@ -26,6 +26,8 @@ def _check_dtype(dtype: Any) -> np.dtype:
 
 def _as_input(x: Any, dtype: np.dtype) -> Tensor:
     """Inputs take the layer's dtype, so a float64 array never silently upcasts a float32 network."""
+    if type(x) is np.ndarray and x.dtype == dtype:  # the common case: a float array, no checks needed
+        return wrap(x)
     if isinstance(x, Tensor):
         return x if x.dtype == dtype else x.astype(dtype)
     return Tensor(np.asarray(x, dtype=dtype))
@@ -57,13 +59,8 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound, rng)
 
     def forward(self, x: Any) -> Tensor:
-        x = _as_input(x, self.weight.dtype)
-        if x.ndim == 0 or x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"Linear({self.in_features}, {self.out_features}) expects inputs with "
-                f"{self.in_features} features in the last dimension, got shape {x.shape}"
-            )
-        return F.linear(x, self.weight, self.bias)
+        # ops.linear checks the feature count and names Linear(in, out) and the input's shape.
+        return F.linear(_as_input(x, self.weight.dtype), self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"

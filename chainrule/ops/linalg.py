@@ -61,7 +61,7 @@ def linear(x, weight, bias=None, needs=(True, True, True)):
     One node instead of three (matmul, transpose, add); the gradients are the tutorial's:
     dL/dx = g · W,  dL/dW = gᵀ · x,  dL/db = Σ_rows g.   Shapes: x (batch, in), W (out, in), b (out,).
     """
-    if x.shape[-1] != weight.shape[1]:
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"Linear({weight.shape[1]}, {weight.shape[0]}) expects inputs with {weight.shape[1]} "
             f"features in the last dimension, got an array of shape {x.shape}"

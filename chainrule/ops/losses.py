@@ -103,7 +103,9 @@ def cross_entropy(logits, target, reduction="mean"):
         )
     batch, classes = logits.shape
     shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    exp_shifted = np.exp(shifted)
+    sums = exp_shifted.sum(axis=1, keepdims=True)
+    log_probs = shifted - np.log(sums)
     if target.ndim == 1:
         if target.dtype.kind not in "iu":
             raise TypeError(
@@ -134,7 +136,7 @@ def cross_entropy(logits, target, reduction="mean"):
         upstream = _upstream(g, scale)
         if np.ndim(upstream):
             upstream = upstream[:, None]
-        grad = np.exp(log_probs)
+        grad = exp_shifted / sums  # softmax(z), kept from the forward pass
         if target.ndim == 1:
             grad[rows, target] -= 1
         else:

@@ -64,6 +64,7 @@ class Optimizer:
         # Per group (by id of its dict): its parameters as views of one buffer, while every step
         # gives each of them a gradient; the update then runs once over the whole buffer.
         self._flat: dict[int, FlatGroup] = {}
+        self._scratch: dict[tuple, np.ndarray] = {}
         if isinstance(params, (Tensor, dict)) or not isinstance(params, Iterable):
             raise TypeError(
                 f"{self._name}: params must be an iterable of Parameters or of dicts, got "
@@ -185,6 +186,15 @@ class Optimizer:
             if state is None:
                 state = self.state[p] = self._init_state(p, group)
             yield p.data, grad, state
+
+    def _scratch_like(self, array: np.ndarray) -> np.ndarray:
+        """A reusable work array of `array`'s shape and dtype: large temporaries are freshly mapped
+        memory on every allocation, which costs as much as the arithmetic."""
+        key = (array.shape, array.dtype)
+        work = self._scratch.get(key)
+        if work is None:
+            work = self._scratch[key] = np.empty_like(array)
+        return work
 
     def _unflatten(self, group: dict[str, Any]) -> None:
         """Go on parameter by parameter for good: move the flat state into per-parameter state."""

@@ -85,5 +85,7 @@ class SGD(Optimizer):
                         direction += g
                     else:
                         direction = buffer
-                p -= lr * direction
+                work = self._scratch_like(p)
+                np.multiply(direction, lr, out=work)
+                p -= work
         return loss
