@@ -146,23 +146,24 @@ class MPIProcess:
         return f"MPIProcess(rank={self.rank}, world_size={self.world_size})"
 
     # ---- the protocol of chainrule.train ------------------------------------------------------
+    def check_order(self, order: np.ndarray | None, n: int) -> None:
+        """Stop every rank if they drew different epoch orders (a missing or per-rank seed shows
+        at the start of the run, not as silently diverging replicas). Checked once per run."""
+        if self._order_checked:
+            return
+        self._order_checked = True
+        drawn = np.arange(n) if order is None else order
+        if not self._same_everywhere(np.ascontiguousarray(drawn, dtype=np.int64).tobytes()):
+            raise DistributedError(
+                "the ranks drew different batches: give every rank the same data and the same "
+                "seed (fit's rng must be an int or a Generator seeded alike, not None)"
+            )
+
     def shard(self, selector: Any, count: int) -> Any:
         """This rank's contiguous share of a global batch (a slice or an index array of `count`).
 
         Shares differ by at most one sample; with fewer samples than ranks some get none.
         """
-        if not self._order_checked:  # once per run: a missing or per-rank seed shows at the start
-            self._order_checked = True
-            drawn = (
-                np.arange(selector.start, selector.stop)
-                if isinstance(selector, slice)
-                else selector
-            )
-            if not self._same_everywhere(np.ascontiguousarray(drawn, dtype=np.int64).tobytes()):
-                raise DistributedError(
-                    "the ranks drew different batches: give every rank the same data and the same "
-                    "seed (fit's rng must be an int or a Generator seeded alike, not None)"
-                )
         lo, hi = self.rank * count // self.world_size, (self.rank + 1) * count // self.world_size
         if isinstance(selector, slice):
             start = selector.start or 0

@@ -25,6 +25,11 @@ __all__ = ["Callback", "EarlyStopping", "History", "LRScheduler", "NonFiniteErro
            "Trainer", "evaluate", "fit", "predict"]  # fmt: skip
 
 
+# Data up to this size is shuffled as a whole once per epoch (a second copy in memory); larger
+# data is gathered batch by batch.
+_EPOCH_COPY_BYTES = 256 * 2**20
+
+
 class NonFiniteError(ArithmeticError):
     """Training produced NaN or Inf; the message names the epoch, the step and where it appeared."""
 
@@ -122,6 +127,9 @@ class LocalProcess:
     one rank holding every sample, so sharding and reductions change nothing."""
 
     rank, world_size, is_root = 0, 1, True
+
+    def check_order(self, order: np.ndarray | None, n: int) -> None:
+        pass
 
     def shard(self, selector: Any, count: int) -> Any:
         return selector
@@ -357,6 +365,12 @@ class Trainer:
         else:  # resuming mid-epoch: draw this epoch's order again from the state it began with
             self.generator.bit_generator.state = self.epoch_start_rng
         order = self.generator.permutation(self.n) if self.shuffle and self.batch_size < self.n else None
+        process.check_order(order, self.n)
+        X, y = self.X, self.y
+        if order is not None and X.nbytes + y.nbytes <= _EPOCH_COPY_BYTES:
+            # One gather per epoch, then every batch is a slice (a view): the same samples in the
+            # same order as indexing each batch, for one NumPy call instead of one per batch.
+            X, y, order = X[order], y[order], None
         batches = _batches(self.n, self.batch_size, order)
         local = np.zeros(2)
         if first_step:
@@ -372,7 +386,7 @@ class Trainer:
             local_count = _selection_size(selector)
             optimizer.zero_grad()
             if local_count:
-                xb, yb = self.X[selector], self.y[selector]
+                xb, yb = X[selector], y[selector]
                 output = model(xb)
                 batch_loss = self.loss_fn(output, yb)
                 value = batch_loss.item()
