@@ -151,6 +151,22 @@ def _model_of(parameters, sizes):
     return model
 
 
+def assert_close_nested(actual, expected, where="chain"):
+    """Equal structure and text; numbers equal to rel 1e-9 (pytest.approx takes no nesting)."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), where
+        for key in expected:
+            assert_close_nested(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert_close_nested(a, e, f"{where}[{i}]")
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, rel=1e-9, abs=1e-12), where
+    else:
+        assert actual == expected, where
+
+
 @pytest.mark.parametrize("weight", ["2.weight[1,3]", "0.weight[5,0]", "4.weight[0,2]", "2.bias[2]"])
 def test_the_streamed_chain_rule_equals_explain_for_the_same_weights(playground, weight):
     stream = Stream(playground)
@@ -168,7 +184,7 @@ def test_the_streamed_chain_rule_equals_explain_for_the_same_weights(playground,
     whole = explain(model, inputs[train], y[train], loss="cross_entropy", weight=weight)
     shown = frame["inspect"]
     assert shown["sample"] == 7 and shown["target"] == y[7]
-    assert shown["chain"] == pytest.approx(sample.to_dict()["chains"][0], rel=1e-9, abs=1e-12)
+    assert_close_nested(shown["chain"], sample.to_dict()["chains"][0])
     assert shown["sample_loss"] == pytest.approx(sample.loss, rel=1e-12)
     assert shown["grad"] == pytest.approx(whole.chains[0].value, rel=1e-9, abs=1e-15)
     name, index = whole.chains[0].parameter, whole.chains[0].index
