@@ -142,3 +142,11 @@ def test_history_to_dict_has_every_series():
     history = History()
     history.record(0, {"loss": 1.0, "val_loss": 2.0})
     assert history.to_dict() == {"epochs": [0], "loss": [1.0], "val_loss": [2.0]}
+
+
+def test_progress_bar_is_drawn_on_request_and_not_by_default_off_a_terminal(capsys):
+    fit(xor_network(), XOR_X, XOR_Y, epochs=5, progress=True)
+    drawn = capsys.readouterr().err  # tqdm: "  0%|...| 0/5 [..., ?epoch/s]", cleared at the end
+    assert "/5 [" in drawn and "epoch/s" in drawn
+    fit(xor_network(), XOR_X, XOR_Y, epochs=5)  # pytest's stderr is not a terminal
+    assert capsys.readouterr().err == ""
