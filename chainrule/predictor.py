@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from chainrule import ops
 from chainrule.nn.module import Module
 from chainrule.train import predict
 
@@ -58,11 +59,10 @@ class Predictor:
         loss = self.metadata.get("loss")
         if outputs.shape[1] == 1:  # one probability (or logit) column: the positive class
             score = outputs[:, 0]
-            p_positive = 1 / (1 + np.exp(-score)) if loss == "bce_logits" else score
+            p_positive = ops.sigmoid(score)[0] if loss == "bce_logits" else score
             p = np.stack([1 - p_positive, p_positive], axis=1)
         elif loss == "cross_entropy":
-            shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
-            p = shifted / shifted.sum(axis=1, keepdims=True)
+            p = ops.softmax(outputs, axis=1)[0]
         else:
             p = outputs
         names = self.metadata.get("class_names") or [str(i) for i in range(p.shape[1])]

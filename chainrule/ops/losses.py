@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from chainrule.ops.activations import sigmoid
+
 REDUCTIONS = ("mean", "sum", "none")
 
 # torch.nn.BCELoss clamps each log term at -100 so that probabilities of exactly 0 or 1 give a
@@ -85,7 +87,7 @@ def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
     loss, scale = _reduce(per_element, reduction, per_element.size)
 
     def backward(g):
-        probability = np.exp(-np.logaddexp(0, -logits))
+        probability = sigmoid(logits)[0]
         upstream = _upstream(g, scale)
         return upstream * (probability - target), upstream * -logits
 
