@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from chainrule import nn
+from chainrule.data import Standardizer, one_hot
 from chainrule.train import History, LOSSES, evaluate, fit, predict
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -153,7 +154,7 @@ def shape_targets(y: np.ndarray, task: Task, loss: str, dtype: Any) -> np.ndarra
         return y.astype(np.int64)
     if task.n_classes == 2:
         return y.reshape(-1, 1).astype(dtype)
-    return np.eye(task.n_classes, dtype=dtype)[y]
+    return one_hot(y, task.n_classes, dtype)
 
 
 @dataclass
@@ -190,13 +191,12 @@ def run(config: TrainConfig, X: np.ndarray, y: np.ndarray, print_fn: Callable[[s
     train_idx, val_idx, test_idx = split_indices(len(X), (config.val_split, config.test_split), config.seed)
     if len(train_idx) == 0:
         raise ValueError("the splits leave no training data")
-    X = X.astype(dtype, copy=False)
+    raw = X = X.astype(dtype, copy=False)
     mean = std = None
     if config.standardize:
-        mean = X[train_idx].mean(axis=0)
-        std = X[train_idx].std(axis=0)
-        std[std == 0] = 1
-        X = (X - mean) / std
+        scaler = Standardizer().fit(X[train_idx])  # statistics of the training split only
+        mean, std = scaler.mean_, scaler.std_
+        X = scaler.transform(X)
     targets = shape_targets(y, task, loss, dtype)
     model = build_model(config, X.shape[1], task, loss)
     callbacks = []
@@ -222,6 +222,5 @@ def run(config: TrainConfig, X: np.ndarray, y: np.ndarray, print_fn: Callable[[s
         from chainrule.metrics import mean_squared_error, r2_score
 
         metrics = {"mse": mean_squared_error(outputs, targets[rows]), "r2": r2_score(outputs, targets[rows])}
-    raw = X[rows] * std + mean if config.standardize else X[rows]
     return RunResult(model, history, config, task, loss, metrics, evaluated_on, mean, std,
-                     raw, y[rows], outputs)  # fmt: skip
+                     raw[rows], y[rows], outputs)  # fmt: skip
