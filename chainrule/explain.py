@@ -19,6 +19,7 @@ import numpy as np
 
 from chainrule import functional as F
 from chainrule import nn
+from chainrule.gradcheck import central_differences
 from chainrule.tensor import Tensor, no_grad
 
 # name -> (what L is, L(ŷ, y) on Tensors, ∂L_n/∂ŷ as the text writes it). Each averages over the
@@ -183,11 +184,11 @@ def explain(
     numeric = {}
     for name, p in named.items():
         only = [np.ravel_multi_index(i, p.shape) for n, i in chosen if n == name]
-        numeric[name] = _differences(loss_after(0, x), p.data, eps, None if everything else only)
+        numeric[name] = central_differences(loss_after(0, x), p.data, eps, None if everything else only)
 
     def intermediate(module: int) -> np.ndarray:
         value = outputs[module].data.copy()  # nudged in place and fed to the layers after it
-        return _differences(loss_after(module + 1, value), value, eps, None if everything else [])
+        return central_differences(loss_after(module + 1, value), value, eps, None if everything else [])
 
     layers: dict[str, Layer] = {}
     a_prev = x
@@ -304,28 +305,6 @@ def _pullback(f: nn.Module, z: np.ndarray, seed: np.ndarray) -> np.ndarray:
     leaf = Tensor(z.copy(), requires_grad=True)
     f(leaf).backward(seed)
     return leaf.grad
-
-
-def _differences(
-    loss_at: Callable[[], float], array: np.ndarray, eps: float, only: list[int] | None
-) -> np.ndarray:
-    """(L(v + eps) − L(v − eps)) / 2eps for the elements of `array` (all, or `only`), else NaN.
-
-    Not gradcheck.numerical_gradient: that differences every element, and a large model may
-    afford only the chosen ones. `array` is changed in place and put back.
-    """
-    numeric = np.full(array.shape, np.nan)
-    flat = array.reshape(-1)  # a view: arrays here are contiguous float64
-    with no_grad():
-        for i in range(flat.size) if only is None else only:
-            original = flat[i]
-            flat[i] = original + eps
-            plus = loss_at()
-            flat[i] = original - eps
-            minus = loss_at()
-            flat[i] = original
-            numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
-    return numeric
 
 
 def _kinks(f: nn.Module, z: np.ndarray, a_prev: np.ndarray, eps: float) -> np.ndarray:

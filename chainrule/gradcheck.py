@@ -13,27 +13,32 @@ class GradcheckError(AssertionError):
     """An analytic gradient disagrees with central differences; the message names where."""
 
 
+def central_differences(
+    loss_at: Callable[[], float], array: np.ndarray, eps: float, only: list[int] | None = None
+) -> np.ndarray:
+    """(L(v + eps) − L(v − eps)) / 2eps for each element of `array` (all, or the flat indices in
+    `only`; the others are NaN), where `loss_at()` evaluates L with `array` as it currently is.
+
+    `array` must be a contiguous float64 array that `loss_at` reads; each element is moved and
+    put back in place.
+    """
+    numeric = np.full(array.shape, np.nan)
+    flat = array.reshape(-1)  # a view, since the array is contiguous
+    with no_grad():
+        for i in range(flat.size) if only is None else only:
+            original = flat[i]
+            flat[i] = original + eps
+            plus = loss_at()
+            flat[i] = original - eps
+            minus = loss_at()
+            flat[i] = original
+            numeric.reshape(-1)[i] = (plus - minus) / (2 * eps)
+    return numeric
+
+
 def numerical_gradient(fn: Callable[..., Tensor], inputs: list[Tensor], index: int, eps: float) -> np.ndarray:
     """d sum(fn(*inputs)) / d inputs[index] by central differences, one element at a time."""
-    x = inputs[index].data
-    grad = np.zeros_like(x)
-    flat = x.reshape(-1)  # a view: x is a contiguous float64 copy made by gradcheck
-    for i in range(flat.size):
-        with no_grad():
-            plus, minus = _nudged_sums(fn, inputs, flat, i, eps)
-        grad.reshape(-1)[i] = (plus - minus) / (2 * eps)
-    return grad
-
-
-def _nudged_sums(fn, inputs, flat, i, eps):
-    """sum(fn) with element i moved up and down by eps, then put back."""
-    original = flat[i]
-    flat[i] = original + eps
-    plus = float(np.sum(fn(*inputs).data))
-    flat[i] = original - eps
-    minus = float(np.sum(fn(*inputs).data))
-    flat[i] = original
-    return plus, minus
+    return central_differences(lambda: float(np.sum(fn(*inputs).data)), inputs[index].data, eps)
 
 
 def gradcheck(
