@@ -12,12 +12,12 @@ def test_quick_start_is_exactly_two_commands_install_and_run():
     text = README.read_text()
     block = re.search(r"## Quick start\s+```bash\n(.*?)```", text, re.S).group(1)
     commands = [line for line in block.splitlines() if line.strip()]
-    assert commands == ["pip install . && chainrule train xor", 'pip install ".[test]" && python -m pytest']
+    assert commands == ["pip install . && chainrule train xor", 'pip install -e ".[test]" && python -m pytest']
 
 
 def test_ci_runs_the_readmes_test_command():
     ci = (README.parent / ".ci" / "run").read_text()
-    assert 'pip install ".[test]" && python -m pytest' in ci.splitlines()
+    assert 'pip install -e ".[test]" && python -m pytest' in ci.splitlines()
 
 
 def test_python_examples_run(tmp_path):

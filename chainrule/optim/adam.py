@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from chainrule.optim import fused
 from chainrule.optim.optimizer import Optimizer, check_flag, check_number
 from chainrule.tensor import Tensor
 
@@ -84,14 +85,20 @@ class Adam(Optimizer):
             for p, g, state in self._with_grads(group):
                 state["step"] += 1
                 t = state["step"]
-                if weight_decay != 0:
-                    if decoupled:
-                        p *= 1.0 - lr * weight_decay
-                    else:
-                        decayed = np.multiply(p, weight_decay)
-                        decayed += g
-                        g = decayed
+                if weight_decay != 0 and decoupled:
+                    p *= 1.0 - lr * weight_decay
+                coupled_decay = 0.0 if decoupled else weight_decay
+                # lr/c₁ · m / (√v/√c₂ + eps) = (lr·√c₂/c₁) · m / (√v + eps·√c₂): one pass fewer.
+                root_c2 = math.sqrt(1.0 - beta2**t)
+                step_size = lr * root_c2 / (1.0 - beta1**t)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
+                v_max = state["max_exp_avg_sq"] if group["amsgrad"] else None
+                if fused.adam(p, g, m, v, v_max, coupled_decay, beta1, beta2, eps * root_c2, step_size):
+                    continue  # the same arithmetic in one pass (see fused.py)
+                if coupled_decay != 0:
+                    decayed = np.multiply(p, coupled_decay)
+                    decayed += g
+                    g = decayed
                 work = np.subtract(g, m)  # m ← m + (1 − β₁)(g − m), PyTorch's lerp
                 work *= 1.0 - beta1
                 m += work
@@ -99,11 +106,8 @@ class Adam(Optimizer):
                 work *= 1.0 - beta2
                 v *= beta2
                 v += work
-                if group["amsgrad"]:
-                    v = np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-                # lr/c₁ · m / (√v/√c₂ + eps) = (lr·√c₂/c₁) · m / (√v + eps·√c₂): one pass fewer.
-                root_c2 = math.sqrt(1.0 - beta2**t)
-                step_size = lr * root_c2 / (1.0 - beta1**t)
+                if v_max is not None:
+                    v = np.maximum(v_max, v, out=v_max)
                 np.sqrt(v, out=work)
                 work += eps * root_c2
                 np.divide(m, work, out=work)

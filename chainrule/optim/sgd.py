@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from chainrule.optim import fused
 from chainrule.optim.optimizer import Optimizer, check_flag, check_number
 from chainrule.tensor import Tensor
 
@@ -68,14 +69,21 @@ class SGD(Optimizer):
             momentum, dampening = group["momentum"], group["dampening"]
             weight_decay, nesterov = group["weight_decay"], group["nesterov"]
             for p, grad, state in self._with_grads(group):
+                buffer = state.get("momentum_buffer") if momentum != 0 else None
+                first = momentum != 0 and buffer is None
+                if first:
+                    buffer = np.empty_like(p)
+                if fused.sgd(p, grad, buffer, first, weight_decay, momentum, dampening, nesterov, lr):
+                    if first:
+                        state["momentum_buffer"] = buffer
+                    continue  # the same arithmetic in one pass (see fused.py)
                 g = grad
                 if weight_decay != 0:
                     g = np.multiply(p, weight_decay)
                     g += grad
                 direction = g
                 if momentum != 0:
-                    buffer = state.get("momentum_buffer")
-                    if buffer is None:
+                    if first:
                         buffer = state["momentum_buffer"] = g.copy() if g is grad else g
                     else:
                         buffer *= momentum

@@ -1,0 +1,220 @@
+/* Fused update kernels for Adam and SGD: one pass over memory instead of one NumPy call per term.
+ *
+ * Why C: an Adam step in NumPy is ~12 passes over every parameter array (each ufunc reads and writes
+ * the whole array); on a 784-256-256-10 network that is 0.4 ms of a 1.6 ms step, and no arrangement
+ * of NumPy calls does it in fewer. Here each element is read and written once.
+ *
+ * Each kernel does exactly the arithmetic of the NumPy code it replaces (chainrule/optim/adam.py and
+ * sgd.py), in the same order and in the array's own precision, so the two agree bit for bit: built
+ * with -ffp-contract=off (no fused multiply-add) and without -ffast-math. The tests hold them to
+ * that. The Python code stays the reference and the fallback: a kernel returns False, touching
+ * nothing, when its arrays are not all C-contiguous float32 or all float64 of one size.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+
+/* Wider vector units where the CPU has them (chosen once, at load time), baseline SSE2 elsewhere. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define VECTORIZE __attribute__((target_clones("avx2", "default")))
+#else
+#define VECTORIZE
+#endif
+
+/* NumPy's maximum: NaN wins. */
+#define MAXIMUM(a, b) (((a) != (a) || (a) > (b)) ? (a) : (b))
+
+/* ---- Adam ------------------------------------------------------------------------------------
+ * g' = g + weight_decay·p                       (when weight_decay ≠ 0; AdamW decays in Python)
+ * m  = m + (g' − m)·(1 − β₁)
+ * v  = v·β₂ + (g'·g')·(1 − β₂)
+ * v̂  = max(v̂, v) with amsgrad, else v
+ * p  = p − (m / (√v̂ + eps·√c₂))·step_size       where step_size = lr·√c₂/c₁
+ */
+#define ADAM_BODY(T, SQRT)                                                                        \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                          \
+        T g = grad[i];                                                                            \
+        if (decay) g = p[i] * weight_decay + g;                                                   \
+        T mi = m[i] + (g - m[i]) * one_minus_beta1;                                               \
+        T vi = v[i] * beta2 + (g * g) * one_minus_beta2;                                          \
+        m[i] = mi;                                                                                \
+        v[i] = vi;                                                                                \
+        if (vmax) {                                                                               \
+            vi = MAXIMUM(vmax[i], vi);                                                            \
+            vmax[i] = vi;                                                                         \
+        }                                                                                         \
+        p[i] -= (mi / (SQRT(vi) + eps)) * step_size;                                              \
+    }
+
+VECTORIZE static void adam_float(Py_ssize_t n, float *restrict p, const float *restrict grad,
+                                 float *restrict m, float *restrict v, float *restrict vmax,
+                                 int decay, float weight_decay, float one_minus_beta1, float beta2,
+                                 float one_minus_beta2, float eps, float step_size) {
+    ADAM_BODY(float, sqrtf)
+}
+
+VECTORIZE static void adam_double(Py_ssize_t n, double *restrict p, const double *restrict grad,
+                                  double *restrict m, double *restrict v, double *restrict vmax,
+                                  int decay, double weight_decay, double one_minus_beta1,
+                                  double beta2, double one_minus_beta2, double eps,
+                                  double step_size) {
+    ADAM_BODY(double, sqrt)
+}
+
+/* ---- SGD -------------------------------------------------------------------------------------
+ * g' = g + weight_decay·p                       (when weight_decay ≠ 0)
+ * b  = g'  on the first step,  else  b = b·momentum + g'·(1 − dampening)   (with momentum)
+ * d  = b·momentum + g' with nesterov, else b;  d = g' without momentum
+ * p  = p − d·lr
+ */
+#define SGD_BODY(T)                                                                               \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                          \
+        T g = grad[i];                                                                            \
+        if (decay) g = p[i] * weight_decay + g;                                                   \
+        T d = g;                                                                                  \
+        if (buffer) {                                                                             \
+            T b;                                                                                  \
+            if (first)                                                                            \
+                b = g;                                                                            \
+            else if (damped)                                                                      \
+                b = buffer[i] * momentum + g * one_minus_dampening;                               \
+            else                                                                                  \
+                b = buffer[i] * momentum + g;                                                     \
+            buffer[i] = b;                                                                        \
+            d = nesterov ? b * momentum + g : b;                                                  \
+        }                                                                                         \
+        p[i] -= d * lr;                                                                           \
+    }
+
+VECTORIZE static void sgd_float(Py_ssize_t n, float *restrict p, const float *restrict grad,
+                                float *restrict buffer, int decay, float weight_decay, int first,
+                                int damped, float momentum, float one_minus_dampening,
+                                int nesterov, float lr) {
+    SGD_BODY(float)
+}
+
+VECTORIZE static void sgd_double(Py_ssize_t n, double *restrict p, const double *restrict grad,
+                                 double *restrict buffer, int decay, double weight_decay,
+                                 int first, int damped, double momentum,
+                                 double one_minus_dampening, int nesterov, double lr) {
+    SGD_BODY(double)
+}
+
+/* ---- argument checking ---------------------------------------------------------------------- */
+
+enum { MAX_ARRAYS = 5 };
+
+typedef struct {
+    Py_buffer views[MAX_ARRAYS];
+    int count;
+    char kind;        /* 'f' or 'd' */
+    Py_ssize_t size;  /* elements */
+} Arrays;
+
+static void release(Arrays *arrays) {
+    for (int i = 0; i < arrays->count; i++) PyBuffer_Release(&arrays->views[i]);
+    arrays->count = 0;
+}
+
+/* Take `object` (None allowed where `optional`) as a C-contiguous float32/float64 array matching
+ * the ones taken before. Returns its data, NULL for None, or sets *ok = 0 when it does not fit. */
+static void *take(Arrays *arrays, PyObject *object, int writable, int optional, int *ok) {
+    if (!*ok) return NULL;
+    if (object == Py_None && optional) return NULL;
+    Py_buffer *view = &arrays->views[arrays->count];
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object, view, flags) != 0) {
+        PyErr_Clear();
+        *ok = 0;
+        return NULL;
+    }
+    arrays->count++;
+    const char *format = view->format ? view->format : "B";
+    if (format[0] == '=' || format[0] == '<' || format[0] == '@') format++;
+    char kind = (format[0] == 'f' || format[0] == 'd') && format[1] == '\0' ? format[0] : 0;
+    Py_ssize_t size = kind ? view->len / view->itemsize : -1;
+    if (arrays->count == 1) {
+        arrays->kind = kind;
+        arrays->size = size;
+    }
+    if (!kind || kind != arrays->kind || size != arrays->size) {
+        *ok = 0;
+        return NULL;
+    }
+    return view->buf;
+}
+
+static PyObject *done(Arrays *arrays, int ok) {
+    release(arrays);
+    return PyBool_FromLong(ok);
+}
+
+/* adam(p, grad, exp_avg, exp_avg_sq, max_exp_avg_sq | None, weight_decay, beta1, beta2, eps,
+ *      step_size) -> bool: eps is already scaled by √c₂ (see adam.py). */
+static PyObject *adam(PyObject *self, PyObject *args) {
+    PyObject *objects[5];
+    double weight_decay, beta1, beta2, eps, step_size;
+    if (!PyArg_ParseTuple(args, "OOOOOddddd", &objects[0], &objects[1], &objects[2], &objects[3],
+                          &objects[4], &weight_decay, &beta1, &beta2, &eps, &step_size))
+        return NULL;
+    Arrays arrays = {.count = 0};
+    int ok = 1;
+    void *p = take(&arrays, objects[0], 1, 0, &ok);
+    void *grad = take(&arrays, objects[1], 0, 0, &ok);
+    void *m = take(&arrays, objects[2], 1, 0, &ok);
+    void *v = take(&arrays, objects[3], 1, 0, &ok);
+    void *vmax = take(&arrays, objects[4], 1, 1, &ok);
+    if (!ok) return done(&arrays, 0);
+    int decay = weight_decay != 0.0;
+    Py_ssize_t n = arrays.size;
+    /* Constants rounded to the array's precision first, as NumPy does with a Python float. */
+    Py_BEGIN_ALLOW_THREADS
+    if (arrays.kind == 'f')
+        adam_float(n, p, grad, m, v, vmax, decay, (float)weight_decay, (float)(1.0 - beta1),
+                   (float)beta2, (float)(1.0 - beta2), (float)eps, (float)step_size);
+    else
+        adam_double(n, p, grad, m, v, vmax, decay, weight_decay, 1.0 - beta1, beta2, 1.0 - beta2,
+                    eps, step_size);
+    Py_END_ALLOW_THREADS
+    return done(&arrays, 1);
+}
+
+/* sgd(p, grad, momentum_buffer | None, first_step, weight_decay, momentum, dampening, nesterov,
+ *     lr) -> bool: with a buffer, first_step fills it with the gradient instead of decaying it. */
+static PyObject *sgd(PyObject *self, PyObject *args) {
+    PyObject *objects[3];
+    int first, nesterov;
+    double weight_decay, momentum, dampening, lr;
+    if (!PyArg_ParseTuple(args, "OOOpddd" "pd", &objects[0], &objects[1], &objects[2], &first,
+                          &weight_decay, &momentum, &dampening, &nesterov, &lr))
+        return NULL;
+    Arrays arrays = {.count = 0};
+    int ok = 1;
+    void *p = take(&arrays, objects[0], 1, 0, &ok);
+    void *grad = take(&arrays, objects[1], 0, 0, &ok);
+    void *buffer = take(&arrays, objects[2], 1, 1, &ok);
+    if (!ok) return done(&arrays, 0);
+    int decay = weight_decay != 0.0, damped = dampening != 0.0;
+    Py_ssize_t n = arrays.size;
+    Py_BEGIN_ALLOW_THREADS
+    if (arrays.kind == 'f')
+        sgd_float(n, p, grad, buffer, decay, (float)weight_decay, first, damped, (float)momentum,
+                  (float)(1.0 - dampening), nesterov, (float)lr);
+    else
+        sgd_double(n, p, grad, buffer, decay, weight_decay, first, damped, momentum,
+                   1.0 - dampening, nesterov, lr);
+    Py_END_ALLOW_THREADS
+    return done(&arrays, 1);
+}
+
+static PyMethodDef methods[] = {
+    {"adam", adam, METH_VARARGS, "One fused Adam update in place; False if the arrays do not fit."},
+    {"sgd", sgd, METH_VARARGS, "One fused SGD update in place; False if the arrays do not fit."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_kernels", "Fused optimizer updates (see _kernels.c).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

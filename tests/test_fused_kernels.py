@@ -1,0 +1,121 @@
+"""The fused C update kernels give exactly what the optimizers' NumPy code gives, bit for bit, and
+decline (returning False, touching nothing) whatever arrays they cannot take.
+
+The NumPy code is the reference, checked against torch.optim in test_optim.py; here the same
+optimizer runs twice from the same start, once with the kernels and once with them switched off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import chainrule as cr
+from chainrule import optim
+from chainrule.optim import adam as adam_module
+from chainrule.optim import fused
+from chainrule.optim import sgd as sgd_module
+
+# Small shapes run through one flat buffer; the last makes the group too large for one (2^18).
+SMALL_SHAPES = [(5, 7), (7,), (3, 2, 4)]
+LARGE_SHAPES = [(600, 500), (500,)]
+
+SETTINGS = [
+    ("SGD", {"lr": 0.1}),
+    ("SGD", {"lr": 0.05, "weight_decay": 0.1}),
+    ("SGD", {"lr": 0.1, "momentum": 0.9}),
+    ("SGD", {"lr": 0.1, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.01}),
+    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("Adam", {}),
+    ("Adam", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
+    ("Adam", {"lr": 0.05, "amsgrad": True}),
+    ("AdamW", {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True}),
+]
+IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'defaults'}" for name, kw in SETTINGS]
+
+
+def without_kernels(monkeypatch):
+    monkeypatch.setattr(adam_module.fused, "adam", fused._decline)
+    monkeypatch.setattr(sgd_module.fused, "sgd", fused._decline)
+
+
+def train(name, options, shapes, dtype, steps=6):
+    """Parameters and optimizer state after `steps` updates with seeded gradients."""
+    rng = np.random.default_rng(0)
+    params = [cr.Tensor(rng.standard_normal(s).astype(dtype), requires_grad=True) for s in shapes]
+    optimizer = getattr(optim, name)(params, **options)
+    for _ in range(steps):
+        for p in params:
+            p.grad = rng.standard_normal(p.shape).astype(dtype)
+        optimizer.step()
+    state = optimizer.state_dict()["state"]
+    arrays = [v for index in sorted(state) for v in state[index].values() if isinstance(v, np.ndarray)]
+    return [p.data.copy() for p in params], arrays
+
+
+@pytest.mark.skipif(bool(os.environ.get("CHAINRULE_NO_KERNELS")), reason="kernels switched off")
+def test_the_kernels_are_built_where_a_c_compiler_was_present():
+    assert fused.AVAILABLE, "chainrule.optim._kernels did not build: `pip install -e .` with gcc"
+
+
+@pytest.mark.skipif(not fused.AVAILABLE, reason="kernels not built")
+@pytest.mark.parametrize("shapes", [SMALL_SHAPES, LARGE_SHAPES], ids=["flat", "per-parameter"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name, options", SETTINGS, ids=IDS)
+def test_kernel_updates_equal_the_numpy_updates_bit_for_bit(name, options, dtype, shapes, monkeypatch):
+    fused_params, fused_state = train(name, options, shapes, dtype)
+    without_kernels(monkeypatch)
+    numpy_params, numpy_state = train(name, options, shapes, dtype)
+    assert [p.dtype for p in fused_params] == [np.dtype(dtype)] * len(shapes)
+    for ours, reference in zip(fused_params + fused_state, numpy_params + numpy_state, strict=True):
+        np.testing.assert_array_equal(ours, reference)
+
+
+@pytest.mark.skipif(not fused.AVAILABLE, reason="kernels not built")
+def test_nan_in_the_second_moment_propagates_as_in_numpy_maximum():
+    p, g = np.ones(4), np.array([1.0, np.nan, 2.0, 3.0])
+    m, v, v_max = np.zeros(4), np.zeros(4), np.array([0.0, 0.0, np.nan, 0.0])
+    assert fused.adam(p, g, m, v, v_max, 0.0, 0.9, 0.999, 1e-8, 0.001)
+    assert np.isnan(v_max[1]) and np.isnan(v_max[2]) and np.isfinite(v_max[[0, 3]]).all()
+    assert np.isnan(p[1]) and np.isnan(p[2]) and np.isfinite(p[[0, 3]]).all()
+
+
+@pytest.mark.skipif(not fused.AVAILABLE, reason="kernels not built")
+@pytest.mark.parametrize(
+    "case",
+    ["float16", "integers", "mixed dtypes", "sizes differ", "not contiguous", "read-only param", "list"],
+)
+def test_kernels_decline_arrays_they_cannot_take_and_leave_them_untouched(case):
+    p, g = np.ones(6), np.full(6, 0.5)
+    if case == "float16":
+        p, g = p.astype(np.float16), g.astype(np.float16)
+    elif case == "integers":
+        p, g = p.astype(np.int64), g.astype(np.int64)
+    elif case == "mixed dtypes":
+        g = g.astype(np.float32)
+    elif case == "sizes differ":
+        g = np.full(5, 0.5)
+    elif case == "not contiguous":
+        p = np.ones(12)[::2]
+    elif case == "read-only param":
+        p.flags.writeable = False
+    elif case == "list":
+        g = [0.5] * 6
+    before = np.array(p, copy=True)
+    assert fused.sgd(p, g, None, False, 0.0, 0.0, 0.0, False, 0.1) is False
+    assert fused.adam(p, g, np.zeros_like(p), np.zeros_like(p), None, 0.0, 0.9, 0.999, 1e-8, 0.1) is False
+    np.testing.assert_array_equal(p, before)
+
+
+def test_an_optimizer_still_updates_a_parameter_the_kernels_decline():
+    """A non-contiguous parameter array takes the NumPy path and gets the same update."""
+    base = np.arange(12.0).reshape(3, 4)
+    strided = cr.Tensor(base.copy().T, requires_grad=True)  # a Fortran-ordered view
+    contiguous = cr.Tensor(np.ascontiguousarray(base.T), requires_grad=True)
+    assert not strided.data.flags.c_contiguous
+    for p in (strided, contiguous):
+        p.grad = np.full((4, 3), 0.25)
+        optim.SGD([p], lr=0.1, momentum=0.9).step()
+    np.testing.assert_array_equal(strided.data, contiguous.data)
