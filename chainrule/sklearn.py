@@ -113,7 +113,9 @@ class _ConvergenceMonitor(Callback):
         mlp = self.estimator
         mlp.n_iter_ += 1
         mlp.t_ += self.n_samples
-        mlp.loss_ = state.logs["loss"]
+        # fit averaged the data loss over the epoch's samples; the L2 term joins it here.
+        mlp.loss_ = state.logs["loss"] + mlp._penalty_total / self.n_samples
+        mlp._penalty_total = 0.0
         mlp.loss_curve_.append(mlp.loss_)
         if mlp.verbose:
             print(f"Iteration {mlp.n_iter_}, loss = {mlp.loss_:.8f}")
@@ -281,23 +283,23 @@ class _BaseMLP(BaseEstimator):
         return optim.SGD(groups, lr=self.learning_rate_init, momentum=momentum,
                          nesterov=bool(self.nesterovs_momentum) and momentum > 0)  # fmt: skip
 
-    def _penalty(self, n: int) -> float:
-        """sklearn's L2 term for a batch of n samples: alpha/(2·n)·Σ‖W‖² over the weights."""
-        weights = [layer.weight.data for layer in self._linears()]
-        return 0.5 * self.alpha / n * sum(float(np.vdot(W, W)) for W in weights)
+    def _squared_weights(self) -> float:
+        return sum(float(np.vdot(layer.weight.data, layer.weight.data)) for layer in self._linears())
 
     def _batch_loss(self, output: Tensor, target: np.ndarray) -> Tensor:
-        """The objective of one mini-batch, as sklearn: data loss + alpha/(2·n)·Σ‖W‖².
+        """The data loss of one mini-batch; sklearn's objective adds alpha/(2·n)·Σ‖W‖² to it.
 
-        The penalty's gradient, alpha/n·W, is the optimizer's weight decay on the weight group: an
-        update of two NumPy calls per weight instead of a graph of squares and sums (a quarter of
-        the step time of a small network). Its value enters as a constant, for loss_curve_. n is
-        set here because the last batch of an epoch may be smaller.
+        The penalty's gradient, alpha/n·W, is the optimizer's weight decay on the weight group (n is
+        set here because the last batch of an epoch may be smaller): part of the fused update, not
+        a graph of squares and sums. Its value, times the n samples it is averaged over, is added
+        up for loss_curve_ (see _ConvergenceMonitor), outside the graph, where a constant costs
+        nothing.
         """
         n = len(target)
         self._optimizer.param_groups[0]["weight_decay"] = self.alpha / n
-        loss = self._data_loss(output, target)
-        return loss + self._penalty(n) if self.alpha > 0 else loss
+        if self.alpha > 0:
+            self._penalty_total += 0.5 * self.alpha * self._squared_weights()
+        return self._data_loss(output, target)
 
     def _full_batch_loss(self, X: np.ndarray, target: np.ndarray) -> float:
         """The same objective over all of X, for lbfgs; accumulates its gradient in `.grad`.
@@ -386,6 +388,7 @@ class _BaseMLP(BaseEstimator):
             batch_size = min(int(self.batch_size), n)
         self.n_iter_ = 0
         monitor = _ConvergenceMonitor(self, n, validation, incremental)
+        self._penalty_total = 0.0  # Σ over the epoch's batches of alpha/2·Σ‖W‖² (see _batch_loss)
         train_model(
             self._model, X, target, loss=self._batch_loss, optimizer=self._optimizer,
             epochs=1 if incremental else self.max_iter, batch_size=batch_size,

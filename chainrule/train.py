@@ -372,12 +372,12 @@ class Trainer:
             # same order as indexing each batch, for one NumPy call instead of one per batch.
             X, y, order = X[order], y[order], None
         batches = _batches(self.n, self.batch_size, order)
-        local = np.zeros(2)
+        loss_sum, correct = 0.0, 0.0  # this process's running sums (Python floats: cheaper per step)
         if first_step:
             # Go on adding to the saved running sums rather than summing two halves at the end:
             # the additions then happen in the order of a run that was never stopped.
             if process.is_root:
-                local = self.partial.copy()
+                loss_sum, correct = (float(v) for v in self.partial)
             self.partial = np.zeros(2)
         for step in range(first_step, len(batches)):
             state.step = step
@@ -398,25 +398,32 @@ class Trainer:
                         "(try a smaller learning rate)"
                     )
                 batch_loss.backward()
-                local[0] += value * local_count
+                loss_sum += value * local_count
                 if self.classification:
-                    local[1] += _correct(output.data, yb, self.loss_name)
+                    correct += _correct(output.data, yb, self.loss_name)
             process.average_gradients(self.parameters, local_count, global_count)
             optimizer.step()
-            if not _weights_finite(self.parameters):
-                raise NonFiniteError(
-                    f"training stopped at epoch {epoch}, step {step}: "
-                    f"{_first_non_finite(model)} became NaN or Inf (try a smaller learning rate)"
-                )
             state.global_step += 1
             for callback in self.callbacks:
                 callback.on_step_end(state)
             mid_epoch = step + 1 < len(batches)
             if self.checkpoint_dir and self.checkpoint_steps and mid_epoch and \
                     state.global_step % self.checkpoint_steps == 0:
-                self.partial_total = self.partial + process.sum(local.copy())
+                self._check_weights(epoch, step)
+                self.partial_total = self.partial + process.sum(np.array([loss_sum, correct]))
                 self._save_checkpoint(epoch, step + 1)
-        self.partial = self.partial + process.sum(local)
+        self._check_weights(epoch, len(batches) - 1)
+        self.partial = self.partial + process.sum(np.array([loss_sum, correct]))
+
+    def _check_weights(self, epoch: int, step: int) -> None:
+        """Stop if an update made a weight NaN/Inf. Checked once an epoch and before every
+        checkpoint, not every step: a non-finite weight makes the next step's loss non-finite,
+        and that check (every step) names the same parameter, one step later at most."""
+        if not _weights_finite(self.parameters):
+            raise NonFiniteError(
+                f"training stopped at epoch {epoch}, step {step}: "
+                f"{_first_non_finite(self.model)} became NaN or Inf (try a smaller learning rate)"
+            )
 
     def _end_epoch(self, epoch: int, bar: Any) -> None:
         state = self.state
