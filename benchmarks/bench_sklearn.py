@@ -3,7 +3,7 @@
     python benchmarks/bench_sklearn.py            # the full comparison (a few minutes)
     python benchmarks/bench_sklearn.py --smoke    # seconds: one seed, few epochs, float64 only
 
-For each data set (digits, breast cancer, diabetes), solver, dtype and seed: a stratified
+For each data set (digits, breast cancer, diabetes), solver, precision (PRECISIONS) and seed: a stratified
 train/test split, features standardised on the training part (and the diabetes target too), then
 both estimators fit with `random_state=seed`, one after the other in alternating order so that a
 burst of load on a shared machine hits both alike. Reported: the test accuracy (R² for diabetes)
@@ -67,24 +67,35 @@ def prepare(X: np.ndarray, y: np.ndarray, classification: bool, seed: int, dtype
     return X_train, X_test, y_train, y_test
 
 
-def estimators(classification: bool, params: dict[str, Any]) -> dict[str, Any]:
+# The precisions compared. Like for like: both train in the data's precision (float32 data, or
+# float64 data with chainrule told dtype='float64'). "defaults": float64 data (what the loaders
+# give) and both estimators at their defaults — chainrule trains in float32, sklearn in float64.
+PRECISIONS = {
+    "float32": ("float32", {}, "float32 / float32"),
+    "float64": ("float64", {"dtype": "float64"}, "float64 / float64"),
+    "defaults": ("float64", {}, "defaults: float32 / float64"),
+}
+
+
+def estimators(classification: bool, params: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
     import sklearn.neural_network as sk
 
     import chainrule.sklearn as cr
 
     if classification:
-        return {"chainrule": cr.MLPClassifier(**params), "sklearn": sk.MLPClassifier(**params)}
-    return {"chainrule": cr.MLPRegressor(**params), "sklearn": sk.MLPRegressor(**params)}
+        return {"chainrule": cr.MLPClassifier(**params, **ours), "sklearn": sk.MLPClassifier(**params)}
+    return {"chainrule": cr.MLPRegressor(**params, **ours), "sklearn": sk.MLPRegressor(**params)}
 
 
-def run_one(name: str, solver: str, dtype: str, seed: int, max_iter: int) -> dict[str, dict]:
+def run_one(name: str, solver: str, precision: str, seed: int, max_iter: int) -> dict[str, dict]:
     """Fit both estimators on one split; return {library: {score, fit_s, cpu_s, n_iter}}."""
     from sklearn.exceptions import ConvergenceWarning
 
     X, y, classification = load(name)
-    X_train, X_test, y_train, y_test = prepare(X, y, classification, seed, dtype)
+    data_dtype, ours, _ = PRECISIONS[precision]
+    X_train, X_test, y_train, y_test = prepare(X, y, classification, seed, data_dtype)
     params = {"solver": solver, "random_state": seed, "max_iter": max_iter}
-    models = estimators(classification, params)
+    models = estimators(classification, params, ours)
     order = list(models) if seed % 2 == 0 else list(models)[::-1]
     results = {}
     for library in order:
@@ -104,18 +115,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (data set, solver, dtype): means and spreads over seeds, and the speed ratios."""
+    """One row per (data set, solver, precision): means and spreads over seeds, and the speed ratios."""
     rows = []
-    keys = sorted({(r["dataset"], r["solver"], r["dtype"]) for r in runs}, key=lambda k: (
+    keys = sorted({(r["dataset"], r["solver"], r["precision"]) for r in runs}, key=lambda k: (
         DATASETS.index(k[0]), k[1], k[2]))  # fmt: skip
-    for dataset, solver, dtype in keys:
+    for dataset, solver, precision in keys:
         group = [
-            r for r in runs if (r["dataset"], r["solver"], r["dtype"]) == (dataset, solver, dtype)
+            r for r in runs if (r["dataset"], r["solver"], r["precision"]) == (dataset, solver, precision)
         ]
         row: dict[str, Any] = {
             "dataset": dataset,
             "solver": solver,
-            "dtype": dtype,
+            "precision": precision,
             "seeds": len(group),
         }
         for library in ("chainrule", "sklearn"):
@@ -141,7 +152,7 @@ def markdown(rows: list[dict]) -> str:
     metric = {"digits": "accuracy", "breast_cancer": "accuracy", "diabetes": "R²"}
     lines = [
         (
-            "| data set | solver | dtype | metric | chainrule | sklearn | chainrule fit (CPU s) | "
+            "| data set | solver | trains in (chainrule / sklearn) | metric | chainrule | sklearn | chainrule fit (CPU s) | "
             "sklearn fit (CPU s) | epochs cr / sk | fit speed-up | per-epoch speed-up |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -149,7 +160,8 @@ def markdown(rows: list[dict]) -> str:
     for row in rows:
         cr, sk = row["chainrule"], row["sklearn"]
         lines.append(
-            f"| {row['dataset']} | {row['solver']} | {row['dtype']} | {metric[row['dataset']]} | "
+            f"| {row['dataset']} | {row['solver']} | {PRECISIONS[row['precision']][2]} | "
+            f"{metric[row['dataset']]} | "
             f"{cr['score'][0]:.4f} ± {cr['score'][1]:.4f} | {sk['score'][0]:.4f} ± {sk['score'][1]:.4f} | "
             f"{cr['cpu_s'][0]:.3f} ± {cr['cpu_s'][1]:.3f} | {sk['cpu_s'][0]:.3f} ± {sk['cpu_s'][1]:.3f} | "
             f"{cr['n_iter']:.0f} / {sk['n_iter']:.0f} | {row['fit_speedup']:.2f}× | "
@@ -190,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="one seed, 5 epochs, float64: seconds")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
     parser.add_argument("--solvers", nargs="+", default=["adam", "sgd", "lbfgs"])
-    parser.add_argument("--dtypes", nargs="+", default=["float64", "float32"])
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
+                        help="precisions to compare (see PRECISIONS)")  # fmt: skip
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--max-iter", type=int, default=200, help="sklearn's default: 200")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (0: the default)")
@@ -199,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.smoke:
-        args.seeds, args.solvers, args.dtypes, args.max_iter = 1, ["adam"], ["float64"], 5
+        args.seeds, args.solvers, args.precisions, args.max_iter = 1, ["adam"], ["defaults"], 5
 
     runs = []
     started = time.perf_counter()
@@ -207,10 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         info = machine(args.threads)
         for dataset in args.datasets:
             for solver in args.solvers:
-                for dtype in args.dtypes:
+                for precision in args.precisions:
                     for seed in range(args.seeds):
-                        result = run_one(dataset, solver, dtype, seed, args.max_iter)
-                        runs.append({"dataset": dataset, "solver": solver, "dtype": dtype,
+                        result = run_one(dataset, solver, precision, seed, args.max_iter)
+                        runs.append({"dataset": dataset, "solver": solver, "precision": precision,
                                      "seed": seed, **result})  # fmt: skip
     rows = summarise(runs)
     table = markdown(rows)

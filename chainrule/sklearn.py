@@ -163,7 +163,7 @@ class _BaseMLP(BaseEstimator):
         warm_start: bool = False, momentum: float = 0.9, nesterovs_momentum: bool = True,
         early_stopping: bool = False, validation_fraction: float = 0.1, beta_1: float = 0.9,
         beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: Any = 10,
-        max_fun: int = 15000, dtype: Any = None,
+        max_fun: int = 15000, dtype: Any = "float32",
     ) -> None:  # fmt: skip
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -306,8 +306,10 @@ class _BaseMLP(BaseEstimator):
 
         The data term is summed over chunks of rows (each chunk's mean weighted by its share), so
         that no activation outgrows a few hundred kilobytes: larger temporaries are fresh memory
-        from the OS on every call, and that made a full-batch step 2.4× slower on digits. The
-        penalty is in the graph here, since lbfgs has no optimizer to apply it as weight decay.
+        from the OS on every call, and that made a full-batch step 2.4× slower on digits. Each
+        chunk's share seeds its backward pass. The penalty alpha/(2·n)·Σ‖W‖² and its gradient
+        alpha/n·W are added directly, outside the graph (lbfgs has no optimizer to apply them
+        as weight decay).
         """
         n = len(X)
         widest = max(layer.out_features for layer in self._linears())
@@ -315,14 +317,14 @@ class _BaseMLP(BaseEstimator):
         value = 0.0
         for start in range(0, n, rows):
             part = slice(start, min(start + rows, n))
-            loss = self._data_loss(self._model(X[part]), target[part]) * ((part.stop - start) / n)
-            loss.backward()
-            value += float(loss.data)
+            share = (part.stop - start) / n
+            loss = self._data_loss(self._model(X[part]), target[part])
+            loss.backward(share)
+            value += float(loss.data) * share
         if self.alpha > 0:
-            squares = [(layer.weight * layer.weight).sum() for layer in self._linears()]
-            penalty = sum(squares[1:], squares[0]) * (0.5 * self.alpha / n)
-            penalty.backward()
-            value += float(penalty.data)
+            value += 0.5 * self.alpha / n * self._squared_weights()
+            for layer in self._linears():
+                layer.weight.grad += (self.alpha / n) * layer.weight.data
         return value
 
     # ---- fitting ----------------------------------------------------------------------------
@@ -480,7 +482,10 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self)
         if check_input:
             X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return forward(self._model, np.asarray(X, dtype=self._model.dtype))
+        X = np.asarray(X)
+        outputs = forward(self._model, X.astype(self._model.dtype, copy=False))
+        # In the caller's precision (or the network's, if wider): float64 data gets float64 back.
+        return outputs.astype(np.promote_types(X.dtype, outputs.dtype), copy=False)
 
     def _stochastic(self) -> bool:
         if self.solver not in ("sgd", "adam"):
@@ -499,8 +504,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier with scikit-learn's parameters, trained by chainrule.
 
     Softmax cross-entropy for multi-class targets; one sigmoid per column (binary cross-entropy) for
-    binary targets and for multi-label indicator matrices. `dtype` (chainrule's own parameter):
-    None trains in the input's precision (float32 stays float32), or 'float32' / 'float64'.
+    binary targets and for multi-label indicator matrices.
+
+    `dtype` (chainrule's own parameter) is the precision the network trains in: 'float32' (the
+    default, as everywhere in chainrule: half the memory traffic of float64, about 1.5× the speed,
+    and the same accuracy for these networks), 'float64' (what sklearn's MLP uses for float64
+    data), or None (the input's precision, as sklearn does). Predictions come back in the input's
+    precision, or the network's where that is wider.
 
         clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0).fit(X_train, y_train)
         clf.predict_proba(X_test)  # (n_samples, n_classes), rows sum to 1

@@ -81,6 +81,8 @@ PROBLEMS = {
 # A step too small to move any weight: one epoch then only evaluates the loss where it started.
 FROZEN = {"solver": "sgd", "learning_rate_init": 1e-300, "momentum": 0.0, "shuffle": False,
           "max_iter": 1, "alpha": 0.1, "hidden_layer_sizes": (8, 5), "activation": "tanh"}  # fmt: skip
+# Comparisons with sklearn's numbers run in sklearn's precision (chainrule's default is float32).
+SKLEARN_PRECISION = {"dtype": "float64"}
 
 
 def _sklearn_loss_at(weights_of, sklearn_class, X, y):
@@ -96,7 +98,7 @@ def _sklearn_loss_at(weights_of, sklearn_class, X, y):
 def test_loss_curve_holds_sklearns_loss_including_the_l2_penalty(problem):
     ours, theirs, data = PROBLEMS[problem]
     X, y = data()
-    model = ours(**FROZEN, random_state=0).fit(X, y)
+    model = ours(**FROZEN, **SKLEARN_PRECISION, random_state=0).fit(X, y)
     oracle = _sklearn_loss_at(model, theirs, X, y)
     assert model.loss_curve_[0] == pytest.approx(oracle.loss_curve_[-1], rel=1e-10)
 
@@ -105,7 +107,7 @@ def test_loss_curve_holds_sklearns_loss_including_the_l2_penalty(problem):
 def test_lbfgs_loss_is_sklearns_objective_at_the_fitted_weights():
     X, y = multiclass()
     model = MLPClassifier(solver="lbfgs", max_iter=15, alpha=0.1, hidden_layer_sizes=(8, 5),
-                          activation="tanh", random_state=0).fit(X, y)  # fmt: skip
+                          activation="tanh", random_state=0, **SKLEARN_PRECISION).fit(X, y)  # fmt: skip
     oracle = _sklearn_loss_at(model, SklearnClassifier, X, y)
     assert model.loss_ == pytest.approx(oracle.loss_curve_[-1], rel=1e-10)
 
@@ -115,7 +117,7 @@ def test_lbfgs_loss_is_sklearns_objective_at_the_fitted_weights():
 def test_predictions_equal_sklearns_for_the_same_weights(problem):
     ours, theirs, data = PROBLEMS[problem]
     X, y = data()
-    model = ours(**FROZEN, random_state=0).fit(X, y)
+    model = ours(**FROZEN, **SKLEARN_PRECISION, random_state=0).fit(X, y)
     oracle = _sklearn_loss_at(model, theirs, X, y)
     np.testing.assert_allclose(model.predict(X), oracle.predict(X), rtol=1e-10, atol=1e-12)
     if ours is MLPClassifier:
@@ -137,7 +139,7 @@ def test_training_from_the_same_weights_follows_sklearn(problem, solver, toleran
     # Three epochs of batches of 30, 30 and 20 samples: sklearn's L2 term is alpha/(2·batch size).
     run = {"solver": solver, "learning_rate_init": 0.01, "max_iter": 3, "batch_size": 30,
            "momentum": 0.9, "warm_start": True}  # fmt: skip
-    model = ours(**FROZEN, random_state=0).fit(X, y)
+    model = ours(**FROZEN, **SKLEARN_PRECISION, random_state=0).fit(X, y)
     oracle = _sklearn_loss_at(model, theirs, X, y)
     model.set_params(**run).fit(X, y)
     oracle.set_params(**run).fit(X, y)
@@ -226,10 +228,26 @@ def test_different_random_states_give_different_weights():
 )
 def test_float32_input_trains_and_predicts_in_float32(estimator_class, data):
     X, y = data()
-    model = estimator_class(**SMALL).fit(X.astype(np.float32), y)
+    X = X.astype(np.float32)
+    model = estimator_class(**SMALL, dtype=None).fit(X, y)
     assert {c.dtype for c in model.coefs_ + model.intercepts_} == {np.dtype(np.float32)}
     outputs = model.predict_proba(X) if estimator_class is MLPClassifier else model.predict(X)
     assert outputs.dtype == np.float32
+
+
+@quiet
+@pytest.mark.parametrize(
+    "estimator_class, data", [(MLPClassifier, multiclass), (MLPRegressor, regression)]
+)
+def test_by_default_float64_data_trains_in_float32_and_gets_float64_predictions(estimator_class, data):
+    X, y = data()
+    model = estimator_class(**SMALL).fit(X, y)
+    assert X.dtype == np.float64 and model.dtype == "float32"
+    assert {c.dtype for c in model.coefs_ + model.intercepts_} == {np.dtype(np.float32)}
+    outputs = model.predict_proba(X) if estimator_class is MLPClassifier else model.predict(X)
+    assert outputs.dtype == np.float64
+    in_float64 = estimator_class(**SMALL, dtype="float64").fit(X, y)
+    assert model.score(X, y) == pytest.approx(in_float64.score(X, y), abs=0.05)
 
 
 @quiet
