@@ -379,11 +379,17 @@ class Trainer:
             if process.is_root:
                 loss_sum, correct = (float(v) for v in self.partial)
             self.partial = np.zeros(2)
+        alone = type(process) is LocalProcess  # then every sample is this process's
+        # Only callbacks that define on_step_end are called each step.
+        step_callbacks = [c for c in self.callbacks
+                          if getattr(type(c), "on_step_end", None) is not Callback.on_step_end]
         for step in range(first_step, len(batches)):
             state.step = step
-            global_count = _selection_size(batches[step])
-            selector = process.shard(batches[step], global_count)
-            local_count = _selection_size(selector)
+            global_count = local_count = _selection_size(batches[step])
+            selector = batches[step]
+            if not alone:
+                selector = process.shard(selector, global_count)
+                local_count = _selection_size(selector)
             optimizer.zero_grad()
             if local_count:
                 xb, yb = X[selector], y[selector]
@@ -401,10 +407,11 @@ class Trainer:
                 loss_sum += value * local_count
                 if self.classification:
                     correct += _correct(output.data, yb, self.loss_name)
-            process.average_gradients(self.parameters, local_count, global_count)
+            if not alone:
+                process.average_gradients(self.parameters, local_count, global_count)
             optimizer.step()
             state.global_step += 1
-            for callback in self.callbacks:
+            for callback in step_callbacks:
                 callback.on_step_end(state)
             mid_epoch = step + 1 < len(batches)
             if self.checkpoint_dir and self.checkpoint_steps and mid_epoch and \
