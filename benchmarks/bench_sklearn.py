@@ -77,13 +77,18 @@ PRECISIONS = {
 }
 
 
-def estimators(classification: bool, params: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+def estimators(
+    classification: bool, params: dict[str, Any], ours: dict[str, Any]
+) -> dict[str, Any]:
     import sklearn.neural_network as sk
 
     import chainrule.sklearn as cr
 
     if classification:
-        return {"chainrule": cr.MLPClassifier(**params, **ours), "sklearn": sk.MLPClassifier(**params)}
+        return {
+            "chainrule": cr.MLPClassifier(**params, **ours),
+            "sklearn": sk.MLPClassifier(**params),
+        }
     return {"chainrule": cr.MLPRegressor(**params, **ours), "sklearn": sk.MLPRegressor(**params)}
 
 
@@ -121,7 +126,9 @@ def summarise(runs: list[dict]) -> list[dict]:
         DATASETS.index(k[0]), k[1], k[2]))  # fmt: skip
     for dataset, solver, precision in keys:
         group = [
-            r for r in runs if (r["dataset"], r["solver"], r["precision"]) == (dataset, solver, precision)
+            r
+            for r in runs
+            if (r["dataset"], r["solver"], r["precision"]) == (dataset, solver, precision)
         ]
         row: dict[str, Any] = {
             "dataset": dataset,

@@ -33,7 +33,9 @@ SETTINGS = [
     ("Adam", {"lr": 0.05, "amsgrad": True}),
     ("AdamW", {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True}),
 ]
-IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'defaults'}" for name, kw in SETTINGS]
+IDS = [
+    f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'defaults'}" for name, kw in SETTINGS
+]
 
 
 def without_kernels(monkeypatch):
@@ -51,7 +53,9 @@ def train(name, options, shapes, dtype, steps=6):
             p.grad = rng.standard_normal(p.shape).astype(dtype)
         optimizer.step()
     state = optimizer.state_dict()["state"]
-    arrays = [v for index in sorted(state) for v in state[index].values() if isinstance(v, np.ndarray)]
+    arrays = [
+        v for index in sorted(state) for v in state[index].values() if isinstance(v, np.ndarray)
+    ]
     return [p.data.copy() for p in params], arrays
 
 
@@ -64,7 +68,9 @@ def test_the_kernels_are_built_where_a_c_compiler_was_present():
 @pytest.mark.parametrize("shapes", [SMALL_SHAPES, LARGE_SHAPES], ids=["flat", "per-parameter"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name, options", SETTINGS, ids=IDS)
-def test_kernel_updates_equal_the_numpy_updates_bit_for_bit(name, options, dtype, shapes, monkeypatch):
+def test_kernel_updates_equal_the_numpy_updates_bit_for_bit(
+    name, options, dtype, shapes, monkeypatch
+):
     fused_params, fused_state = train(name, options, shapes, dtype)
     without_kernels(monkeypatch)
     numpy_params, numpy_state = train(name, options, shapes, dtype)
@@ -85,7 +91,15 @@ def test_nan_in_the_second_moment_propagates_as_in_numpy_maximum():
 @pytest.mark.skipif(not fused.AVAILABLE, reason="kernels not built")
 @pytest.mark.parametrize(
     "case",
-    ["float16", "integers", "mixed dtypes", "sizes differ", "not contiguous", "read-only param", "list"],
+    [
+        "float16",
+        "integers",
+        "mixed dtypes",
+        "sizes differ",
+        "not contiguous",
+        "read-only param",
+        "list",
+    ],
 )
 def test_kernels_decline_arrays_they_cannot_take_and_leave_them_untouched(case):
     p, g = np.ones(6), np.full(6, 0.5)
@@ -105,7 +119,10 @@ def test_kernels_decline_arrays_they_cannot_take_and_leave_them_untouched(case):
         g = [0.5] * 6
     before = np.array(p, copy=True)
     assert fused.sgd(p, g, None, False, 0.0, 0.0, 0.0, False, 0.1) is False
-    assert fused.adam(p, g, np.zeros_like(p), np.zeros_like(p), None, 0.0, 0.9, 0.999, 1e-8, 0.1) is False
+    assert (
+        fused.adam(p, g, np.zeros_like(p), np.zeros_like(p), None, 0.0, 0.9, 0.999, 1e-8, 0.1)
+        is False
+    )
     np.testing.assert_array_equal(p, before)
 
 

@@ -11,14 +11,18 @@ import numpy as np
 
 def _alignment_error(a, b):
     if a.ndim == 0 or b.ndim == 0:
-        return ValueError(f"matmul: both operands need at least one dimension, got {a.shape} and {b.shape}")
+        return ValueError(
+            f"matmul: both operands need at least one dimension, got {a.shape} and {b.shape}"
+        )
     inner_b = b.shape[-2] if b.ndim >= 2 else b.shape[0]
     if a.shape[-1] != inner_b:
         return ValueError(
             f"matmul: shapes {a.shape} and {b.shape} are not aligned: "
             f"{a.shape[-1]} (last dimension of the first) != {inner_b} (its dimension in the second)"
         )
-    return ValueError(f"matmul: the batch dimensions of {a.shape} and {b.shape} cannot be broadcast")
+    return ValueError(
+        f"matmul: the batch dimensions of {a.shape} and {b.shape} cannot be broadcast"
+    )
 
 
 def _swap(x):

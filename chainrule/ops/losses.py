@@ -120,9 +120,7 @@ def cross_entropy(logits, target, reduction="mean"):
                 "(pass probabilities as a (batch, classes) array instead)"
             )
         if target.shape[0] != batch:
-            raise ValueError(
-                f"cross_entropy: {batch} rows of logits but {target.shape[0]} targets"
-            )
+            raise ValueError(f"cross_entropy: {batch} rows of logits but {target.shape[0]} targets")
         if batch and (target.min() < 0 or target.max() >= classes):
             raise ValueError(
                 f"cross_entropy: target classes must be in [0, {classes}), got values from "

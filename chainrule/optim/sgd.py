@@ -73,7 +73,9 @@ class SGD(Optimizer):
                 first = momentum != 0 and buffer is None
                 if first:
                     buffer = np.empty_like(p)
-                if fused.sgd(p, grad, buffer, first, weight_decay, momentum, dampening, nesterov, lr):
+                if fused.sgd(
+                    p, grad, buffer, first, weight_decay, momentum, dampening, nesterov, lr
+                ):
                     if first:
                         state["momentum_buffer"] = buffer
                     continue  # the same arithmetic in one pass (see fused.py)
