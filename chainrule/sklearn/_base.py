@@ -1,15 +1,6 @@
-"""scikit-learn estimators: MLPClassifier and MLPRegressor, drop-in replacements for sklearn's MLPs.
-
-Same parameters, attributes and loss values as `sklearn.neural_network`; the network is a chainrule
-`nn.Sequential`, trained by `chainrule.train.fit` (sgd, adam) or by scipy's L-BFGS-B over a flat
-parameter vector (lbfgs). Only users of this module need scikit-learn.
-
-Not supported (yet): sparse input, sample_weight, MLPRegressor's Poisson loss. Different on
-purpose: Adam adds eps to the bias-corrected √v̂ (as PyTorch); SGD momentum keeps PyTorch's form,
-so a learning rate that changes mid-run (invscaling, adaptive) also rescales the momentum; a
-multi-output regressor follows the gradient of the loss it reports (sklearn's is k times larger
-for k outputs); training that turns NaN stops at once with `NonFiniteError`.
-"""
+"""_BaseMLP: what MLPClassifier and MLPRegressor share: hyper-parameters, the network, the lbfgs
+and stochastic solvers, prediction. Targets, losses and scores live in classifier.py and
+regressor.py; the end-of-epoch rules in _convergence.py."""
 
 from __future__ import annotations
 
@@ -20,132 +11,31 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import LabelBinarizer
-from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from chainrule import functional as F
 from chainrule import nn, optim
-from chainrule.callbacks import Callback
 from chainrule.nn import init
-from chainrule.random import get_rng
+from chainrule.sklearn._convergence import _ConvergenceMonitor
+from chainrule.sklearn._validation import (
+    _ACTIVATIONS,
+    _ALSO_ALLOWED,
+    _CHOICES,
+    _FLAGS,
+    _INTERVALS,
+    _SIZE,
+    InvalidParameterError,
+    _check_interval,
+    _float_dtype,
+    _generator,
+)
 from chainrule.tensor import Tensor
 from chainrule.train import fit as train_model
-from chainrule.train import get_loss
 from chainrule.train import predict as forward
 
-__all__ = ["InvalidParameterError", "MLPClassifier", "MLPRegressor"]
-
-
-class InvalidParameterError(ValueError, TypeError):
-    """A hyper-parameter of the wrong type or out of range (caught as either, like sklearn's)."""
-
-
-_ACTIVATIONS = {"identity": None, "logistic": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
-_CHOICES = {
-    "activation": tuple(_ACTIVATIONS),
-    "solver": ("lbfgs", "sgd", "adam"),
-    "learning_rate": ("constant", "invscaling", "adaptive"),
-}
-_FLAGS = ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping")
-# sklearn's constraints: name -> (number type, low, high, which ends belong), and the one other
-# value a few of them may take.
-_REAL, _INT = numbers.Real, numbers.Integral
-_INTERVALS = {
-    "alpha": (_REAL, 0, math.inf, "left"), "learning_rate_init": (_REAL, 0, math.inf, "neither"),
-    "power_t": (_REAL, 0, math.inf, "left"), "max_iter": (_INT, 1, math.inf, "left"),
-    "tol": (_REAL, 0, math.inf, "left"), "momentum": (_REAL, 0, 1, "both"),
-    "validation_fraction": (_REAL, 0, 1, "left"), "beta_1": (_REAL, 0, 1, "left"),
-    "beta_2": (_REAL, 0, 1, "left"), "epsilon": (_REAL, 0, math.inf, "neither"),
-    "max_fun": (_INT, 1, math.inf, "left"), "batch_size": (_INT, 1, math.inf, "left"),
-    "n_iter_no_change": (_INT, 1, math.inf, "left"),
-}  # fmt: skip
-_ALSO_ALLOWED = {"batch_size": "auto", "n_iter_no_change": np.inf}
-_SIZE = (_INT, 1, math.inf, "left")
 _CHUNK_ELEMENTS = 2**16  # lbfgs: activation elements per chunk of rows (see _full_batch_loss)
-
-
-def _check_interval(owner: str, name: str, value: Any, interval: tuple) -> None:
-    kind, low, high, closed = interval
-    ok = isinstance(value, kind) and not isinstance(value, bool) and not math.isnan(value)
-    ok = ok and (low <= value if closed in ("left", "both") else low < value)
-    ok = ok and (value <= high if closed in ("right", "both") else value < high)
-    if not ok:
-        text = f"{'[' if closed in ('left', 'both') else '('}{low:g}, {high:g}" + (
-            "]" if closed in ("right", "both") else ")")  # fmt: skip
-        what = "an integer" if kind is _INT else "a number"
-        raise InvalidParameterError(f"{owner}: {name} must be {what} in {text}, got {value!r}")
-
-
-def _float_dtype(dtype: Any) -> np.dtype | None:
-    """float32 or float64 as a NumPy dtype, from any spelling of them; None for anything else."""
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        return None
-    return dtype if dtype in (np.float32, np.float64) else None
-
-
-def _generator(random_state: Any) -> np.random.Generator:
-    """A Generator for one fit. As in sklearn, an int gives the same run every time and a
-    RandomState instance advances with each fit; None draws from chainrule's default generator
-    (seeded by `chainrule.manual_seed`), never from the global np.random state."""
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(2**31 - 1))
-    return get_rng(random_state)
-
-
-class _ConvergenceMonitor(Callback):
-    """sklearn's end-of-epoch rules: loss_curve_, tol over n_iter_no_change epochs (of the training
-    loss, or of the validation score with early_stopping), learning-rate schedules, warnings."""
-
-    def __init__(self, estimator: _BaseMLP, n_samples: int, validation: tuple | None,
-                 incremental: bool) -> None:  # fmt: skip
-        self.estimator, self.n_samples = estimator, n_samples
-        self.validation, self.incremental = validation, incremental
-
-    def on_epoch_end(self, state: Any) -> None:
-        mlp = self.estimator
-        mlp.n_iter_ += 1
-        mlp.t_ += self.n_samples
-        # fit averaged the data loss over the epoch's samples; the L2 term joins it here.
-        mlp.loss_ = state.logs["loss"] + mlp._penalty_total / self.n_samples
-        mlp._penalty_total = 0.0
-        mlp.loss_curve_.append(mlp.loss_)
-        if mlp.verbose:
-            print(f"Iteration {mlp.n_iter_}, loss = {mlp.loss_:.8f}")
-        mlp._count_no_improvement(self.validation)
-        groups = state.optimizer.param_groups
-        schedule = mlp.learning_rate if mlp.solver == "sgd" else "constant"
-        if schedule == "invscaling":  # sklearn: lr_init / (samples seen + 1)^power_t
-            for group in groups:
-                group["lr"] = mlp.learning_rate_init / (mlp.t_ + 1) ** mlp.power_t
-        if mlp._no_improvement_count > mlp.n_iter_no_change:
-            watched = "Validation score" if self.validation else "Training loss"
-            message = (f"{watched} did not improve more than tol={mlp.tol:f} for "
-                       f"{mlp.n_iter_no_change} consecutive epochs.")  # fmt: skip
-            if schedule == "adaptive" and groups[0]["lr"] > 1e-6:
-                for group in groups:
-                    group["lr"] /= 5.0
-                mlp._no_improvement_count = 0
-                if mlp.verbose:
-                    print(f"{message} Setting learning rate to {groups[0]['lr']:f}")
-            else:
-                if mlp.verbose:
-                    print(f"{message} Stopping.")
-                state.stop = True
-                return
-        if not self.incremental and mlp.n_iter_ == mlp.max_iter:
-            warnings.warn(
-                f"Stochastic Optimizer: Maximum iterations ({mlp.max_iter}) reached and the "
-                "optimization hasn't converged yet.",
-                ConvergenceWarning,
-            )
 
 
 class _BaseMLP(BaseEstimator):
@@ -284,7 +174,9 @@ class _BaseMLP(BaseEstimator):
                          nesterov=bool(self.nesterovs_momentum) and momentum > 0)  # fmt: skip
 
     def _squared_weights(self) -> float:
-        return sum(float(np.vdot(layer.weight.data, layer.weight.data)) for layer in self._linears())
+        return sum(
+            float(np.vdot(layer.weight.data, layer.weight.data)) for layer in self._linears()
+        )
 
     def _batch_loss(self, output: Tensor, target: np.ndarray) -> Tensor:
         """The data loss of one mini-batch; sklearn's objective adds alpha/(2·n)·Σ‖W‖² to it.
@@ -498,161 +390,3 @@ class _BaseMLP(BaseEstimator):
     def fit(self, X: Any, y: Any) -> _BaseMLP:
         """Fit the network to X (n_samples, n_features) and y; returns self."""
         return self._fit(X, y, incremental=False)
-
-
-class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer perceptron classifier with scikit-learn's parameters, trained by chainrule.
-
-    Softmax cross-entropy for multi-class targets; one sigmoid per column (binary cross-entropy) for
-    binary targets and for multi-label indicator matrices.
-
-    `dtype` (chainrule's own parameter) is the precision the network trains in: 'float32' (the
-    default, as everywhere in chainrule: half the memory traffic of float64, about 1.5× the speed,
-    and the same accuracy for these networks), 'float64' (what sklearn's MLP uses for float64
-    data), or None (the input's precision, as sklearn does). Predictions come back in the input's
-    precision, or the network's where that is wider.
-
-        clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0).fit(X_train, y_train)
-        clf.predict_proba(X_test)  # (n_samples, n_classes), rows sum to 1
-    """
-
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple:
-        X, y = validate_data(
-            self, X, y, multi_output=True, dtype=(np.float64, np.float32), reset=reset
-        )
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        check_classification_targets(y)
-        if not hasattr(self, "classes_") or (not self.warm_start and not incremental):
-            self._label_binarizer = LabelBinarizer().fit(y)
-            self.classes_ = self._label_binarizer.classes_
-        else:
-            classes = unique_labels(y)
-            if self.warm_start and set(classes) != set(self.classes_):
-                raise ValueError(
-                    "warm_start can only be used where `y` has the same classes as in the previous "
-                    f"call to fit. Previously got {self.classes_}, `y` has {classes}"
-                )
-            if len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
-                raise ValueError(
-                    f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
-                    f"'y' has {classes}."
-                )
-        encoded = self._label_binarizer.transform(y)
-        if self._label_binarizer.y_type_ == "multiclass":
-            self.out_activation_ = "softmax"
-            return X, y, encoded.argmax(axis=1), encoded.shape[1]
-        self.out_activation_ = "logistic"
-        return X, y, encoded, encoded.shape[1]
-
-    def _data_loss(self, logits: Tensor, target: np.ndarray) -> Tensor:
-        if self.out_activation_ == "softmax":
-            return F.cross_entropy(logits, target)
-        loss = F.binary_cross_entropy_with_logits(logits, target)
-        # sklearn sums the per-column mean losses of a multi-label target.
-        return loss * target.shape[1] if target.shape[1] > 1 else loss
-
-    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
-        return accuracy_score(y, self._labels(self._outputs(X, check_input=False)))
-
-    def _labels(self, logits: np.ndarray) -> np.ndarray:
-        return self._label_binarizer.inverse_transform(self._probabilities(logits))
-
-    def _two_class_logits(self, logits: np.ndarray) -> np.ndarray:
-        """One sigmoid output z as the softmax logits [0, z]: softmax gives [1 − σ(z), σ(z)] with
-        neither side computed as 1 minus the other (which rounds σ(−z) to 0 too early)."""
-        return np.hstack([np.zeros_like(logits), logits])
-
-    def _probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """Probabilities as the fitted target has them: one column per class (for a binary fit,
-        one per class too) or one independent column per label (multi-label)."""
-        if self.out_activation_ == "softmax":
-            return F.softmax(logits, axis=1).data
-        if self.n_outputs_ == 1:
-            return F.softmax(self._two_class_logits(logits), axis=1).data
-        return F.sigmoid(logits).data
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Class labels (n_samples,), or an indicator matrix for a multi-label fit."""
-        return self._labels(self._outputs(X))
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Probabilities (n_samples, n_classes) in the order of `classes_` (for multi-label: each
-        column's probability on its own). Rows sum to 1 except for multi-label."""
-        return self._probabilities(self._outputs(X))
-
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """log(predict_proba(X)), computed from the logits: exact where a probability is tiny, and
-        -inf (without a warning) exactly where predict_proba rounds to 0."""
-        logits = self._outputs(X)
-        if self.out_activation_ == "softmax":
-            log_probabilities = F.log_softmax(logits, axis=1).data
-        elif self.n_outputs_ == 1:
-            log_probabilities = F.log_softmax(self._two_class_logits(logits), axis=1).data
-        else:
-            log_probabilities = -F.softplus(-logits).data  # log σ(z) = −softplus(−z)
-        log_probabilities[np.exp(log_probabilities) == 0] = -np.inf
-        return log_probabilities
-
-    @available_if(_BaseMLP._stochastic)
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
-        """One epoch over (X, y). The first call needs `classes`, every label that y may hold."""
-        if classes is not None:
-            classes = unique_labels(classes)
-            if hasattr(self, "classes_") and not np.array_equal(classes, self.classes_):
-                raise ValueError(
-                    f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
-                    f"{self.classes_!r}"
-                )
-            if not hasattr(self, "classes_"):
-                multilabel = type_of_target(y).startswith("multilabel")
-                self._label_binarizer = LabelBinarizer().fit(y if multilabel else classes)
-                self.classes_ = self._label_binarizer.classes_
-        elif not hasattr(self, "classes_"):
-            raise ValueError("classes must be passed on the first call to partial_fit.")
-        return self._fit(X, y, incremental=True)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = True
-        return tags
-
-
-class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer perceptron regressor with scikit-learn's parameters, trained by chainrule.
-
-    Minimises half the squared error (sklearn's 'squared_error'), averaged over samples and
-    outputs; y may have several columns. `dtype` as for MLPClassifier.
-    """
-
-    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple:
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32), reset=reset)  # fmt: skip
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = column_or_1d(y, warn=True)
-        self.out_activation_ = "identity"
-        target = y.reshape(len(y), -1)
-        return X, y, target, target.shape[1]
-
-    def _data_loss(self, prediction: Tensor, target: np.ndarray) -> Tensor:
-        return get_loss("half_mse")(prediction, target)
-
-    def _score_arrays(self, X: np.ndarray, y: np.ndarray) -> float:
-        return r2_score(y, self._prediction(self._outputs(X, check_input=False)))
-
-    def _prediction(self, outputs: np.ndarray) -> np.ndarray:
-        return outputs.ravel() if outputs.shape[1] == 1 else outputs
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Predictions (n_samples,), or (n_samples, n_outputs) for a multi-output fit."""
-        return self._prediction(self._outputs(X))
-
-    @available_if(_BaseMLP._stochastic)
-    def partial_fit(self, X: Any, y: Any) -> MLPRegressor:
-        """One epoch over (X, y), continuing from the current weights and optimizer state."""
-        return self._fit(X, y, incremental=True)
-
-    def __sklearn_tags__(self) -> Any:
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        return tags
