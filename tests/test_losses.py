@@ -365,6 +365,31 @@ def test_elementwise_loss_shape_mismatch_names_both_shapes(module):
     assert "(3, 4)" in str(raised.value) and "(3, 1)" in str(raised.value)
 
 
+def test_cross_entropy_of_a_realistic_batch_matches_torch(rng):
+    """200 rows of 10 classes: row maxima and row sums take the fast paths (argmax, BLAS)."""
+    logits, classes = logits_and_classes(rng, (200, 10))
+    assert_finite_and_matches_torch(nn.CrossEntropyLoss(), TF.cross_entropy, logits, classes, np.float64)
+    # float32 to float32's precision (the target class's gradient, softmax − 1, loses digits to
+    # cancellation in any implementation).
+    x32, x64 = cr.tensor(logits.astype(np.float32), requires_grad=True), cr.tensor(logits, requires_grad=True)
+    for x in (x32, x64):
+        F.cross_entropy(x, classes).backward()
+    np.testing.assert_allclose(x32.grad, x64.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_cross_entropy_turns_nan_logits_into_a_nan_loss_as_torch_does():
+    logits = np.array([[0.5, np.nan, 1.0], [0.1, 0.2, 0.3]])
+    ours = F.cross_entropy(logits, np.array([0, 2]), reduction="none").data
+    theirs = TF.cross_entropy(torch.tensor(logits), torch.tensor([0, 2]), reduction="none").numpy()
+    assert np.isnan(ours[0]) and np.isnan(theirs[0])
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-12)
+
+
+def test_cross_entropy_without_classes_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"at least one class, got shape \(3, 0\)"):
+        F.cross_entropy(np.zeros((3, 0)), np.zeros(3, dtype=np.int64))
+
+
 def test_cross_entropy_probability_target_shape_mismatch_names_both_shapes():
     with pytest.raises(ValueError) as raised:
         nn.CrossEntropyLoss()(np.zeros((4, 3)), np.full((4, 2), 0.5))

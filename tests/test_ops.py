@@ -122,6 +122,12 @@ def test_linear_matches_torch(rng):
     assert cr.gradcheck(F.linear, x, w, b)
 
 
+@pytest.mark.parametrize("rows", [63, 64, 200])  # from 64 rows the bias gradient is a BLAS product
+def test_linear_bias_gradient_of_a_large_batch_matches_torch(rows, rng):
+    x, w, b = rng.standard_normal((rows, 7)), rng.standard_normal((5, 7)), rng.standard_normal(5)
+    assert_matches_torch(F.linear, TF.linear, x, w, b)
+
+
 def test_linear_with_leading_batch_dimensions_matches_torch(rng):
     x, w, b = rng.standard_normal((2, 5, 3)), rng.standard_normal((4, 3)), rng.standard_normal(4)
     assert_matches_torch(F.linear, TF.linear, x, w, b)

@@ -117,6 +117,15 @@ def test_nan_guard_names_the_parameter_that_holds_nan():
         fit(model, XOR_X, XOR_Y, epochs=3)
 
 
+def test_nan_guard_catches_weights_an_epochs_last_update_made_infinite():
+    """Weights are checked at the end of each epoch (the next step's loss catches the rest): a
+    learning rate beyond float32's range turns every weight infinite in the only step."""
+    model = xor_network(np.float32)
+    sgd = optim.SGD(model.parameters(), lr=1e39)
+    with pytest.raises(NonFiniteError, match=r"epoch 0, step 0: weight \d\.\w+ became NaN or Inf"):
+        fit(model, XOR_X, XOR_Y, optimizer=sgd, epochs=1)
+
+
 def test_scheduler_changes_the_learning_rate_each_epoch():
     model = xor_network()
     sgd = optim.SGD(model.parameters(), lr=1.0)
