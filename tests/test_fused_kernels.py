@@ -17,25 +17,16 @@ from chainrule import optim
 from chainrule.optim import adam as adam_module
 from chainrule.optim import fused
 from chainrule.optim import sgd as sgd_module
+from tests.test_optim import CONFIG_IDS, CONFIGS
 
-# Small shapes run through one flat buffer; the last makes the group too large for one (2^18).
+# Small shapes are updated as one flat buffer; the large ones, past 2^18 elements, one by one.
 SMALL_SHAPES = [(5, 7), (7,), (3, 2, 4)]
 LARGE_SHAPES = [(600, 500), (500,)]
 
-SETTINGS = [
-    ("SGD", {"lr": 0.1}),
-    ("SGD", {"lr": 0.05, "weight_decay": 0.1}),
-    ("SGD", {"lr": 0.1, "momentum": 0.9}),
-    ("SGD", {"lr": 0.1, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.01}),
-    ("SGD", {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
-    ("Adam", {}),
-    ("Adam", {"lr": 0.05, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.1}),
-    ("Adam", {"lr": 0.05, "amsgrad": True}),
-    ("AdamW", {"lr": 0.05, "weight_decay": 0.1, "amsgrad": True}),
-]
-IDS = [
-    f"{name}-{'-'.join(f'{k}={v}' for k, v in kw.items()) or 'defaults'}" for name, kw in SETTINGS
-]
+# The update rules that have a kernel, in the settings test_optim.py checks against torch.optim.
+KERNEL_RULES = ("SGD", "Adam", "AdamW")
+SETTINGS = [config for config in CONFIGS if config[0] in KERNEL_RULES]
+IDS = [name for config, name in zip(CONFIGS, CONFIG_IDS) if config[0] in KERNEL_RULES]
 
 
 def without_kernels(monkeypatch):

@@ -368,10 +368,13 @@ def test_elementwise_loss_shape_mismatch_names_both_shapes(module):
 def test_cross_entropy_of_a_realistic_batch_matches_torch(rng):
     """200 rows of 10 classes: row maxima and row sums take the fast paths (argmax, BLAS)."""
     logits, classes = logits_and_classes(rng, (200, 10))
-    assert_finite_and_matches_torch(nn.CrossEntropyLoss(), TF.cross_entropy, logits, classes, np.float64)
+    assert_finite_and_matches_torch(
+        nn.CrossEntropyLoss(), TF.cross_entropy, logits, classes, np.float64
+    )
     # float32 to float32's precision (the target class's gradient, softmax − 1, loses digits to
     # cancellation in any implementation).
-    x32, x64 = cr.tensor(logits.astype(np.float32), requires_grad=True), cr.tensor(logits, requires_grad=True)
+    x32 = cr.tensor(logits.astype(np.float32), requires_grad=True)
+    x64 = cr.tensor(logits, requires_grad=True)
     for x in (x32, x64):
         F.cross_entropy(x, classes).backward()
     np.testing.assert_allclose(x32.grad, x64.grad, rtol=1e-4, atol=1e-8)
