@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.optim import fused
+from chainrule import kernels
 from chainrule.optim.optimizer import Optimizer, check_flag, check_number
 from chainrule.tensor import Tensor
 
@@ -93,10 +93,10 @@ class Adam(Optimizer):
                 step_size = lr * root_c2 / (1.0 - beta1**t)
                 m, v = state["exp_avg"], state["exp_avg_sq"]
                 v_max = state["max_exp_avg_sq"] if group["amsgrad"] else None
-                if fused.adam(
+                if kernels.adam(
                     p, g, m, v, v_max, coupled_decay, beta1, beta2, eps * root_c2, step_size
                 ):
-                    continue  # the same arithmetic in one pass (see fused.py)
+                    continue  # the same arithmetic in one pass (see kernels.py)
                 if coupled_decay != 0:
                     decayed = np.multiply(p, coupled_decay)
                     decayed += g

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.optim import fused
+from chainrule import kernels
 from chainrule.optim.optimizer import Optimizer, check_flag, check_number
 from chainrule.tensor import Tensor
 
@@ -73,12 +73,12 @@ class SGD(Optimizer):
                 first = momentum != 0 and buffer is None
                 if first:
                     buffer = np.empty_like(p)
-                if fused.sgd(
+                if kernels.sgd(
                     p, grad, buffer, first, weight_decay, momentum, dampening, nesterov, lr
                 ):
                     if first:
                         state["momentum_buffer"] = buffer
-                    continue  # the same arithmetic in one pass (see fused.py)
+                    continue  # the same arithmetic in one pass (see kernels.py)
                 g = grad
                 if weight_decay != 0:
                     g = np.multiply(p, weight_decay)

@@ -1,14 +1,17 @@
-/* Fused update kernels for Adam and SGD: one pass over memory instead of one NumPy call per term.
+/* Fused kernels: Adam and SGD updates, and ReLU, in one pass over memory instead of one NumPy call
+ * per term.
  *
  * Why C: an Adam step in NumPy is ~12 passes over every parameter array (each ufunc reads and writes
  * the whole array); on a 784-256-256-10 network that is 0.4 ms of a 1.6 ms step, and no arrangement
- * of NumPy calls does it in fewer. Here each element is read and written once.
+ * of NumPy calls does it in fewer. Here each element is read and written once. ReLU is here because
+ * NumPy's maximum and its float-times-bool product are 3-4× slower than one plain pass.
  *
- * Each kernel does exactly the arithmetic of the NumPy code it replaces (chainrule/optim/adam.py and
- * sgd.py), in the same order and in the array's own precision, so the two agree bit for bit: built
- * with -ffp-contract=off (no fused multiply-add) and without -ffast-math. The tests hold them to
- * that. The Python code stays the reference and the fallback: a kernel returns False, touching
- * nothing, when its arrays are not all C-contiguous float32 or all float64 of one size.
+ * Each kernel does exactly the arithmetic of the NumPy code it replaces (chainrule/optim/adam.py,
+ * sgd.py and chainrule/ops/activations.py), in the same order and in the array's own precision, so
+ * the two agree bit for bit: built with -ffp-contract=off (no fused multiply-add) and without
+ * -ffast-math. The tests hold them to that. The Python code stays the reference and the fallback: a
+ * kernel returns False, touching nothing, when its arrays are not all C-contiguous float32 or all
+ * float64 of one size.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -98,6 +101,36 @@ VECTORIZE static void sgd_double(Py_ssize_t n, double *restrict p, const double 
                                  int first, int damped, double momentum,
                                  double one_minus_dampening, int nesterov, double lr) {
     SGD_BODY(double)
+}
+
+/* ---- ReLU ------------------------------------------------------------------------------------
+ * forward:  a = z where z > 0 or z is NaN, else +0   (NumPy's maximum(z, 0): NaN passes, −0 → +0)
+ * backward: g·1 where z > 0, else g·0                (NumPy's g * (z > 0): there Inf·0 is NaN too)
+ */
+#define RELU_BODY(T)                                                                              \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                          \
+        T x = z[i];                                                                               \
+        a[i] = (x <= 0) ? (T)0 : x; /* one comparison: false for NaN, so NaN passes */            \
+    }
+#define RELU_BACKWARD_BODY(T)                                                                     \
+    for (Py_ssize_t i = 0; i < n; i++) gz[i] = g[i] * (T)(z[i] > 0); /* the mask as 1.0 or 0.0 */
+
+VECTORIZE static void relu_float(Py_ssize_t n, const float *restrict z, float *restrict a) {
+    RELU_BODY(float)
+}
+
+VECTORIZE static void relu_double(Py_ssize_t n, const double *restrict z, double *restrict a) {
+    RELU_BODY(double)
+}
+
+VECTORIZE static void relu_backward_float(Py_ssize_t n, const float *restrict g,
+                                          const float *restrict z, float *restrict gz) {
+    RELU_BACKWARD_BODY(float)
+}
+
+VECTORIZE static void relu_backward_double(Py_ssize_t n, const double *restrict g,
+                                           const double *restrict z, double *restrict gz) {
+    RELU_BACKWARD_BODY(double)
 }
 
 /* ---- argument checking ---------------------------------------------------------------------- */
@@ -207,14 +240,56 @@ static PyObject *sgd(PyObject *self, PyObject *args) {
     return done(&arrays, 1);
 }
 
+/* relu(z, out) -> bool: out = max(z, 0). */
+static PyObject *relu(PyObject *self, PyObject *args) {
+    PyObject *objects[2];
+    if (!PyArg_ParseTuple(args, "OO", &objects[0], &objects[1])) return NULL;
+    Arrays arrays = {.count = 0};
+    int ok = 1;
+    void *z = take(&arrays, objects[0], 0, 0, &ok);
+    void *a = take(&arrays, objects[1], 1, 0, &ok);
+    if (!ok) return done(&arrays, 0);
+    Py_ssize_t n = arrays.size;
+    Py_BEGIN_ALLOW_THREADS
+    if (arrays.kind == 'f')
+        relu_float(n, z, a);
+    else
+        relu_double(n, z, a);
+    Py_END_ALLOW_THREADS
+    return done(&arrays, 1);
+}
+
+/* relu_backward(g, z, out) -> bool: out = g · (z > 0). */
+static PyObject *relu_backward(PyObject *self, PyObject *args) {
+    PyObject *objects[3];
+    if (!PyArg_ParseTuple(args, "OOO", &objects[0], &objects[1], &objects[2])) return NULL;
+    Arrays arrays = {.count = 0};
+    int ok = 1;
+    void *g = take(&arrays, objects[0], 0, 0, &ok);
+    void *z = take(&arrays, objects[1], 0, 0, &ok);
+    void *gz = take(&arrays, objects[2], 1, 0, &ok);
+    if (!ok) return done(&arrays, 0);
+    Py_ssize_t n = arrays.size;
+    Py_BEGIN_ALLOW_THREADS
+    if (arrays.kind == 'f')
+        relu_backward_float(n, g, z, gz);
+    else
+        relu_backward_double(n, g, z, gz);
+    Py_END_ALLOW_THREADS
+    return done(&arrays, 1);
+}
+
 static PyMethodDef methods[] = {
     {"adam", adam, METH_VARARGS, "One fused Adam update in place; False if the arrays do not fit."},
     {"sgd", sgd, METH_VARARGS, "One fused SGD update in place; False if the arrays do not fit."},
+    {"relu", relu, METH_VARARGS, "out = max(z, 0); False if the arrays do not fit."},
+    {"relu_backward", relu_backward, METH_VARARGS, "out = g·(z > 0); False if the arrays do not fit."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_kernels", "Fused optimizer updates (see _kernels.c).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_kernels", "Fused optimizer updates and ReLU (see _kernels.c).", -1,
+    methods,
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }

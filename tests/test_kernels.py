@@ -1,8 +1,8 @@
-"""The fused C update kernels give exactly what the optimizers' NumPy code gives, bit for bit, and
-decline (returning False, touching nothing) whatever arrays they cannot take.
+"""The fused C kernels give exactly what the NumPy code they replace gives, bit for bit, and decline
+(returning False, touching nothing) whatever arrays they cannot take.
 
-The NumPy code is the reference, checked against torch.optim in test_optim.py; here the same
-optimizer runs twice from the same start, once with the kernels and once with them switched off.
+The NumPy code is the reference, checked against torch in test_optim.py and test_ops.py; here the
+same optimizer (or ReLU) runs twice from the same start, once with the kernels and once without.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ import numpy as np
 import pytest
 
 import chainrule as cr
-from chainrule import optim
-from chainrule.optim import adam as adam_module
-from chainrule.optim import fused
-from chainrule.optim import sgd as sgd_module
+from chainrule import kernels, ops, optim
 from tests.test_optim import CONFIG_IDS, CONFIGS
 
 # Small shapes are updated as one flat buffer; the large ones, past 2^18 elements, one by one.
@@ -30,8 +27,8 @@ IDS = [name for config, name in zip(CONFIGS, CONFIG_IDS) if config[0] in KERNEL_
 
 
 def without_kernels(monkeypatch):
-    monkeypatch.setattr(adam_module.fused, "adam", fused._decline)
-    monkeypatch.setattr(sgd_module.fused, "sgd", fused._decline)
+    for name in ("adam", "sgd", "relu", "relu_backward"):
+        monkeypatch.setattr(kernels, name, kernels._decline)
 
 
 def train(name, options, shapes, dtype, steps=6):
@@ -52,10 +49,10 @@ def train(name, options, shapes, dtype, steps=6):
 
 @pytest.mark.skipif(bool(os.environ.get("CHAINRULE_NO_KERNELS")), reason="kernels switched off")
 def test_the_kernels_are_built_where_a_c_compiler_was_present():
-    assert fused.AVAILABLE, "chainrule.optim._kernels did not build: `pip install -e .` with gcc"
+    assert kernels.AVAILABLE, "chainrule._kernels did not build: `pip install -e .` with gcc"
 
 
-@pytest.mark.skipif(not fused.AVAILABLE, reason="kernels not built")
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
 @pytest.mark.parametrize("shapes", [SMALL_SHAPES, LARGE_SHAPES], ids=["flat", "per-parameter"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name, options", SETTINGS, ids=IDS)
@@ -70,16 +67,16 @@ def test_kernel_updates_equal_the_numpy_updates_bit_for_bit(
         np.testing.assert_array_equal(ours, reference)
 
 
-@pytest.mark.skipif(not fused.AVAILABLE, reason="kernels not built")
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
 def test_nan_in_the_second_moment_propagates_as_in_numpy_maximum():
     p, g = np.ones(4), np.array([1.0, np.nan, 2.0, 3.0])
     m, v, v_max = np.zeros(4), np.zeros(4), np.array([0.0, 0.0, np.nan, 0.0])
-    assert fused.adam(p, g, m, v, v_max, 0.0, 0.9, 0.999, 1e-8, 0.001)
+    assert kernels.adam(p, g, m, v, v_max, 0.0, 0.9, 0.999, 1e-8, 0.001)
     assert np.isnan(v_max[1]) and np.isnan(v_max[2]) and np.isfinite(v_max[[0, 3]]).all()
     assert np.isnan(p[1]) and np.isnan(p[2]) and np.isfinite(p[[0, 3]]).all()
 
 
-@pytest.mark.skipif(not fused.AVAILABLE, reason="kernels not built")
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
 @pytest.mark.parametrize(
     "case",
     [
@@ -109,9 +106,9 @@ def test_kernels_decline_arrays_they_cannot_take_and_leave_them_untouched(case):
     elif case == "list":
         g = [0.5] * 6
     before = np.array(p, copy=True)
-    assert fused.sgd(p, g, None, False, 0.0, 0.0, 0.0, False, 0.1) is False
+    assert kernels.sgd(p, g, None, False, 0.0, 0.0, 0.0, False, 0.1) is False
     assert (
-        fused.adam(p, g, np.zeros_like(p), np.zeros_like(p), None, 0.0, 0.9, 0.999, 1e-8, 0.1)
+        kernels.adam(p, g, np.zeros_like(p), np.zeros_like(p), None, 0.0, 0.9, 0.999, 1e-8, 0.1)
         is False
     )
     np.testing.assert_array_equal(p, before)
@@ -127,3 +124,41 @@ def test_an_optimizer_still_updates_a_parameter_the_kernels_decline():
         p.grad = np.full((4, 3), 0.25)
         optim.SGD([p], lr=0.1, momentum=0.9).step()
     np.testing.assert_array_equal(strided.data, contiguous.data)
+
+
+SPECIAL_VALUES = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-30, -1e-30]
+
+
+def relu_inputs(dtype):
+    """Random values with every special case mixed in, as z (pre-activation) and g (gradient)."""
+    rng = np.random.default_rng(3)
+    z, g = rng.standard_normal((2, 37, 11)).astype(dtype)
+    z.flat[: len(SPECIAL_VALUES)] = SPECIAL_VALUES
+    g.flat[-len(SPECIAL_VALUES) :] = SPECIAL_VALUES
+    g.flat[10:20] = np.inf  # where z < 0 these give NaN, as NumPy's g * (z > 0) does
+    return z, g
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_kernels_equal_numpy_bit_for_bit_special_values_included(dtype, monkeypatch):
+    z, g = relu_inputs(dtype)
+    a, backward = ops.relu(z)
+    (gz,) = backward(g)
+    without_kernels(monkeypatch)
+    a_numpy, backward_numpy = ops.relu(z)
+    (gz_numpy,) = backward_numpy(g)
+    for ours, reference in ((a, a_numpy), (gz, gz_numpy)):
+        assert ours.dtype == reference.dtype == dtype
+        np.testing.assert_array_equal(ours, reference)  # NaN where NumPy has NaN, too
+    assert not np.signbit(a[z == 0]).any()  # relu(−0.0) is +0.0, as NumPy's maximum gives here
+
+
+@pytest.mark.parametrize("layout", ["transposed", "integers"])
+def test_relu_of_arrays_the_kernels_decline_is_still_right(layout):
+    z = np.arange(-6.0, 6.0).reshape(3, 4)
+    z = z.T if layout == "transposed" else z.astype(np.int64)
+    a, backward = ops.relu(z)
+    (gz,) = backward(np.ones_like(z))
+    np.testing.assert_array_equal(a, np.maximum(z, 0))
+    np.testing.assert_array_equal(gz, (z > 0).astype(z.dtype))

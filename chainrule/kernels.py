@@ -1,0 +1,29 @@
+"""The fused C kernels (`_kernels.c`) when they were built, else stand-ins that decline.
+
+`adam(...)` and `sgd(...)` update in place, `relu(z, out)` and `relu_backward(g, z, out)` fill `out`;
+each returns True, or returns False having touched nothing (kernels not built, or arrays that are
+not all C-contiguous float32 or all float64 of one size), and the caller then runs its NumPy code,
+which is the reference: the kernels match it bit for bit. Set CHAINRULE_NO_KERNELS=1 to run the
+NumPy code always (to compare, or to debug).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+def _decline(*args: Any) -> bool:
+    return False
+
+
+try:
+    from chainrule import _kernels  # type: ignore[attr-defined]
+except ImportError:  # built without a C compiler
+    _kernels = None
+
+AVAILABLE = _kernels is not None and not os.environ.get("CHAINRULE_NO_KERNELS")
+adam = _kernels.adam if AVAILABLE else _decline
+sgd = _kernels.sgd if AVAILABLE else _decline
+relu = _kernels.relu if AVAILABLE else _decline
+relu_backward = _kernels.relu_backward if AVAILABLE else _decline
