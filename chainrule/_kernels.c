@@ -177,6 +177,17 @@ static void *take(Arrays *arrays, PyObject *object, int writable, int optional, 
     return view->buf;
 }
 
+/* Whether the arrays share no memory: the kernels' pointers are `restrict`, and an array passed
+ * twice (a gradient that is the parameter itself) goes to the NumPy code instead. */
+static int disjoint(const Arrays *arrays) {
+    for (int i = 0; i < arrays->count; i++)
+        for (int j = i + 1; j < arrays->count; j++) {
+            const char *a = arrays->views[i].buf, *b = arrays->views[j].buf;
+            if (a < b + arrays->views[j].len && b < a + arrays->views[i].len) return 0;
+        }
+    return 1;
+}
+
 static PyObject *done(Arrays *arrays, int ok) {
     release(arrays);
     return PyBool_FromLong(ok);
@@ -197,7 +208,7 @@ static PyObject *adam(PyObject *self, PyObject *args) {
     void *m = take(&arrays, objects[2], 1, 0, &ok);
     void *v = take(&arrays, objects[3], 1, 0, &ok);
     void *vmax = take(&arrays, objects[4], 1, 1, &ok);
-    if (!ok) return done(&arrays, 0);
+    if (!ok || !disjoint(&arrays)) return done(&arrays, 0);
     int decay = weight_decay != 0.0;
     Py_ssize_t n = arrays.size;
     /* Constants rounded to the array's precision first, as NumPy does with a Python float. */
@@ -226,7 +237,7 @@ static PyObject *sgd(PyObject *self, PyObject *args) {
     void *p = take(&arrays, objects[0], 1, 0, &ok);
     void *grad = take(&arrays, objects[1], 0, 0, &ok);
     void *buffer = take(&arrays, objects[2], 1, 1, &ok);
-    if (!ok) return done(&arrays, 0);
+    if (!ok || !disjoint(&arrays)) return done(&arrays, 0);
     int decay = weight_decay != 0.0, damped = dampening != 0.0;
     Py_ssize_t n = arrays.size;
     Py_BEGIN_ALLOW_THREADS
@@ -248,7 +259,7 @@ static PyObject *relu(PyObject *self, PyObject *args) {
     int ok = 1;
     void *z = take(&arrays, objects[0], 0, 0, &ok);
     void *a = take(&arrays, objects[1], 1, 0, &ok);
-    if (!ok) return done(&arrays, 0);
+    if (!ok || !disjoint(&arrays)) return done(&arrays, 0);
     Py_ssize_t n = arrays.size;
     Py_BEGIN_ALLOW_THREADS
     if (arrays.kind == 'f')
@@ -268,7 +279,7 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
     void *g = take(&arrays, objects[0], 0, 0, &ok);
     void *z = take(&arrays, objects[1], 0, 0, &ok);
     void *gz = take(&arrays, objects[2], 1, 0, &ok);
-    if (!ok) return done(&arrays, 0);
+    if (!ok || !disjoint(&arrays)) return done(&arrays, 0);
     Py_ssize_t n = arrays.size;
     Py_BEGIN_ALLOW_THREADS
     if (arrays.kind == 'f')

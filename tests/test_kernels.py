@@ -87,6 +87,8 @@ def test_nan_in_the_second_moment_propagates_as_in_numpy_maximum():
         "not contiguous",
         "read-only param",
         "list",
+        "gradient is the parameter",
+        "overlapping views",
     ],
 )
 def test_kernels_decline_arrays_they_cannot_take_and_leave_them_untouched(case):
@@ -105,6 +107,11 @@ def test_kernels_decline_arrays_they_cannot_take_and_leave_them_untouched(case):
         p.flags.writeable = False
     elif case == "list":
         g = [0.5] * 6
+    elif case == "gradient is the parameter":  # the kernels' pointers are `restrict`
+        g = p
+    elif case == "overlapping views":
+        shared = np.ones(9)
+        p, g = shared[:6], shared[3:]
     before = np.array(p, copy=True)
     assert kernels.sgd(p, g, None, False, 0.0, 0.0, 0.0, False, 0.1) is False
     assert (
@@ -112,6 +119,8 @@ def test_kernels_decline_arrays_they_cannot_take_and_leave_them_untouched(case):
         is False
     )
     np.testing.assert_array_equal(p, before)
+    z = np.linspace(-1, 1, 6)
+    assert kernels.relu_backward(z, z, z) is False  # the output may not be an input
 
 
 def test_an_optimizer_still_updates_a_parameter_the_kernels_decline():
