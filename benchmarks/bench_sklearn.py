@@ -41,8 +41,11 @@ def load(name: str) -> tuple[np.ndarray, np.ndarray, bool]:
     """(X, y, is_classification) for one of DATASETS."""
     from sklearn import datasets
 
-    loaders = {"digits": (datasets.load_digits, True), "breast_cancer": (datasets.load_breast_cancer, True),
-               "diabetes": (datasets.load_diabetes, False)}  # fmt: skip
+    loaders = {
+        "digits": (datasets.load_digits, True),
+        "breast_cancer": (datasets.load_breast_cancer, True),
+        "diabetes": (datasets.load_diabetes, False),
+    }
     loader, classification = loaders[name]
     X, y = loader(return_X_y=True)
     return X, y, classification
@@ -110,8 +113,12 @@ def run_one(name: str, solver: str, precision: str, seed: int, max_iter: int) ->
             wall, cpu = time.perf_counter(), time.process_time()
             model.fit(X_train, y_train)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        results[library] = {"score": float(model.score(X_test, y_test)), "fit_s": wall,
-                            "cpu_s": cpu, "n_iter": int(model.n_iter_)}  # fmt: skip
+        results[library] = {
+            "score": float(model.score(X_test, y_test)),
+            "fit_s": wall,
+            "cpu_s": cpu,
+            "n_iter": int(model.n_iter_),
+        }
     return results
 
 
@@ -122,8 +129,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 def summarise(runs: list[dict]) -> list[dict]:
     """One row per (data set, solver, precision): means and spreads over seeds, and the speed ratios."""
     rows = []
-    keys = sorted({(r["dataset"], r["solver"], r["precision"]) for r in runs}, key=lambda k: (
-        DATASETS.index(k[0]), k[1], k[2]))  # fmt: skip
+    keys = sorted(
+        {(r["dataset"], r["solver"], r["precision"]) for r in runs},
+        key=lambda k: (DATASETS.index(k[0]), k[1], k[2]),
+    )
     for dataset, solver, precision in keys:
         group = [
             r
@@ -183,9 +192,15 @@ def machine(threads: int | None) -> dict[str, Any]:
 
     import chainrule
 
-    info = {"python": platform.python_version(), "platform": platform.platform(),
-            "cpus": os.cpu_count(), "numpy": numpy.__version__, "sklearn": sklearn.__version__,
-            "chainrule": chainrule.__version__, "blas_threads": threads or "library default"}  # fmt: skip
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "chainrule": chainrule.__version__,
+        "blas_threads": threads or "library default",
+    }
     try:
         with open("/proc/loadavg") as handle:
             info["load_average_at_start"] = handle.read().split()[:3]
@@ -209,8 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="one seed, 5 epochs, float64: seconds")
     parser.add_argument("--seeds", type=int, default=5, help="seeds per configuration (default 5)")
     parser.add_argument("--solvers", nargs="+", default=["adam", "sgd", "lbfgs"])
-    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS,
-                        help="precisions to compare (see PRECISIONS)")  # fmt: skip
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=list(PRECISIONS),
+        choices=PRECISIONS,
+        help="precisions to compare (see PRECISIONS)",
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--max-iter", type=int, default=200, help="sklearn's default: 200")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads (0: the default)")
@@ -230,17 +250,37 @@ def main(argv: list[str] | None = None) -> int:
                 for precision in args.precisions:
                     for seed in range(args.seeds):
                         result = run_one(dataset, solver, precision, seed, args.max_iter)
-                        runs.append({"dataset": dataset, "solver": solver, "precision": precision,
-                                     "seed": seed, **result})  # fmt: skip
+                        runs.append(
+                            {
+                                "dataset": dataset,
+                                "solver": solver,
+                                "precision": precision,
+                                "seed": seed,
+                                **result,
+                            }
+                        )
     rows = summarise(runs)
     table = markdown(rows)
     print(table)
-    print(f"\n{len(runs)} pairs of fits in {time.perf_counter() - started:.1f} s; "
-          f"BLAS threads: {info['blas_threads']}")  # fmt: skip
+    print(
+        f"\n{len(runs)} pairs of fits in {time.perf_counter() - started:.1f} s; "
+        f"BLAS threads: {info['blas_threads']}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    args.out.write_text(json.dumps({"machine": info, "settings": settings, "summary": rows,
-                                    "runs": runs, "markdown": table}, indent=1) + "\n")  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "settings": settings,
+                "summary": rows,
+                "runs": runs,
+                "markdown": table,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -246,8 +246,10 @@ def import_times(modules: list[str], repeats: int, patience: Patience) -> dict:
             with Sample() as sample:
                 done = subprocess.run(
                     [sys.executable, "-c", _IMPORT_SNIPPET.format(module=module)],
-                    capture_output=True, text=True, check=True,
-                )  # fmt: skip
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
             found[module]["process"].append(sample.seconds)
             found[module]["others"].append(sample.others)
             found[module]["import"].append(float(done.stdout.strip().splitlines()[-1]))
@@ -292,8 +294,10 @@ def peak_memory(workload: str, peer: str, steps: int, method: str) -> dict:
     """Run memory_probe.py in a fresh interpreter; see there for what is counted."""
     done = subprocess.run(
         [sys.executable, str(HERE / "memory_probe.py"), workload, peer, str(steps), method],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         last = done.stderr.strip().splitlines()[-1:] or [""]
         return {"error": f"exit {done.returncode}: {last[0]}"}
@@ -346,8 +350,9 @@ def _git_state() -> dict:
     """The commit measured, and whether chainrule/ had uncommitted changes (read-only git calls)."""
 
     def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True,
-                              check=False)  # fmt: skip
+        done = subprocess.run(
+            ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=False
+        )
         return done.stdout.strip() if done.returncode == 0 else ""
 
     return {

@@ -107,8 +107,18 @@ def make_chainrule_fit(workload: Workload, data: Data) -> Runner:
 
     def run(n: int) -> int:
         epochs = max(1, math.ceil(n / per_epoch))
-        chainrule.fit(model, data.x, data.y, loss=workload.loss, optimizer=opt, epochs=epochs,
-            batch_size=workload.batch, shuffle=False, progress=False, log_every=None)  # fmt: skip
+        chainrule.fit(
+            model,
+            data.x,
+            data.y,
+            loss=workload.loss,
+            optimizer=opt,
+            epochs=epochs,
+            batch_size=workload.batch,
+            shuffle=False,
+            progress=False,
+            log_every=None,
+        )
         return epochs * per_epoch
 
     return Runner(run)
@@ -174,10 +184,17 @@ def make_sklearn(workload: Workload, data: Data) -> Runner:
         raise Unavailable("MLPClassifier pairs ReLU layers only with its log-loss")
     x, y = data.x, data.y
     options: dict[str, Any] = {
-        "hidden_layer_sizes": workload.sizes[1:-1], "batch_size": workload.batch,
-        "shuffle": False, "learning_rate_init": workload.lr, "alpha": 0.0, "tol": 0.0,
-        "n_iter_no_change": 2**31 - 1, "warm_start": True, "random_state": 1, "max_iter": 1,
-    }  # fmt: skip
+        "hidden_layer_sizes": workload.sizes[1:-1],
+        "batch_size": workload.batch,
+        "shuffle": False,
+        "learning_rate_init": workload.lr,
+        "alpha": 0.0,
+        "tol": 0.0,
+        "n_iter_no_change": 2**31 - 1,
+        "warm_start": True,
+        "random_state": 1,
+        "max_iter": 1,
+    }
     if workload.optimizer == "sgd":
         options.update(
             solver="sgd", momentum=0.0, nesterovs_momentum=False, learning_rate="constant"

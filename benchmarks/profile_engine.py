@@ -43,8 +43,10 @@ def profile(name: str, steps: int, top: int) -> None:
         where = (
             f"{path.rsplit('/', 2)[-2]}/{path.rsplit('/', 1)[-1]}:{line}" if "/" in path else path
         )
-        print(f"| `{function}` ({where}) | {calls / steps:.1f} | {own / steps * 1e6:.1f} "
-              f"| {cumulative / steps * 1e6:.1f} |")  # fmt: skip
+        print(
+            f"| `{function}` ({where}) | {calls / steps:.1f} | {own / steps * 1e6:.1f} "
+            f"| {cumulative / steps * 1e6:.1f} |"
+        )
 
 
 def main() -> None:

@@ -54,8 +54,15 @@ def targets(rows: dict[str, dict], float32_checks: dict[str, dict]) -> list[dict
         found.append(_target(f"{workload}: ≥ {vs_torch:g}× PyTorch", vs, vs_torch, "×"))
         if floor_factor:
             behind = _inverse(_peer(rows, workload, "numpy").get("chainrule_ratio"))
-            found.append(_target(f"{workload}: within {floor_factor:g}× of the NumPy floor",
-                                 behind, floor_factor, "×", at_most=True))  # fmt: skip
+            found.append(
+                _target(
+                    f"{workload}: within {floor_factor:g}× of the NumPy floor",
+                    behind,
+                    floor_factor,
+                    "×",
+                    at_most=True,
+                )
+            )
         if bound:
             pct = _peer(rows, workload, "chainrule").get("pct_gemm_bound")
             found.append(_target(f"{workload}: ≥ {bound:g}% of the GEMM bound", pct, bound, "%"))
@@ -66,16 +73,24 @@ def targets(rows: dict[str, dict], float32_checks: dict[str, dict]) -> list[dict
     seconds = _peer(rows, "import-time", "chainrule").get("seconds")
     found.append(_target("import chainrule < 0.3 s", seconds, 0.3, "s", at_most=True))
     mnist = "mlp-784-256-256-10-sgd"
-    memory = _ratio(_peer(rows, mnist, "chainrule").get("peak_memory_bytes"),
-                    _peer(rows, mnist, "pytorch").get("peak_memory_bytes"))  # fmt: skip
+    memory = _ratio(
+        _peer(rows, mnist, "chainrule").get("peak_memory_bytes"),
+        _peer(rows, mnist, "pytorch").get("peak_memory_bytes"),
+    )
     found.append(_target(f"{mnist}: peak memory ≤ ½ of PyTorch's", memory, 0.5, "×", at_most=True))
-    kept = [all(dtypes == ["float32"] for dtypes in check.values() if dtypes)
-            for check in float32_checks.values()]  # fmt: skip
-    found.append({
-        "target": "float32 stays float32 (outputs, losses, parameters, gradients, optimizer state)",
-        "measured": None if not kept else float(all(kept)), "threshold": 1.0, "unit": "",
-        "met": None if not kept else all(kept),
-    })  # fmt: skip
+    kept = [
+        all(dtypes == ["float32"] for dtypes in check.values() if dtypes)
+        for check in float32_checks.values()
+    ]
+    found.append(
+        {
+            "target": "float32 stays float32 (outputs, losses, parameters, gradients, optimizer state)",
+            "measured": None if not kept else float(all(kept)),
+            "threshold": 1.0,
+            "unit": "",
+            "met": None if not kept else all(kept),
+        }
+    )
     return found
 
 
@@ -136,14 +151,18 @@ def _startup_table(rows: list[dict]) -> list[str]:
                     lines.append(f"| `import {module}` | — ({result['skipped']}) | | |")
                     continue
                 samples = ", ".join(f"{s:.3f}" for s in result["samples"])
-                lines.append(f"| `import {module}` | {result['seconds']:.3f} "
-                             f"| {result['process_seconds']:.3f} | {samples} |")  # fmt: skip
+                lines.append(
+                    f"| `import {module}` | {result['seconds']:.3f} "
+                    f"| {result['process_seconds']:.3f} | {samples} |"
+                )
         elif row["kind"] == "cli":
             result = row["peers"]["chainrule"]
             if "seconds" in result:
                 samples = ", ".join(f"{s:.2f}" for s in result["samples"])
-                lines.append(f"| `chainrule train xor` | {result['seconds']:.2f} "
-                             f"| {result['seconds']:.2f} | {samples} |")  # fmt: skip
+                lines.append(
+                    f"| `chainrule train xor` | {result['seconds']:.2f} "
+                    f"| {result['seconds']:.2f} | {samples} |"
+                )
             else:
                 reason = result.get("skipped") or result.get("error")
                 lines.append(f"| `chainrule train xor` | — ({reason}) | | |")

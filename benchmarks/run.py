@@ -48,8 +48,19 @@ class Settings:
 
 FULL = Settings()
 # --smoke proves the whole pipeline works, in seconds; its figures mean nothing.
-SMOKE = Settings(repeats=3, seconds=0.01, min_steps=2, batches=2, gemm_n=256, gemm_repeats=3,
-                 import_repeats=1, memory="chainrule-only", cli=False, patience=0.0, smoke=True)  # fmt: skip
+SMOKE = Settings(
+    repeats=3,
+    seconds=0.01,
+    min_steps=2,
+    batches=2,
+    gemm_n=256,
+    gemm_repeats=3,
+    import_repeats=1,
+    memory="chainrule-only",
+    cli=False,
+    patience=0.0,
+    smoke=True,
+)
 
 
 def _floor_agrees(workload: Workload, data: Data) -> bool:
@@ -86,8 +97,14 @@ def _memory(workload: str, peer: str, steps: int, settings: Settings) -> dict:
 GEMM, SHAPE_GEMM = "gemm-1024", "gemm-at-step-shapes"
 
 
-def _training_row(name: str, workload: Workload, factories: dict, settings: Settings,
-                  threads: int, patience: measure.Patience) -> dict:  # fmt: skip
+def _training_row(
+    name: str,
+    workload: Workload,
+    factories: dict,
+    settings: Settings,
+    threads: int,
+    patience: measure.Patience,
+) -> dict:
     """Time every peer on one workload (interleaved with the two GEMM references), then measure
     the peers' memory."""
     if settings.batches:
@@ -120,12 +137,18 @@ def _training_row(name: str, workload: Workload, factories: dict, settings: Sett
             **_memory(workload.name, peer, memory_steps, settings),
         }
     row = {
-        "name": name, "kind": "training", "description": workload.description,
-        "sizes": list(workload.sizes), "batch": workload.batch, "dtype": workload.dtype,
-        "parameters": workload.parameters, "flops_per_step": workload.flops_per_step,
-        "peers": peers, "references": {GEMM: timed[GEMM], SHAPE_GEMM: timed[SHAPE_GEMM]},
+        "name": name,
+        "kind": "training",
+        "description": workload.description,
+        "sizes": list(workload.sizes),
+        "batch": workload.batch,
+        "dtype": workload.dtype,
+        "parameters": workload.parameters,
+        "flops_per_step": workload.flops_per_step,
+        "peers": peers,
+        "references": {GEMM: timed[GEMM], SHAPE_GEMM: timed[SHAPE_GEMM]},
         "load_average": [round(x, 2) for x in os.getloadavg()],
-    }  # fmt: skip
+    }
     _add_ratios(row, settings.gemm_n)
     if name != FIT:
         row["floor_agrees"] = _floor_agrees(workload, data)
@@ -181,8 +204,15 @@ def run(settings: Settings, only: list[str] | None = None) -> dict:
         if not _wanted(workload.name, only):
             continue
         if settings.smoke and not workload.in_smoke:
-            rows.append({"name": workload.name, "kind": "training", "description": workload.description,
-                         "skipped": "--smoke (one step takes ~0.1 s)", "peers": {}})  # fmt: skip
+            rows.append(
+                {
+                    "name": workload.name,
+                    "kind": "training",
+                    "description": workload.description,
+                    "skipped": "--smoke (one step takes ~0.1 s)",
+                    "peers": {},
+                }
+            )
             continue
         print(f"… {workload.name}", file=sys.stderr, flush=True)
         row = _training_row(workload.name, workload, PEERS, settings, threads, patience)
@@ -227,12 +257,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--smoke", action="store_true", help="a few seconds: checks that it all runs"
     )
-    parser.add_argument("--output", type=Path, help="JSON path (default: results/latest.json, "
-                        "or results/smoke.json with --smoke)")  # fmt: skip
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="JSON path (default: results/latest.json, or results/smoke.json with --smoke)",
+    )
     parser.add_argument("--repeats", type=int, help="interleaved rounds (the median is reported)")
     parser.add_argument("--seconds", type=float, help="target duration of one repeat of one peer")
-    parser.add_argument("--patience", type=float, help="seconds the run may wait for a quiet "
-                        f"machine (default {FULL.patience:g}; 0: never wait)")  # fmt: skip
+    parser.add_argument(
+        "--patience",
+        type=float,
+        help="seconds the run may wait for a quiet "
+        f"machine (default {FULL.patience:g}; 0: never wait)",
+    )
     parser.add_argument("--only", nargs="+", metavar="ROW", help="run only these rows")
     args = parser.parse_args(argv)
     settings = SMOKE if args.smoke else FULL

@@ -57,21 +57,51 @@ XOR = Workload(
     "xor-2-4-1", (2, 4, 1), "sigmoid", "mse", "sgd", lr=0.5, batch=4, dtype="float64", batches=1
 )
 SMALL = Workload(
-    "mlp-2-16-16-2", (2, 16, 16, 2), "relu", "cross_entropy", "sgd", lr=0.05, batch=32,
-    dtype="float32", batches=16,
-)  # fmt: skip
+    "mlp-2-16-16-2",
+    (2, 16, 16, 2),
+    "relu",
+    "cross_entropy",
+    "sgd",
+    lr=0.05,
+    batch=32,
+    dtype="float32",
+    batches=16,
+)
 MNIST_SGD = Workload(
-    "mlp-784-256-256-10-sgd", (784, 256, 256, 10), "relu", "cross_entropy", "sgd", lr=0.01,
-    batch=128, dtype="float32", batches=32,
-)  # fmt: skip
+    "mlp-784-256-256-10-sgd",
+    (784, 256, 256, 10),
+    "relu",
+    "cross_entropy",
+    "sgd",
+    lr=0.01,
+    batch=128,
+    dtype="float32",
+    batches=32,
+)
 MNIST_ADAM = Workload(
-    "mlp-784-256-256-10-adam", (784, 256, 256, 10), "relu", "cross_entropy", "adam", lr=1e-3,
-    batch=128, dtype="float32", batches=32,
-)  # fmt: skip
+    "mlp-784-256-256-10-adam",
+    (784, 256, 256, 10),
+    "relu",
+    "cross_entropy",
+    "adam",
+    lr=1e-3,
+    batch=128,
+    dtype="float32",
+    batches=32,
+)
 LARGE = Workload(
-    "mlp-1024-2048-2048-10", (1024, 2048, 2048, 10), "relu", "cross_entropy", "sgd", lr=0.01,
-    batch=256, dtype="float32", batches=8, in_smoke=False, min_steps=3,
-)  # fmt: skip
+    "mlp-1024-2048-2048-10",
+    (1024, 2048, 2048, 10),
+    "relu",
+    "cross_entropy",
+    "sgd",
+    lr=0.01,
+    batch=256,
+    dtype="float32",
+    batches=8,
+    in_smoke=False,
+    min_steps=3,
+)
 
 # Throughput workloads, in the order of the report.
 TRAINING = [XOR, SMALL, MNIST_SGD, MNIST_ADAM, LARGE]

@@ -14,7 +14,23 @@ from chainrule.train import History, fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "Explanation", "GradcheckError", "History", "ModelFileError", "Tensor", "concatenate", "explain", "fit", "gradcheck",
-    "is_grad_enabled", "load", "manual_seed", "maximum", "minimum", "no_grad", "save", "stack",
-    "tensor", "where",
-]  # fmt: skip
+    "Explanation",
+    "GradcheckError",
+    "History",
+    "ModelFileError",
+    "Tensor",
+    "concatenate",
+    "explain",
+    "fit",
+    "gradcheck",
+    "is_grad_enabled",
+    "load",
+    "manual_seed",
+    "maximum",
+    "minimum",
+    "no_grad",
+    "save",
+    "stack",
+    "tensor",
+    "where",
+]

@@ -38,9 +38,13 @@ class EarlyStopping(Callback):
     the best weights seen (also when training runs to its last epoch — a case Keras long missed)."""
 
     def __init__(
-        self, monitor: str = "val_loss", patience: int = 10, min_delta: float = 0.0,
-        mode: str = "min", restore_best_weights: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        monitor: str = "val_loss",
+        patience: int = 10,
+        min_delta: float = 0.0,
+        mode: str = "min",
+        restore_best_weights: bool = True,
+    ) -> None:
         if mode not in ("min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'min' or 'max', got {mode!r}")
         if patience < 0:

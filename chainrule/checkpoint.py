@@ -54,8 +54,12 @@ def _split(value: Any, path: str, tensors: dict[str, np.ndarray]) -> Any:
         tensors[path] = np.ascontiguousarray(value)
         return {"__tensor__": path}
     if isinstance(value, dict):
-        return {"__dict__": [[_split(k, f"{path}/k{i}", tensors), _split(v, f"{path}/{i}", tensors)]
-                             for i, (k, v) in enumerate(value.items())]}  # fmt: skip
+        return {
+            "__dict__": [
+                [_split(k, f"{path}/k{i}", tensors), _split(v, f"{path}/{i}", tensors)]
+                for i, (k, v) in enumerate(value.items())
+            ]
+        }
     if isinstance(value, (list, tuple)):
         return [_split(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]
     if isinstance(value, np.generic):
@@ -91,7 +95,11 @@ def config_hash(configuration: dict[str, Any]) -> str:
 
 
 def _dropout_generators(trainer: Trainer) -> list[Any]:
-    return [m.rng for m in trainer.model.modules() if hasattr(m, "rng") and isinstance(m.rng, np.random.Generator)]
+    return [
+        m.rng
+        for m in trainer.model.modules()
+        if hasattr(m, "rng") and isinstance(m.rng, np.random.Generator)
+    ]
 
 
 def path_for(directory: str, epoch: int, step: int) -> str:
@@ -128,7 +136,9 @@ def save(trainer: Trainer, epoch: int, step: int) -> str:
         "global_step": trainer.state.global_step,
         "config_sha256": trainer.config_sha256,
         "optimizer": _split(trainer.optimizer.state_dict(), "optimizer", tensors),
-        "callbacks": [_split(c.state_dict(), f"callback{i}", tensors) for i, c in enumerate(trainer.callbacks)],
+        "callbacks": [
+            _split(c.state_dict(), f"callback{i}", tensors) for i, c in enumerate(trainer.callbacks)
+        ],
         "generator": trainer.generator.bit_generator.state,
         "epoch_start_generator": trainer.epoch_start_rng,
         "partial": [float(v) for v in getattr(trainer, "partial_total", np.zeros(2))],
@@ -156,7 +166,9 @@ def read(path: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The JSON state and the arrays of one checkpoint file, validated; CheckpointError if damaged."""
     try:
         tensors, metadata = safetensors_format.load_file(path)
-        state = safetensors_format.parse_json(metadata.get("chainrule", ""), path, "checkpoint state")
+        state = safetensors_format.parse_json(
+            metadata.get("chainrule", ""), path, "checkpoint state"
+        )
     except (ModelFileError, OSError) as error:
         raise CheckpointError(f"checkpoint {path} cannot be read: {error}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
@@ -197,11 +209,13 @@ def restore(trainer: Trainer) -> tuple[int, int]:
             f"cannot resume from {path}: it was made by a run with a different configuration "
             "(model, loss, optimizer, batch size, shuffling, data or callbacks differ)"
         )
-    model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
+    model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     trainer.model.load_state_dict(model_state)
     trainer.optimizer.load_state_dict(_join(state["optimizer"], tensors))
     if len(state["callbacks"]) != len(trainer.callbacks):
-        raise CheckpointError(f"cannot resume from {path}: the run has a different set of callbacks")
+        raise CheckpointError(
+            f"cannot resume from {path}: the run has a different set of callbacks"
+        )
     for callback, saved in zip(trainer.callbacks, state["callbacks"]):
         callback.load_state_dict(_join(saved, tensors))
     trainer.generator.bit_generator.state = state["generator"]

@@ -8,14 +8,15 @@ from its flags and calls `run`; scripts can do the same.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from chainrule import nn
 from chainrule.data import Standardizer, one_hot
-from chainrule.train import History, LOSSES, evaluate, fit, predict
+from chainrule.train import LOSSES, History, evaluate, fit, predict
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "sigmoid": nn.Sigmoid,
@@ -45,7 +46,9 @@ class TrainConfig:
     seed: int = 0
     val_split: float = 0.0
     test_split: float = 0.2
-    standardize: bool = True  # features to zero mean and unit variance (statistics of the train split)
+    standardize: bool = (
+        True  # features to zero mean and unit variance (statistics of the train split)
+    )
     dtype: str = "float32"
     label_column: Any = -1  # CSV only: index or header name of the target column
     early_stopping: int | None = None  # patience in epochs (needs val_split > 0)
@@ -56,16 +59,54 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The founding tutorial's setup (sigmoid units, its ½·MSE loss, plain full-batch gradient
     # descent, seed 0, a log line every 1 000 epochs) plus the hidden layer it lacks. Its learning
     # rate of 0.1 is too small for the hidden layer to separate XOR within 10 000 epochs; 1.0 is not.
-    "xor": dict(hidden=(4,), activation="sigmoid", loss="half_mse", optimizer="sgd", lr=1.0,
-                epochs=10_000, batch_size=None, log_every=1_000, test_split=0.0, standardize=False),
-    "and": dict(hidden=(), activation="sigmoid", loss="half_mse", optimizer="sgd", lr=1.0,
-                epochs=2_000, batch_size=None, log_every=200, test_split=0.0, standardize=False),
-    "or": dict(hidden=(), activation="sigmoid", loss="half_mse", optimizer="sgd", lr=1.0,
-               epochs=2_000, batch_size=None, log_every=200, test_split=0.0, standardize=False),
-    "digits": dict(hidden=(128,), activation="relu", optimizer="adam", lr=2e-3, epochs=40,
-                   batch_size=32, log_every=5, test_split=0.2),
+    "xor": dict(
+        hidden=(4,),
+        activation="sigmoid",
+        loss="half_mse",
+        optimizer="sgd",
+        lr=1.0,
+        epochs=10_000,
+        batch_size=None,
+        log_every=1_000,
+        test_split=0.0,
+        standardize=False,
+    ),
+    "and": dict(
+        hidden=(),
+        activation="sigmoid",
+        loss="half_mse",
+        optimizer="sgd",
+        lr=1.0,
+        epochs=2_000,
+        batch_size=None,
+        log_every=200,
+        test_split=0.0,
+        standardize=False,
+    ),
+    "or": dict(
+        hidden=(),
+        activation="sigmoid",
+        loss="half_mse",
+        optimizer="sgd",
+        lr=1.0,
+        epochs=2_000,
+        batch_size=None,
+        log_every=200,
+        test_split=0.0,
+        standardize=False,
+    ),
+    "digits": dict(
+        hidden=(128,),
+        activation="relu",
+        optimizer="adam",
+        lr=2e-3,
+        epochs=40,
+        batch_size=32,
+        log_every=5,
+        test_split=0.2,
+    ),
     "spirals": dict(hidden=(64, 64), activation="tanh", epochs=300, lr=0.01),
-}  # fmt: skip
+}
 
 
 def config_for(dataset: str, **overrides: Any) -> TrainConfig:
@@ -101,7 +142,9 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ValueError(f"batch size must be positive, got {config.batch_size}")
     for name in ("val_split", "test_split"):
         if not 0 <= getattr(config, name) < 1:
-            raise ValueError(f"{name.replace('_', ' ')} must be in [0, 1), got {getattr(config, name)}")
+            raise ValueError(
+                f"{name.replace('_', ' ')} must be in [0, 1), got {getattr(config, name)}"
+            )
     if config.val_split + config.test_split >= 1:
         raise ValueError("val split + test split must leave some training data")
     return config
@@ -182,13 +225,21 @@ def split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[np
     return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
 
 
-def run(config: TrainConfig, X: np.ndarray, y: np.ndarray, print_fn: Callable[[str], None] = print,
-        progress: bool | None = None, **fit_options: Any) -> RunResult:  # fmt: skip
+def run(
+    config: TrainConfig,
+    X: np.ndarray,
+    y: np.ndarray,
+    print_fn: Callable[[str], None] = print,
+    progress: bool | None = None,
+    **fit_options: Any,
+) -> RunResult:
     """Split, standardise, build, train and evaluate, as the config says."""
     task = infer_task(y)
     loss = config.loss or default_loss(task)
     dtype = DTYPES[config.dtype]
-    train_idx, val_idx, test_idx = split_indices(len(X), (config.val_split, config.test_split), config.seed)
+    train_idx, val_idx, test_idx = split_indices(
+        len(X), (config.val_split, config.test_split), config.seed
+    )
     if len(train_idx) == 0:
         raise ValueError("the splits leave no training data")
     raw = X = X.astype(dtype, copy=False)
@@ -208,19 +259,46 @@ def run(config: TrainConfig, X: np.ndarray, y: np.ndarray, print_fn: Callable[[s
         callbacks.append(EarlyStopping(patience=config.early_stopping))
     log_every = config.log_every or max(1, config.epochs // 10)
     history = fit(
-        model, X[train_idx], targets[train_idx], loss=loss, optimizer=config.optimizer, lr=config.lr,
-        momentum=config.momentum, weight_decay=config.weight_decay, epochs=config.epochs,
-        batch_size=config.batch_size, classification=task.classification,
+        model,
+        X[train_idx],
+        targets[train_idx],
+        loss=loss,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        classification=task.classification,
         validation_data=(X[val_idx], targets[val_idx]) if len(val_idx) else None,
-        callbacks=callbacks, log_every=log_every, rng=config.seed, print_fn=print_fn,
-        progress=progress, **fit_options,
-    )  # fmt: skip
+        callbacks=callbacks,
+        log_every=log_every,
+        rng=config.seed,
+        print_fn=print_fn,
+        progress=progress,
+        **fit_options,
+    )
     evaluated_on, rows = ("test", test_idx) if len(test_idx) else ("train", train_idx)
     outputs = predict(model, X[rows])
     metrics = evaluate(model, X[rows], targets[rows], loss, task.classification)
     if not task.classification:
         from chainrule.metrics import mean_squared_error, r2_score
 
-        metrics = {"mse": mean_squared_error(outputs, targets[rows]), "r2": r2_score(outputs, targets[rows])}
-    return RunResult(model, history, config, task, loss, metrics, evaluated_on, mean, std,
-                     raw[rows], y[rows], outputs)  # fmt: skip
+        metrics = {
+            "mse": mean_squared_error(outputs, targets[rows]),
+            "r2": r2_score(outputs, targets[rows]),
+        }
+    return RunResult(
+        model,
+        history,
+        config,
+        task,
+        loss,
+        metrics,
+        evaluated_on,
+        mean,
+        std,
+        raw[rows],
+        y[rows],
+        outputs,
+    )

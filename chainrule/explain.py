@@ -25,25 +25,41 @@ from chainrule.tensor import Tensor, no_grad
 # name -> (what L is, L(ŷ, y) on Tensors, ∂L_n/∂ŷ as the text writes it). Each averages over the
 # samples, L = (1/N)·Σ_n L_n, so sample n's own gradient ∂L_n/∂· is N times its row of ∂L/∂·.
 LOSSES: dict[str, tuple[str, Callable[[Tensor, Any], Tensor], str]] = {
-    "mse": ("½·mean((ŷ − y)²), the founding tutorial's halved MSE",
-            lambda out, y: 0.5 * F.mse_loss(out, y), "ŷ − y"),
+    "mse": (
+        "½·mean((ŷ − y)²), the founding tutorial's halved MSE",
+        lambda out, y: 0.5 * F.mse_loss(out, y),
+        "ŷ − y",
+    ),
     "mse_torch": ("mean((ŷ − y)²), PyTorch's MSELoss (no ½)", F.mse_loss, "2·(ŷ − y)"),
-    "bce": ("−mean(y·ln ŷ + (1 − y)·ln(1 − ŷ)) for probabilities ŷ", F.binary_cross_entropy,
-            "(ŷ − y)/(ŷ·(1 − ŷ))"),
-    "bce_logits": ("binary cross-entropy of sigmoid(ŷ) for logits ŷ",
-                   F.binary_cross_entropy_with_logits, "sigmoid(ŷ) − y"),
-    "cross_entropy": ("mean(−ln softmax(ŷ)_y) for logits ŷ", F.cross_entropy,
-                      "softmax(ŷ) − onehot(y)"),
+    "bce": (
+        "−mean(y·ln ŷ + (1 − y)·ln(1 − ŷ)) for probabilities ŷ",
+        F.binary_cross_entropy,
+        "(ŷ − y)/(ŷ·(1 − ŷ))",
+    ),
+    "bce_logits": (
+        "binary cross-entropy of sigmoid(ŷ) for logits ŷ",
+        F.binary_cross_entropy_with_logits,
+        "sigmoid(ŷ) − y",
+    ),
+    "cross_entropy": (
+        "mean(−ln softmax(ŷ)_y) for logits ŷ",
+        F.cross_entropy,
+        "softmax(ŷ) − onehot(y)",
+    ),
     "huber": ("mean(huber(ŷ − y)) with δ = 1", F.huber_loss, "clip(ŷ − y, −1, 1)"),
-}  # fmt: skip
+}
 
 # Activation -> (its name in formulas, its derivative as the text writes it).
 ACTIVATIONS = {
-    nn.Sigmoid: ("sigmoid", "a·(1 − a)"), nn.Tanh: ("tanh", "1 − a²"),
-    nn.ReLU: ("relu", "1 if z > 0 else 0"), nn.LeakyReLU: ("leaky_relu", "1 if z > 0 else slope"),
-    nn.GELU: ("gelu", "gelu′(z)"), nn.Softplus: ("softplus", "sigmoid(z)"),
-    nn.Softmax: ("softmax", "a_k·(δ_kj − a_j)"), nn.Identity: ("identity", "1"),
-}  # fmt: skip
+    nn.Sigmoid: ("sigmoid", "a·(1 − a)"),
+    nn.Tanh: ("tanh", "1 − a²"),
+    nn.ReLU: ("relu", "1 if z > 0 else 0"),
+    nn.LeakyReLU: ("leaky_relu", "1 if z > 0 else slope"),
+    nn.GELU: ("gelu", "gelu′(z)"),
+    nn.Softplus: ("softplus", "sigmoid(z)"),
+    nn.Softmax: ("softmax", "a_k·(δ_kj − a_j)"),
+    nn.Identity: ("identity", "1"),
+}
 _KINKED = (nn.ReLU, nn.LeakyReLU)
 _FD_LIMIT = 5000  # above this many numbers, difference only the chosen weights (2 passes each)
 
@@ -184,11 +200,15 @@ def explain(
     numeric = {}
     for name, p in named.items():
         only = [np.ravel_multi_index(i, p.shape) for n, i in chosen if n == name]
-        numeric[name] = central_differences(loss_after(0, x), p.data, eps, None if everything else only)
+        numeric[name] = central_differences(
+            loss_after(0, x), p.data, eps, None if everything else only
+        )
 
     def intermediate(module: int) -> np.ndarray:
         value = outputs[module].data.copy()  # nudged in place and fed to the layers after it
-        return central_differences(loss_after(module + 1, value), value, eps, None if everything else [])
+        return central_differences(
+            loss_after(module + 1, value), value, eps, None if everything else []
+        )
 
     layers: dict[str, Layer] = {}
     a_prev = x
@@ -197,19 +217,36 @@ def explain(
         f = model64.layers[last] if last > first else nn.Identity()
         numeric_dL_dz = intermediate(first)
         layers[str(first)] = Layer(
-            index=index, name=str(first), activation=type(f).__name__, a_prev=a_prev, z=z.data,
-            a=a.data, dL_da=a.grad, da_dz=_local_derivative(f, z.data), dL_dz=z.grad,
+            index=index,
+            name=str(first),
+            activation=type(f).__name__,
+            a_prev=a_prev,
+            z=z.data,
+            a=a.data,
+            dL_da=a.grad,
+            da_dz=_local_derivative(f, z.data),
+            dL_dz=z.grad,
             numeric_dL_da=intermediate(last) if last > first else numeric_dL_dz,
-            numeric_dL_dz=numeric_dL_dz, kink=_kinks(f, z.data, a_prev, eps),
-        )  # fmt: skip
+            numeric_dL_dz=numeric_dL_dz,
+            kink=_kinks(f, z.data, a_prev, eps),
+        )
         a_prev = a.data
     return Explanation(
-        model=_describe(model), loss_name=loss, x=x, y=y, loss=total.item(),
-        sample_losses=sample_losses, lr=float(lr), eps=float(eps), layers=layers,
-        parameters=params, grad=grad, numeric=numeric,
+        model=_describe(model),
+        loss_name=loss,
+        x=x,
+        y=y,
+        loss=total.item(),
+        sample_losses=sample_losses,
+        lr=float(lr),
+        eps=float(eps),
+        layers=layers,
+        parameters=params,
+        grad=grad,
+        numeric=numeric,
         updated={name: params[name] - lr * grad[name] for name in params},
         chains=[_chain(name, i, layers, params, grad, numeric, total.item()) for name, i in chosen],
-    )  # fmt: skip
+    )
 
 
 # ---- checking the model and the data ------------------------------------------------------
@@ -346,11 +383,20 @@ def _chain(name, element, layers, params, grad, numeric, loss) -> Chain:
     status, relative = _compare(grad[name][element], numeric[name][element], loss)
     status = "kink" if _kink_at_or_after(layers, layer.index) else status
     return Chain(
-        parameter=name, index=element, layer=layer_name, dL_da=dL_da, da_dz=da_dz,
-        dL_dz=n * layer.dL_dz[:, j], dz_dw=dz_dw, terms=terms, value=float(grad[name][element]),
-        numeric=float(numeric[name][element]), status=status, relative_error=relative,
+        parameter=name,
+        index=element,
+        layer=layer_name,
+        dL_da=dL_da,
+        da_dz=da_dz,
+        dL_dz=n * layer.dL_dz[:, j],
+        dz_dw=dz_dw,
+        terms=terms,
+        value=float(grad[name][element]),
+        numeric=float(numeric[name][element]),
+        status=status,
+        relative_error=relative,
         backprop=backprop,
-    )  # fmt: skip
+    )
 
 
 def _plain(value: Any) -> Any:

@@ -18,9 +18,11 @@ from chainrule.explain import (
 
 _NAMES = {kind.__name__: formulas for kind, formulas in ACTIVATIONS.items()}
 _VERDICTS = {
-    "agrees": "agrees", "mismatch": "MISMATCH", "unchecked": "not computed",
+    "agrees": "agrees",
+    "mismatch": "MISMATCH",
+    "unchecked": "not computed",
     "kink": "at the kink: finite differences are not meaningful here",
-}  # fmt: skip
+}
 
 
 class Writer:

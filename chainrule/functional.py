@@ -6,7 +6,8 @@ composes a few. Modules in `chainrule.nn` hold parameters and call these.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -155,7 +156,9 @@ def dropout(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> T
 # ---- losses ------------------------------------------------------------------------------
 def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}")
+        raise ValueError(
+            f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}"
+        )
 
 
 def _loss_operands(name: str, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:

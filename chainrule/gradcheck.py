@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,9 @@ def central_differences(
     return numeric
 
 
-def numerical_gradient(fn: Callable[..., Tensor], inputs: list[Tensor], index: int, eps: float) -> np.ndarray:
+def numerical_gradient(
+    fn: Callable[..., Tensor], inputs: list[Tensor], index: int, eps: float
+) -> np.ndarray:
     """d sum(fn(*inputs)) / d inputs[index] by central differences, one element at a time."""
     return central_differences(lambda: float(np.sum(fn(*inputs).data)), inputs[index].data, eps)
 

@@ -50,8 +50,18 @@ from chainrule.safetensors_format import (
     write,
 )
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "LAYER_TYPES", "ModelFileError", "ModelInfo",
-           "describe_model", "inspect", "load", "load_with_metadata", "save"]  # fmt: skip
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "LAYER_TYPES",
+    "ModelFileError",
+    "ModelInfo",
+    "describe_model",
+    "inspect",
+    "load",
+    "load_with_metadata",
+    "save",
+]
 
 FORMAT_NAME = "chainrule.model"
 FORMAT_VERSION = 1
@@ -60,6 +70,7 @@ _DESCRIPTION_KEYS = frozenset(
     ["format", "format_version", "library_version", "architecture", "metadata", "sha256"]
 )
 # Any layer width; what is built must also match tensors that fit in the file, checked first.
+
 
 # ---- checksum -----------------------------------------------------------------------------------
 def _canonical(value: Any) -> bytes:

@@ -38,7 +38,9 @@ def accuracy(prediction: np.ndarray, target: np.ndarray, threshold: float = 0.5)
     return float(np.mean(labels == target)) if len(target) else float("nan")
 
 
-def confusion_matrix(prediction: np.ndarray, target: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+def confusion_matrix(
+    prediction: np.ndarray, target: np.ndarray, n_classes: int | None = None
+) -> np.ndarray:
     """counts[i, j] = number of samples of true class i predicted as class j."""
     labels = to_labels(prediction)
     target = _as_label_vector(target)

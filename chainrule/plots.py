@@ -15,8 +15,18 @@ import numpy as np
 from chainrule.tensor import no_grad
 
 # One colour per class, shared with the playground's page (static/app.js) so both read alike.
-CLASS_COLORS = ("#e8743b", "#1f77b4", "#2ca02c", "#9467bd", "#d62728",
-                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")  # fmt: skip
+CLASS_COLORS = (
+    "#e8743b",
+    "#1f77b4",
+    "#2ca02c",
+    "#9467bd",
+    "#d62728",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 _DPI = 100
 
 
@@ -74,8 +84,14 @@ def plot_history(
     axes.plot(epochs, loss, color="#1f2937", linewidth=1.6, label="training loss")
     if val_loss:
         # Validation may be recorded on fewer epochs (e.g. only some); align it from the end.
-        axes.plot(epochs[len(epochs) - len(val_loss) :], val_loss, color=CLASS_COLORS[0],
-                  linewidth=1.6, linestyle="--", label="validation loss")  # fmt: skip
+        axes.plot(
+            epochs[len(epochs) - len(val_loss) :],
+            val_loss,
+            color=CLASS_COLORS[0],
+            linewidth=1.6,
+            linestyle="--",
+            label="validation loss",
+        )
     if log and min(loss + val_loss) > 0:
         axes.set_yscale("log")
     axes.set_xlabel("epoch")
@@ -204,8 +220,15 @@ def plot_boundary(
     for k in range(n_classes):
         chosen = y == k
         if chosen.any():
-            axes.scatter(X[chosen, 0], X[chosen, 1], s=18, color=CLASS_COLORS[k % len(CLASS_COLORS)],
-                         edgecolors="white", linewidths=0.6, label=f"class {k}")  # fmt: skip
+            axes.scatter(
+                X[chosen, 0],
+                X[chosen, 1],
+                s=18,
+                color=CLASS_COLORS[k % len(CLASS_COLORS)],
+                edgecolors="white",
+                linewidths=0.6,
+                label=f"class {k}",
+            )
     axes.set_xlim(extent[0], extent[1])
     axes.set_ylim(extent[2], extent[3])
     axes.set_xlabel("feature 0")

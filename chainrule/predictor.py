@@ -46,9 +46,13 @@ class Predictor:
         X = np.asarray(X, dtype=self.model.dtype)
         expected = self.n_features
         if X.ndim != 2 or (expected is not None and X.shape[1] != expected):
-            raise ValueError(f"the model takes {expected} features per row, the input has shape {X.shape}")
+            raise ValueError(
+                f"the model takes {expected} features per row, the input has shape {X.shape}"
+            )
         if "mean" in self.metadata:
-            X = (X - np.asarray(self.metadata["mean"], dtype=X.dtype)) / np.asarray(self.metadata["std"], dtype=X.dtype)
+            X = (X - np.asarray(self.metadata["mean"], dtype=X.dtype)) / np.asarray(
+                self.metadata["std"], dtype=X.dtype
+            )
         return predict(self.model, X)
 
     def describe(self, X: np.ndarray, probabilities: bool = False) -> list[str]:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import itertools
 import numbers
+from collections.abc import Callable
 from heapq import heappop, heappush
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -85,9 +86,17 @@ class Tensor:
     # number that orders it after every tensor it depends on. Leaves have _op None; backward()
     # frees a graph by dropping _backward and _parents.
     __slots__ = (
-        "data", "grad", "requires_grad", "_op", "_parents", "_backward", "_sequence", "_retain_grad",
-        "_pending", "__weakref__",
-    )  # fmt: skip
+        "data",
+        "grad",
+        "requires_grad",
+        "_op",
+        "_parents",
+        "_backward",
+        "_sequence",
+        "_retain_grad",
+        "_pending",
+        "__weakref__",
+    )
     __array_priority__ = 1000  # so that `ndarray * Tensor` calls Tensor.__rmul__
 
     def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None) -> None:
@@ -139,7 +148,9 @@ class Tensor:
 
     def item(self) -> float:
         if self.data.size != 1:
-            raise ValueError(f"item() needs a tensor with one element, this one has shape {self.shape}")
+            raise ValueError(
+                f"item() needs a tensor with one element, this one has shape {self.shape}"
+            )
         return self.data.item()
 
     def tolist(self) -> Any:
@@ -494,4 +505,3 @@ def _accumulate_into_leaf(leaf: Tensor, g: np.ndarray, incoming: np.ndarray | No
         leaf.grad = g
     else:
         leaf.grad += g
-

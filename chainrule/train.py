@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,8 +22,18 @@ from chainrule.metrics import to_labels
 from chainrule.nn.module import Module
 from chainrule.tensor import Tensor, no_grad
 
-__all__ = ["Callback", "EarlyStopping", "History", "LRScheduler", "NonFiniteError", "TrainState",
-           "Trainer", "evaluate", "fit", "predict"]  # fmt: skip
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "History",
+    "LRScheduler",
+    "NonFiniteError",
+    "TrainState",
+    "Trainer",
+    "evaluate",
+    "fit",
+    "predict",
+]
 
 
 # Data up to this size is shuffled as a whole once per epoch (a second copy in memory); larger
@@ -58,7 +69,9 @@ def get_loss(loss: str | Callable) -> Callable[[Tensor, Any], Tensor]:
     return LOSSES[loss]
 
 
-def make_optimizer(name: str, parameters: Iterable, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+def make_optimizer(
+    name: str, parameters: Iterable, lr: float, momentum: float = 0.0, weight_decay: float = 0.0
+):
     """An optimizer by name: sgd, adam, adamw, rmsprop, adagrad."""
     from chainrule import optim
 
@@ -99,13 +112,23 @@ class History:
         return {"epochs": self.epochs, "loss": self.loss, **self.metrics}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "loss": self.loss, "metrics": self.metrics,
-                "stopped_early": self.stopped_early, "best_epoch": self.best_epoch}  # fmt: skip
+        return {
+            "epochs": self.epochs,
+            "loss": self.loss,
+            "metrics": self.metrics,
+            "stopped_early": self.stopped_early,
+            "best_epoch": self.best_epoch,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> History:
-        return cls(list(state["epochs"]), list(state["loss"]), {k: list(v) for k, v in state["metrics"].items()},
-                   bool(state["stopped_early"]), state["best_epoch"])  # fmt: skip
+        return cls(
+            list(state["epochs"]),
+            list(state["loss"]),
+            {k: list(v) for k, v in state["metrics"].items()},
+            bool(state["stopped_early"]),
+            state["best_epoch"],
+        )
 
 
 @dataclass
@@ -134,7 +157,9 @@ class LocalProcess:
     def shard(self, selector: Any, count: int) -> Any:
         return selector
 
-    def average_gradients(self, parameters: Sequence[Tensor], local_count: int, global_count: int) -> None:
+    def average_gradients(
+        self, parameters: Sequence[Tensor], local_count: int, global_count: int
+    ) -> None:
         pass
 
     def sum(self, values: np.ndarray) -> np.ndarray:
@@ -193,7 +218,9 @@ def _selection_size(selector: Any) -> int:
 
 def check_training_data(X: np.ndarray, y: np.ndarray) -> None:
     if X.ndim != 2:
-        raise ValueError(f"training inputs must be a 2-D array (samples, features), got shape {X.shape}")
+        raise ValueError(
+            f"training inputs must be a 2-D array (samples, features), got shape {X.shape}"
+        )
     if len(X) != len(y):
         raise ValueError(f"{len(X)} input rows but {len(y)} targets")
     if len(X) == 0:
@@ -215,9 +242,15 @@ def _correct(output: np.ndarray, target: np.ndarray, loss_name: str) -> int:
     return int(np.count_nonzero(labels == target.reshape(len(target))))
 
 
-def evaluate(model: Module, X: np.ndarray, y: np.ndarray, loss: str | Callable = "mse",
-             classification: bool = False, batch_size: int = 1024,
-             process: Any = None) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    model: Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    loss: str | Callable = "mse",
+    classification: bool = False,
+    batch_size: int = 1024,
+    process: Any = None,
+) -> dict[str, float]:
     """Loss (and accuracy for classification) on (X, y), in eval mode, without a graph.
 
     With a data-parallel `process`, each rank evaluates its share and the sums are combined.
@@ -225,7 +258,10 @@ def evaluate(model: Module, X: np.ndarray, y: np.ndarray, loss: str | Callable =
     process = process or LocalProcess()
     loss_fn = get_loss(loss)
     loss_name = loss if isinstance(loss, str) else ""
-    lo, hi = process.rank * len(X) // process.world_size, (process.rank + 1) * len(X) // process.world_size
+    lo, hi = (
+        process.rank * len(X) // process.world_size,
+        (process.rank + 1) * len(X) // process.world_size,
+    )
     was_training = model.training
     model.eval()
     totals = np.zeros(2)
@@ -269,15 +305,34 @@ class Trainer:
     Use `fit(...)`, which builds one and calls `run()`; the arguments are documented there.
     """
 
-    def __init__(self, model: Module, X: np.ndarray, y: np.ndarray, *, loss: str | Callable = "mse",
-                 optimizer: Any = "sgd", lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
-                 epochs: int = 10, batch_size: int | None = None, shuffle: bool = True,
-                 validation_data: tuple[np.ndarray, np.ndarray] | None = None,
-                 classification: bool | None = None, callbacks: Sequence[Callback] = (),
-                 scheduler: Any = None, log_every: int | None = None, progress: bool | None = None,
-                 rng: Any = 0, print_fn: Callable[[str], None] = print, checkpoint: str | None = None,
-                 checkpoint_every: int = 1, checkpoint_steps: int | None = None, resume: bool = False,
-                 process: Any = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Module,
+        X: np.ndarray,
+        y: np.ndarray,
+        *,
+        loss: str | Callable = "mse",
+        optimizer: Any = "sgd",
+        lr: float = 0.01,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        epochs: int = 10,
+        batch_size: int | None = None,
+        shuffle: bool = True,
+        validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+        classification: bool | None = None,
+        callbacks: Sequence[Callback] = (),
+        scheduler: Any = None,
+        log_every: int | None = None,
+        progress: bool | None = None,
+        rng: Any = 0,
+        print_fn: Callable[[str], None] = print,
+        checkpoint: str | None = None,
+        checkpoint_every: int = 1,
+        checkpoint_steps: int | None = None,
+        resume: bool = False,
+        process: Any = None,
+    ) -> None:
         X, y = np.asarray(X), np.asarray(y)
         check_training_data(X, y)
         if epochs < 0:
@@ -293,20 +348,26 @@ class Trainer:
         self.model, self.epochs, self.shuffle = model, int(epochs), shuffle
         self.loss_fn = get_loss(loss)
         self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
-        self.classification = self.loss_name in CLASSIFICATION_LOSSES if classification is None else classification
+        self.classification = (
+            self.loss_name in CLASSIFICATION_LOSSES if classification is None else classification
+        )
         self.optimizer_name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
         if isinstance(optimizer, str):
             optimizer = make_optimizer(optimizer, model.parameters(), lr, momentum, weight_decay)
         self.optimizer = optimizer
-        self.callbacks = list(callbacks) + ([LRScheduler(scheduler)] if scheduler is not None else [])
+        self.callbacks = list(callbacks) + (
+            [LRScheduler(scheduler)] if scheduler is not None else []
+        )
         dtype = model.dtype
         self.X = X.astype(dtype, copy=False)
         self.y = y.astype(dtype, copy=False) if y.dtype.kind == "f" else y
         self.validation = None
         if validation_data is not None:
             val_y = np.asarray(validation_data[1])
-            self.validation = (np.asarray(validation_data[0], dtype=dtype),
-                               val_y.astype(dtype, copy=False) if val_y.dtype.kind == "f" else val_y)  # fmt: skip
+            self.validation = (
+                np.asarray(validation_data[0], dtype=dtype),
+                val_y.astype(dtype, copy=False) if val_y.dtype.kind == "f" else val_y,
+            )
         self.generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
         self.log_every, self.progress, self.print_fn = log_every, progress, print_fn
         self.checkpoint_dir, self.checkpoint_every = checkpoint, checkpoint_every
@@ -316,7 +377,9 @@ class Trainer:
         self.state = TrainState(model=model, optimizer=self.optimizer, history=History())
         # Where the run stands inside an epoch, saved in mid-epoch checkpoints.
         self.epoch_start_rng: dict | None = None
-        self.partial = np.zeros(2)  # loss · samples, correct predictions, summed over the epoch so far
+        self.partial = np.zeros(
+            2
+        )  # loss · samples, correct predictions, summed over the epoch so far
         # Taken before training changes anything (a schedule changes the learning rate), so the run
         # that saves a checkpoint and the run that resumes from it compute the same hash.
         self.config_sha256 = None
@@ -364,7 +427,11 @@ class Trainer:
             self.partial = np.zeros(2)
         else:  # resuming mid-epoch: draw this epoch's order again from the state it began with
             self.generator.bit_generator.state = self.epoch_start_rng
-        order = self.generator.permutation(self.n) if self.shuffle and self.batch_size < self.n else None
+        order = (
+            self.generator.permutation(self.n)
+            if self.shuffle and self.batch_size < self.n
+            else None
+        )
         process.check_order(order, self.n)
         X, y = self.X, self.y
         if order is not None and X.nbytes + y.nbytes <= _EPOCH_COPY_BYTES:
@@ -372,7 +439,10 @@ class Trainer:
             # same order as indexing each batch, for one NumPy call instead of one per batch.
             X, y, order = X[order], y[order], None
         batches = _batches(self.n, self.batch_size, order)
-        loss_sum, correct = 0.0, 0.0  # this process's running sums (Python floats: cheaper per step)
+        loss_sum, correct = (
+            0.0,
+            0.0,
+        )  # this process's running sums (Python floats: cheaper per step)
         if first_step:
             # Go on adding to the saved running sums rather than summing two halves at the end:
             # the additions then happen in the order of a run that was never stopped.
@@ -381,8 +451,11 @@ class Trainer:
             self.partial = np.zeros(2)
         alone = type(process) is LocalProcess  # then every sample is this process's
         # Only callbacks that define on_step_end are called each step.
-        step_callbacks = [c for c in self.callbacks
-                          if getattr(type(c), "on_step_end", None) is not Callback.on_step_end]
+        step_callbacks = [
+            c
+            for c in self.callbacks
+            if getattr(type(c), "on_step_end", None) is not Callback.on_step_end
+        ]
         for step in range(first_step, len(batches)):
             state.step = step
             global_count = local_count = _selection_size(batches[step])
@@ -414,8 +487,12 @@ class Trainer:
             for callback in step_callbacks:
                 callback.on_step_end(state)
             mid_epoch = step + 1 < len(batches)
-            if self.checkpoint_dir and self.checkpoint_steps and mid_epoch and \
-                    state.global_step % self.checkpoint_steps == 0:
+            if (
+                self.checkpoint_dir
+                and self.checkpoint_steps
+                and mid_epoch
+                and state.global_step % self.checkpoint_steps == 0
+            ):
                 self._check_weights(epoch, step)
                 self.partial_total = self.partial + process.sum(np.array([loss_sum, correct]))
                 self._save_checkpoint(epoch, step + 1)
@@ -438,7 +515,13 @@ class Trainer:
         if self.classification:
             logs["accuracy"] = float(self.partial[1] / self.n)
         if self.validation is not None:
-            val = evaluate(self.model, *self.validation, self.loss_fn, self.classification, process=self.process)
+            val = evaluate(
+                self.model,
+                *self.validation,
+                self.loss_fn,
+                self.classification,
+                process=self.process,
+            )
             logs.update({f"val_{k}": v for k, v in val.items()})
         state.logs = logs
         for callback in self.callbacks:
@@ -467,7 +550,9 @@ class Trainer:
             from tqdm.auto import tqdm
         except ImportError:
             return None
-        return tqdm(total=self.epochs, unit="epoch", leave=False, dynamic_ncols=True, file=sys.stderr)
+        return tqdm(
+            total=self.epochs, unit="epoch", leave=False, dynamic_ncols=True, file=sys.stderr
+        )
 
     def configuration(self) -> dict[str, Any]:
         """What decides the trajectory; a checkpoint refuses to resume a run that differs in any of it."""
@@ -475,14 +560,19 @@ class Trainer:
         from chainrule.io import describe_model
 
         return {
-            "model": describe_model(self.model), "loss": self.loss_name, "optimizer": self.optimizer_name,
-            "optimizer_options": [{k: v for k, v in g.items() if k != "params"}
-                                  for g in self.optimizer.param_groups],
-            "batch_size": self.batch_size, "shuffle": self.shuffle, "classification": self.classification,
+            "model": describe_model(self.model),
+            "loss": self.loss_name,
+            "optimizer": self.optimizer_name,
+            "optimizer_options": [
+                {k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups
+            ],
+            "batch_size": self.batch_size,
+            "shuffle": self.shuffle,
+            "classification": self.classification,
             "data": fingerprint(self.X, self.y),
             "validation": None if self.validation is None else fingerprint(*self.validation),
             "callbacks": [type(c).__name__ for c in self.callbacks],
-        }  # fmt: skip
+        }
 
 
 def fit(model: Module, X: np.ndarray, y: np.ndarray, **options: Any) -> History:
@@ -499,4 +589,3 @@ def fit(model: Module, X: np.ndarray, y: np.ndarray, **options: Any) -> History:
     group for data-parallel training).
     """
     return Trainer(model, X, y, **options).run()
-

@@ -63,9 +63,11 @@ def main():
     print()
     print("The fix: a hidden layer of 4 sigmoid units, same loss and plain gradient descent")
     hidden = nn.Sequential(
-        nn.Linear(2, 4, dtype=np.float64, rng=0), nn.Sigmoid(),
-        nn.Linear(4, 1, dtype=np.float64, rng=1), nn.Sigmoid(),
-    )  # fmt: skip
+        nn.Linear(2, 4, dtype=np.float64, rng=0),
+        nn.Sigmoid(),
+        nn.Linear(4, 1, dtype=np.float64, rng=1),
+        nn.Sigmoid(),
+    )
     train(hidden, lr=2.0, epochs=10_000, log_every=1_000)
     print(f"accuracy: {accuracy(hidden):.4f}")
 

@@ -25,9 +25,13 @@ def assert_matches_torch(cr_fn, torch_fn, *arrays, rtol=1e-7, atol=1e-10, seed=0
     out.backward(upstream)
     expected.backward(torch.tensor(upstream))
     for i, (mine, reference) in enumerate(zip(ours, theirs)):
-        expected_grad = np.zeros(arrays[i].shape) if reference.grad is None else reference.grad.numpy()
+        expected_grad = (
+            np.zeros(arrays[i].shape) if reference.grad is None else reference.grad.numpy()
+        )
         actual_grad = np.zeros(arrays[i].shape) if mine.grad is None else mine.grad
-        assert actual_grad.shape == arrays[i].shape, f"input {i}: gradient shape {actual_grad.shape}"
+        assert actual_grad.shape == arrays[i].shape, (
+            f"input {i}: gradient shape {actual_grad.shape}"
+        )
         np.testing.assert_allclose(
             actual_grad, expected_grad, rtol=rtol, atol=atol, err_msg=f"gradient of input {i}"
         )

@@ -34,8 +34,12 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     output = tmp_path_factory.mktemp("benchmarks") / "smoke.json"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--smoke", "--output", str(output)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(output.read_text())
 

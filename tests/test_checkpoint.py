@@ -104,8 +104,10 @@ WHERE = {
     "mid_epoch": dict(checkpoint_every=100, checkpoint_steps=4, newest="checkpoint-000003-000001"),
 }
 BASE = dict(epochs=8, dropout=False, early_stopping=False, patience=0)
-SETUPS = {"sgd_momentum_cosine": dict(optimizer="sgd", lr=0.05),
-          "adam_steplr": dict(optimizer="adam", lr=0.01)}  # fmt: skip
+SETUPS = {
+    "sgd_momentum_cosine": dict(optimizer="sgd", lr=0.05),
+    "adam_steplr": dict(optimizer="adam", lr=0.01),
+}
 
 CASES = {
     f"{dtype}-{where}-{setup}": {**BASE, **SETUPS[setup], **WHERE[where], "dtype": dtype}
@@ -115,9 +117,13 @@ CASES = {
 }
 CASES["float32-mid_epoch-dropout"] = {**CASES["float32-mid_epoch-adam_steplr"], "dropout": True}
 # Patience 1 at this learning rate stops the run early, in the part trained after the resume.
-CASES["float64-boundary-early_stopping"] = {**CASES["float64-boundary-sgd_momentum_cosine"],
-                                            "early_stopping": True, "patience": 1, "epochs": 30,
-                                            "lr": 0.3}  # fmt: skip
+CASES["float64-boundary-early_stopping"] = {
+    **CASES["float64-boundary-sgd_momentum_cosine"],
+    "early_stopping": True,
+    "patience": 1,
+    "epochs": 30,
+    "lr": 0.3,
+}
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +135,13 @@ def script(tmp_path_factory) -> Path:
 
 def run_script(script: Path, *args) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(script), json.dumps(args)], capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(script), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -183,17 +194,42 @@ def test_stopped_and_resumed_in_new_processes_equals_one_straight_run(script, in
 
 
 # ---- in one process: a fresh model and optimizer stand in for the new process ----------------
-def small_run(checkpoint=None, *, epochs=4, lr=0.05, batch_size=8, hidden=6, rows=40, resume=False,
-              callbacks=(), checkpoint_steps=None, dtype=np.float32):  # fmt: skip
+def small_run(
+    checkpoint=None,
+    *,
+    epochs=4,
+    lr=0.05,
+    batch_size=8,
+    hidden=6,
+    rows=40,
+    resume=False,
+    callbacks=(),
+    checkpoint_steps=None,
+    dtype=np.float32,
+):
     data = np.random.default_rng(1)
     X = data.normal(size=(rows, 3)).astype(dtype)
     y = (X @ np.array([[1.0], [-2.0], [0.5]])).astype(dtype)
-    model = nn.Sequential(nn.Linear(3, hidden, dtype=dtype, rng=2), nn.Tanh(),
-                          nn.Linear(hidden, 1, dtype=dtype, rng=3))  # fmt: skip
+    model = nn.Sequential(
+        nn.Linear(3, hidden, dtype=dtype, rng=2),
+        nn.Tanh(),
+        nn.Linear(hidden, 1, dtype=dtype, rng=3),
+    )
     optimizer = optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    history = fit(model, X, y, optimizer=optimizer, epochs=epochs, batch_size=batch_size, rng=5,
-                  callbacks=callbacks, progress=False, checkpoint=checkpoint,
-                  checkpoint_steps=checkpoint_steps, resume=resume)  # fmt: skip
+    history = fit(
+        model,
+        X,
+        y,
+        optimizer=optimizer,
+        epochs=epochs,
+        batch_size=batch_size,
+        rng=5,
+        callbacks=callbacks,
+        progress=False,
+        checkpoint=checkpoint,
+        checkpoint_steps=checkpoint_steps,
+        resume=resume,
+    )
     return model, history
 
 
@@ -231,8 +267,10 @@ def test_checkpoints_are_safetensors_holding_the_weights_and_position(tmp_path):
 def test_a_fresh_run_replaces_the_checkpoints_of_an_earlier_run_in_the_same_directory(tmp_path):
     small_run(tmp_path, epochs=6)
     small_run(tmp_path, epochs=2, lr=0.01)
-    assert names(tmp_path) == ["checkpoint-000001-000000.safetensors",
-                               "checkpoint-000002-000000.safetensors"]  # fmt: skip
+    assert names(tmp_path) == [
+        "checkpoint-000001-000000.safetensors",
+        "checkpoint-000002-000000.safetensors",
+    ]
     assert_same_run(
         small_run(tmp_path, epochs=4, lr=0.01, resume=True), small_run(epochs=4, lr=0.01)
     )
@@ -251,9 +289,10 @@ def _garble_header(data: bytes) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "damage", [_truncate, _flip_last_weight_byte, _garble_header, lambda data: b""],
+    "damage",
+    [_truncate, _flip_last_weight_byte, _garble_header, lambda data: b""],
     ids=["truncated", "one_bit_flipped", "garbled_header", "empty"],
-)  # fmt: skip
+)
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, damage):
     small_run(tmp_path, epochs=3)
     newest = tmp_path / names(tmp_path)[-1]
@@ -282,8 +321,9 @@ def test_resume_with_a_different_configuration_is_an_error_and_changes_nothing(t
     assert snapshot(tmp_path) == before
 
 
-@pytest.mark.parametrize("make", [lambda d: d / "missing", lambda d: d],
-                         ids=["missing_directory", "empty_directory"])  # fmt: skip
+@pytest.mark.parametrize(
+    "make", [lambda d: d / "missing", lambda d: d], ids=["missing_directory", "empty_directory"]
+)
 def test_resume_without_a_checkpoint_is_an_error_not_a_fresh_start(tmp_path, make):
     with pytest.raises(CheckpointError, match="cannot resume"):
         small_run(make(tmp_path), resume=True)

@@ -31,8 +31,15 @@ SUMMARY = re.compile(
 def cli(*args: str, cwd: Path | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "chainrule", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=cwd,
-                          preexec_fn=preexec_fn, timeout=300)  # fmt: skip
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        preexec_fn=preexec_fn,
+        timeout=300,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -122,8 +129,16 @@ def test_checkpoint_then_resume_continues_the_same_run(tmp_path):
         *common, "--epochs", "6", "--checkpoint", tmp_path / "a", "--save", tmp_path / "a.m"
     )
     first = cli(*common, "--epochs", "3", "--checkpoint", tmp_path / "b")
-    resumed = cli(*common, "--epochs", "6", "--checkpoint", tmp_path / "b", "--resume",
-                  "--save", tmp_path / "b.m")  # fmt: skip
+    resumed = cli(
+        *common,
+        "--epochs",
+        "6",
+        "--checkpoint",
+        tmp_path / "b",
+        "--resume",
+        "--save",
+        tmp_path / "b.m",
+    )
     for result in (straight, first, resumed):
         assert result.returncode == 0, result.stderr
     assert _epoch_lines(first.stdout) + _epoch_lines(resumed.stdout) == _epoch_lines(
@@ -198,29 +213,39 @@ BAD_INPUTS = {
     "unknown_dataset": (["train", "nosuch"], ["unknown dataset 'nosuch'", *DATASETS]),
     "unknown_command": (["fly"], ["'fly'", "train", "predict"]),
     "unknown_option": (["train", "xor", "--bogus"], ["--bogus"]),
-    "unknown_activation": (["train", "xor", "--activation", "swish"],
-                           ["'swish'", ", ".join(ACTIVATIONS)]),
-    "unknown_optimizer": (["train", "xor", "--optimizer", "lbfgs"],
-                          ["'lbfgs'", ", ".join(OPTIMIZERS)]),
+    "unknown_activation": (
+        ["train", "xor", "--activation", "swish"],
+        ["'swish'", ", ".join(ACTIVATIONS)],
+    ),
+    "unknown_optimizer": (
+        ["train", "xor", "--optimizer", "lbfgs"],
+        ["'lbfgs'", ", ".join(OPTIMIZERS)],
+    ),
     "unknown_loss": (["train", "xor", "--loss", "hinge"], ["'hinge'", ", ".join(LOSSES)]),
     "csv_cell_not_a_number": (["train", "{cell.csv}"], ["cell.csv", "line 4, column 2", "'oops'"]),
     "csv_nan": (["train", "{nan.csv}"], ["nan.csv", "line 3, column 1", "nan"]),
     "predict_wrong_feature_count": (["predict", "{model}", "{two.csv}"], ["64 features"]),
-    "model_missing": (["predict", "{dir}/missing.safetensors", "{two.csv}"],
-                      ["missing.safetensors", "No such file"]),
-    "model_truncated": (["predict", "{truncated.safetensors}", "{two.csv}"],
-                        ["truncated.safetensors"]),
+    "model_missing": (
+        ["predict", "{dir}/missing.safetensors", "{two.csv}"],
+        ["missing.safetensors", "No such file"],
+    ),
+    "model_truncated": (
+        ["predict", "{truncated.safetensors}", "{two.csv}"],
+        ["truncated.safetensors"],
+    ),
     "model_corrupt": (["info", "{flipped.safetensors}"], ["flipped.safetensors", "checksum"]),
     "model_garbled": (["info", "{garbled.safetensors}"], ["garbled.safetensors", "JSON"]),
     "model_empty": (["info", "{empty.safetensors}"], ["empty.safetensors", "0 bytes"]),
     "resume_without_checkpoint": (["train", "xor", "--resume"], ["--resume", "--checkpoint"]),
-    "resume_from_missing_directory": (["train", "xor", "--checkpoint", "{dir}/none", "--resume"],
-                                      ["none", "does not exist"]),
+    "resume_from_missing_directory": (
+        ["train", "xor", "--checkpoint", "{dir}/none", "--resume"],
+        ["none", "does not exist"],
+    ),
     "negative_batch_size": (["train", "xor", "--batch-size", "-1"], ["batch", "-1"]),
     "negative_lr": (["train", "xor", "--lr", "-1"], ["learning rate", "-1"]),
     "hidden_not_sizes": (["train", "xor", "--hidden", "a,b"], ["--hidden", "'a,b'"]),
     "epochs_not_a_number": (["train", "xor", "--epochs", "abc"], ["--epochs", "'abc'"]),
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")

@@ -212,9 +212,11 @@ def test_tcp_transport_trains_like_one_process(ranks, one_process, dtype):
 
 @pytest.mark.parametrize(
     ("mistake", "message"),
-    [("--seed-per-rank", "the ranks drew different batches"),
-     ("--width-per-rank", "the ranks' models differ")],
-)  # fmt: skip
+    [
+        ("--seed-per-rank", "the ranks drew different batches"),
+        ("--width-per-rank", "the ranks' models differ"),
+    ],
+)
 def test_ranks_that_disagree_stop_with_a_clear_error(mpiexec, tmp_path, mistake, message):
     result, _ = launch(mpiexec, 2, str(tmp_path), mistake)
     assert result.returncode != 0

@@ -14,15 +14,23 @@ from chainrule.explain import LOSSES, explain
 
 TF = torch.nn.functional
 TORCH_ACTIVATIONS = {
-    "Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "ReLU": torch.relu, "GELU": TF.gelu,
-    "LeakyReLU": lambda z: TF.leaky_relu(z, 0.01), "Softplus": TF.softplus,
-    "Softmax": lambda z: torch.softmax(z, -1), "Identity": lambda z: z,
-}  # fmt: skip
+    "Sigmoid": torch.sigmoid,
+    "Tanh": torch.tanh,
+    "ReLU": torch.relu,
+    "GELU": TF.gelu,
+    "LeakyReLU": lambda z: TF.leaky_relu(z, 0.01),
+    "Softplus": TF.softplus,
+    "Softmax": lambda z: torch.softmax(z, -1),
+    "Identity": lambda z: z,
+}
 TORCH_LOSSES = {
-    "mse": lambda out, y: 0.5 * TF.mse_loss(out, y), "mse_torch": TF.mse_loss,
-    "bce": TF.binary_cross_entropy, "bce_logits": TF.binary_cross_entropy_with_logits,
-    "cross_entropy": TF.cross_entropy, "huber": TF.huber_loss,
-}  # fmt: skip
+    "mse": lambda out, y: 0.5 * TF.mse_loss(out, y),
+    "mse_torch": TF.mse_loss,
+    "bce": TF.binary_cross_entropy,
+    "bce_logits": TF.binary_cross_entropy_with_logits,
+    "cross_entropy": TF.cross_entropy,
+    "huber": TF.huber_loss,
+}
 
 
 def shown(v):
@@ -67,17 +75,32 @@ def activation_index(model, first):
 NETWORKS = {
     "sigmoid-mse": ([4, nn.Sigmoid, 2, nn.Sigmoid], "mse", lambda rng: rng.random((3, 2))),
     "tanh-gelu-mse_torch": (
-        [4, nn.Tanh, 3, nn.GELU, 2], "mse_torch", lambda rng: rng.normal(size=(3, 2))),
+        [4, nn.Tanh, 3, nn.GELU, 2],
+        "mse_torch",
+        lambda rng: rng.normal(size=(3, 2)),
+    ),
     "leaky-softplus-huber": (
-        [4, nn.LeakyReLU, 2, nn.Softplus], "huber", lambda rng: 3 * rng.random((3, 2))),
+        [4, nn.LeakyReLU, 2, nn.Softplus],
+        "huber",
+        lambda rng: 3 * rng.random((3, 2)),
+    ),
     "relu-cross_entropy": ([5, nn.ReLU, 3], "cross_entropy", lambda rng: np.array([2, 0, 1])),
     "tanh-softmax-mse": (
-        [4, nn.Tanh, 3, nn.Softmax], "mse", lambda rng: rng.dirichlet(np.ones(3), 3)),
+        [4, nn.Tanh, 3, nn.Softmax],
+        "mse",
+        lambda rng: rng.dirichlet(np.ones(3), 3),
+    ),
     "softplus-sigmoid-bce": (
-        [3, nn.Softplus, 1, nn.Sigmoid], "bce", lambda rng: rng.integers(0, 2, (3, 1)) * 1.0),
+        [3, nn.Softplus, 1, nn.Sigmoid],
+        "bce",
+        lambda rng: rng.integers(0, 2, (3, 1)) * 1.0,
+    ),
     "identity-bce_logits": (
-        [3, nn.Identity, 2], "bce_logits", lambda rng: rng.integers(0, 2, (3, 2)) * 1.0),
-}  # fmt: skip
+        [3, nn.Identity, 2],
+        "bce_logits",
+        lambda rng: rng.integers(0, 2, (3, 2)) * 1.0,
+    ),
+}
 KINDS = list(NETWORKS)
 
 
@@ -229,8 +252,15 @@ def tutorial_first_epoch():
     dz = (a - XOR_Y) * a * (1 - a)
     dw, db = XOR_X.T @ dz / len(XOR_X), np.sum(dz) / len(XOR_X)
     new_weights, new_bias = weights - 0.1 * dw, bias - 0.1 * db
-    return {"weights": weights, "bias": bias, "loss": loss, "dw": dw, "db": db,
-            "new_weights": new_weights, "new_bias": new_bias}  # fmt: skip
+    return {
+        "weights": weights,
+        "bias": bias,
+        "loss": loss,
+        "dw": dw,
+        "db": db,
+        "new_weights": new_weights,
+        "new_bias": new_bias,
+    }
 
 
 def tutorial_model(t):

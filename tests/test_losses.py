@@ -60,23 +60,52 @@ def huber_row(delta):
 LOSSES = [
     ("mse", nn.MSELoss, F.mse_loss, lambda p, t, r: TF.mse_loss(p, t, reduction=r), regression),
     *[huber_row(delta) for delta in (0.5, 1.0, 2.5)],
-    ("bce", nn.BCELoss, F.binary_cross_entropy,
-     lambda p, t, r: TF.binary_cross_entropy(p, t, reduction=r), probabilities),
-    ("bce_with_logits", nn.BCEWithLogitsLoss, F.binary_cross_entropy_with_logits,
-     lambda p, t, r: TF.binary_cross_entropy_with_logits(p, t, reduction=r),
-     logits_and_soft_labels),
-    ("cross_entropy_indices", nn.CrossEntropyLoss, F.cross_entropy,
-     lambda p, t, r: TF.cross_entropy(p, t, reduction=r), logits_and_classes),
-    ("cross_entropy_probabilities", nn.CrossEntropyLoss, F.cross_entropy,
-     lambda p, t, r: TF.cross_entropy(p, t, reduction=r), logits_and_class_probabilities),
-    ("nll", nn.NLLLoss, F.nll_loss, lambda p, t, r: TF.nll_loss(p, t, reduction=r),
-     log_probabilities_and_classes),
-]  # fmt: skip
+    (
+        "bce",
+        nn.BCELoss,
+        F.binary_cross_entropy,
+        lambda p, t, r: TF.binary_cross_entropy(p, t, reduction=r),
+        probabilities,
+    ),
+    (
+        "bce_with_logits",
+        nn.BCEWithLogitsLoss,
+        F.binary_cross_entropy_with_logits,
+        lambda p, t, r: TF.binary_cross_entropy_with_logits(p, t, reduction=r),
+        logits_and_soft_labels,
+    ),
+    (
+        "cross_entropy_indices",
+        nn.CrossEntropyLoss,
+        F.cross_entropy,
+        lambda p, t, r: TF.cross_entropy(p, t, reduction=r),
+        logits_and_classes,
+    ),
+    (
+        "cross_entropy_probabilities",
+        nn.CrossEntropyLoss,
+        F.cross_entropy,
+        lambda p, t, r: TF.cross_entropy(p, t, reduction=r),
+        logits_and_class_probabilities,
+    ),
+    (
+        "nll",
+        nn.NLLLoss,
+        F.nll_loss,
+        lambda p, t, r: TF.nll_loss(p, t, reduction=r),
+        log_probabilities_and_classes,
+    ),
+]
 LOSS_IDS = [row[0] for row in LOSSES]
 # Losses whose target is a float array that takes part in the gradient (as in torch).
 DIFFERENTIABLE_TARGET = [
-    "mse", "huber_delta_0.5", "huber_delta_1.0", "huber_delta_2.5", "bce", "bce_with_logits",
-]  # fmt: skip
+    "mse",
+    "huber_delta_0.5",
+    "huber_delta_1.0",
+    "huber_delta_2.5",
+    "bce",
+    "bce_with_logits",
+]
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
@@ -115,7 +144,7 @@ def test_loss_matches_finite_differences(name, module, functional, theirs, make,
     "name, module, functional, theirs, make",
     [row for row in LOSSES if row[0] in DIFFERENTIABLE_TARGET],
     ids=DIFFERENTIABLE_TARGET,
-)  # fmt: skip
+)
 def test_loss_target_gradient_matches_torch_and_finite_differences(
     name, module, functional, theirs, make, reduction, rng
 ):
@@ -131,7 +160,7 @@ def test_loss_target_gradient_matches_torch_and_finite_differences(
 
 @pytest.mark.parametrize(
     "as_target", [np.asarray, lambda t: t.tolist(), cr.tensor], ids=["numpy", "list", "tensor"]
-)  # fmt: skip
+)
 @pytest.mark.parametrize("loss", [nn.CrossEntropyLoss(), nn.NLLLoss()], ids=CLASS_LOSS_IDS)
 def test_class_index_targets_may_be_an_array_a_list_or_a_tensor(loss, as_target, rng):
     logits, classes = log_probabilities_and_classes(rng)
@@ -186,8 +215,10 @@ def test_bce_at_probabilities_zero_and_one_is_finite_and_equals_torch_clamped_va
     assert_finite_and_matches_torch(
         nn.BCELoss(reduction),
         lambda p, t: TF.binary_cross_entropy(p, t, reduction=reduction),
-        probability, target, dtype,
-    )  # fmt: skip
+        probability,
+        target,
+        dtype,
+    )
 
 
 def test_bce_of_a_confident_wrong_answer_is_exactly_100():
@@ -203,8 +234,10 @@ def test_bce_with_logits_at_logits_1e4_is_finite_and_equals_torch(dtype, reducti
     assert_finite_and_matches_torch(
         nn.BCEWithLogitsLoss(reduction),
         lambda p, t: TF.binary_cross_entropy_with_logits(p, t, reduction=reduction),
-        logits, target, dtype,
-    )  # fmt: skip
+        logits,
+        target,
+        dtype,
+    )
 
 
 EXTREME_LOGITS = np.array(
@@ -216,15 +249,17 @@ EXTREME_LOGITS = np.array(
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "target", [np.array([0, 0, 2, 1]), np.eye(3)[[0, 2, 1, 1]]], ids=["indices", "probabilities"]
-)  # fmt: skip
+)
 def test_cross_entropy_at_logits_1e4_is_finite_and_equals_torch(target, dtype, reduction):
     if target.dtype.kind == "f":
         target = target.astype(dtype)
     assert_finite_and_matches_torch(
         nn.CrossEntropyLoss(reduction),
         lambda p, t: TF.cross_entropy(p, t, reduction=reduction),
-        EXTREME_LOGITS, target, dtype,
-    )  # fmt: skip
+        EXTREME_LOGITS,
+        target,
+        dtype,
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -308,10 +343,21 @@ def test_softmax_rows_sum_to_one(case, dim):
 
 # ---- bad input -----------------------------------------------------------------------------
 LOSS_MODULES = [
-    nn.MSELoss, nn.HuberLoss, nn.BCELoss, nn.BCEWithLogitsLoss, nn.CrossEntropyLoss, nn.NLLLoss,
-]  # fmt: skip
-FUNCTIONS = [F.mse_loss, F.huber_loss, F.binary_cross_entropy, F.binary_cross_entropy_with_logits,
-             F.cross_entropy, F.nll_loss]  # fmt: skip
+    nn.MSELoss,
+    nn.HuberLoss,
+    nn.BCELoss,
+    nn.BCEWithLogitsLoss,
+    nn.CrossEntropyLoss,
+    nn.NLLLoss,
+]
+FUNCTIONS = [
+    F.mse_loss,
+    F.huber_loss,
+    F.binary_cross_entropy,
+    F.binary_cross_entropy_with_logits,
+    F.cross_entropy,
+    F.nll_loss,
+]
 
 
 def assert_lists_the_valid_reductions(error):

@@ -187,9 +187,21 @@ def with_layer(good: bytes, layer) -> bytes:
 
 @pytest.mark.parametrize(
     "name",
-    ["os.system", "builtins.eval", "__import__", "posix.system", "subprocess.Popen", "pickle.loads",
-     "Module", "leakyrelu", "LeakyReLU.__init__", "nn.LeakyReLU", "", "__class__"],
-)  # fmt: skip
+    [
+        "os.system",
+        "builtins.eval",
+        "__import__",
+        "posix.system",
+        "subprocess.Popen",
+        "pickle.loads",
+        "Module",
+        "leakyrelu",
+        "LeakyReLU.__init__",
+        "nn.LeakyReLU",
+        "",
+        "__class__",
+    ],
+)
 def test_a_layer_type_outside_the_registry_is_refused(tmp_path, good, name):
     layer = {"type": name, "args": ["touch pwned"]}
     message = refused(tmp_path / "model.safetensors", with_layer(good, layer))
@@ -524,8 +536,11 @@ def test_random_headers_raise_only_model_file_error(tmp_path):
 
 def test_random_flips_and_truncations_of_a_valid_file_never_escape(tmp_path, good):
     outcomes = Counter()
-    edit = st.tuples(st.sampled_from(["flip", "set", "truncate"]), st.integers(0, len(good) - 1),
-                     st.integers(0, 255))  # fmt: skip
+    edit = st.tuples(
+        st.sampled_from(["flip", "set", "truncate"]),
+        st.integers(0, len(good) - 1),
+        st.integers(0, 255),
+    )
 
     @FUZZ
     @given(st.lists(edit, min_size=1, max_size=3))

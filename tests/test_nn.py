@@ -81,10 +81,18 @@ def gradcheck_layer(module, x):
 # (name, our layer, torch's layer, input shape). Our layers are float64 so rtol 1e-7 is meaningful.
 LAYERS = [
     ("linear", lambda: nn.Linear(3, 5, **D64), lambda: TNN.Linear(3, 5, **T64), (4, 3)),
-    ("linear_no_bias", lambda: nn.Linear(3, 5, bias=False, **D64),
-     lambda: TNN.Linear(3, 5, bias=False, **T64), (4, 3)),
-    ("linear_leading_dims", lambda: nn.Linear(3, 5, **D64), lambda: TNN.Linear(3, 5, **T64),
-     (2, 4, 3)),
+    (
+        "linear_no_bias",
+        lambda: nn.Linear(3, 5, bias=False, **D64),
+        lambda: TNN.Linear(3, 5, bias=False, **T64),
+        (4, 3),
+    ),
+    (
+        "linear_leading_dims",
+        lambda: nn.Linear(3, 5, **D64),
+        lambda: TNN.Linear(3, 5, **T64),
+        (2, 4, 3),
+    ),
     ("sigmoid", nn.Sigmoid, TNN.Sigmoid, (4, 3)),
     ("tanh", nn.Tanh, TNN.Tanh, (4, 3)),
     ("relu", nn.ReLU, TNN.ReLU, (4, 3)),
@@ -96,14 +104,26 @@ LAYERS = [
     ("softplus", nn.Softplus, TNN.Softplus, (4, 3)),
     ("identity", nn.Identity, TNN.Identity, (4, 3)),
     ("flatten", nn.Flatten, TNN.Flatten, (2, 3, 4)),
-    ("batchnorm_train", lambda: nn.BatchNorm1d(3, **D64), lambda: TNN.BatchNorm1d(3, **T64),
-     (6, 3)),
+    (
+        "batchnorm_train",
+        lambda: nn.BatchNorm1d(3, **D64),
+        lambda: TNN.BatchNorm1d(3, **T64),
+        (6, 3),
+    ),
     ("layernorm", lambda: nn.LayerNorm(3, **D64), lambda: TNN.LayerNorm(3, **T64), (4, 3)),
-    ("layernorm_no_affine", lambda: nn.LayerNorm(3, elementwise_affine=False, **D64),
-     lambda: TNN.LayerNorm(3, elementwise_affine=False, **T64), (4, 3)),
-    ("layernorm_2d", lambda: nn.LayerNorm((3, 4), **D64), lambda: TNN.LayerNorm((3, 4), **T64),
-     (2, 3, 4)),
-]  # fmt: skip
+    (
+        "layernorm_no_affine",
+        lambda: nn.LayerNorm(3, elementwise_affine=False, **D64),
+        lambda: TNN.LayerNorm(3, elementwise_affine=False, **T64),
+        (4, 3),
+    ),
+    (
+        "layernorm_2d",
+        lambda: nn.LayerNorm((3, 4), **D64),
+        lambda: TNN.LayerNorm((3, 4), **T64),
+        (2, 3, 4),
+    ),
+]
 LAYER_IDS = [row[0] for row in LAYERS]
 
 
@@ -229,13 +249,21 @@ def test_batchnorm_eval_matches_finite_differences(rng):
 # ---- a whole network ---------------------------------------------------------------------
 def test_mlp_trained_for_k_sgd_steps_matches_torch(rng):
     ours = nn.Sequential(
-        nn.Linear(4, 8, dtype=F64, rng=rng), nn.LayerNorm(8, dtype=F64), nn.Tanh(),
-        nn.Linear(8, 8, dtype=F64, rng=rng), nn.ReLU(), nn.Linear(8, 3, dtype=F64, rng=rng),
-    )  # fmt: skip
+        nn.Linear(4, 8, dtype=F64, rng=rng),
+        nn.LayerNorm(8, dtype=F64),
+        nn.Tanh(),
+        nn.Linear(8, 8, dtype=F64, rng=rng),
+        nn.ReLU(),
+        nn.Linear(8, 3, dtype=F64, rng=rng),
+    )
     theirs = TNN.Sequential(
-        TNN.Linear(4, 8, **T64), TNN.LayerNorm(8, **T64), TNN.Tanh(),
-        TNN.Linear(8, 8, **T64), TNN.ReLU(), TNN.Linear(8, 3, **T64),
-    )  # fmt: skip
+        TNN.Linear(4, 8, **T64),
+        TNN.LayerNorm(8, **T64),
+        TNN.Tanh(),
+        TNN.Linear(8, 8, **T64),
+        TNN.ReLU(),
+        TNN.Linear(8, 3, **T64),
+    )
     theirs.load_state_dict({name: torch.tensor(value) for name, value in ours.state_dict().items()})
     our_optimizer = cr.optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
     their_optimizer = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
@@ -418,12 +446,14 @@ def _reshape(state, name):
 
 @pytest.mark.parametrize(
     "corrupt, name, error, fragments",
-    [(_drop, "2.bias", KeyError, ["2.bias", "missing"]),
-     (_drop, "1.running_var", KeyError, ["1.running_var", "missing"]),
-     (_add, "extra.weight", KeyError, ["extra.weight", "unexpected"]),
-     (_reshape, "2.weight", ValueError, ["2.weight", "(2, 2)", "(2, 4)"])],
+    [
+        (_drop, "2.bias", KeyError, ["2.bias", "missing"]),
+        (_drop, "1.running_var", KeyError, ["1.running_var", "missing"]),
+        (_add, "extra.weight", KeyError, ["extra.weight", "unexpected"]),
+        (_reshape, "2.weight", ValueError, ["2.weight", "(2, 2)", "(2, 4)"]),
+    ],
     ids=["missing_parameter", "missing_buffer", "unexpected", "shape"],
-)  # fmt: skip
+)
 def test_load_state_dict_errors_name_the_key(corrupt, name, error, fragments):
     model = make_model(0)
     with pytest.raises(error) as raised:
@@ -443,10 +473,14 @@ def test_load_state_dict_changes_nothing_when_a_later_entry_is_bad():
 
 @pytest.mark.parametrize(
     "convert, dtype",
-    [(lambda m: m.to(np.float64), F64), (lambda m: m.double(), F64),
-     (lambda m: m.double().float(), np.float32), (lambda m: m.to(np.float32), np.float32)],
+    [
+        (lambda m: m.to(np.float64), F64),
+        (lambda m: m.double(), F64),
+        (lambda m: m.double().float(), np.float32),
+        (lambda m: m.to(np.float32), np.float32),
+    ],
     ids=["to_float64", "double", "float", "to_float32"],
-)  # fmt: skip
+)
 def test_to_converts_parameters_and_buffers(convert, dtype):
     model = make_model(0)
     parameters = list(model.parameters())
@@ -486,11 +520,14 @@ def test_linear_given_the_wrong_number_of_features_names_layer_and_shape():
 
 @pytest.mark.parametrize(
     "make, shape",
-    [(lambda: nn.Linear(3, 5), (4, 3)), (lambda: nn.BatchNorm1d(3), (4, 3)),
-     (lambda: nn.LayerNorm(3), (4, 3)),
-     (lambda: nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2), nn.Softmax()), (4, 3))],
+    [
+        (lambda: nn.Linear(3, 5), (4, 3)),
+        (lambda: nn.BatchNorm1d(3), (4, 3)),
+        (lambda: nn.LayerNorm(3), (4, 3)),
+        (lambda: nn.Sequential(nn.Linear(3, 4), nn.GELU(), nn.Linear(4, 2), nn.Softmax()), (4, 3)),
+    ],
     ids=["linear", "batchnorm", "layernorm", "mlp"],
-)  # fmt: skip
+)
 @pytest.mark.parametrize("as_input", [np.asarray, cr.tensor], ids=["array", "tensor"])
 def test_float64_input_to_a_float32_layer_gives_float32_output_and_gradients(
     make, shape, as_input, rng
@@ -553,22 +590,46 @@ def kaiming(initialise, **options):
 
 # (name, initialiser, expected std, bound of a uniform or None). Weight shape (fan_out, fan_in).
 INIT_STATISTICS = [
-    ("xavier_uniform", lambda t: init.xavier_uniform_(t, rng=0), GLOROT_STD,
-     np.sqrt(3) * GLOROT_STD),
-    ("xavier_uniform_tanh_gain", lambda t: init.xavier_uniform_(t, gain=TANH_GAIN, rng=0),
-     TANH_GAIN * GLOROT_STD, TANH_GAIN * np.sqrt(3) * GLOROT_STD),
+    (
+        "xavier_uniform",
+        lambda t: init.xavier_uniform_(t, rng=0),
+        GLOROT_STD,
+        np.sqrt(3) * GLOROT_STD,
+    ),
+    (
+        "xavier_uniform_tanh_gain",
+        lambda t: init.xavier_uniform_(t, gain=TANH_GAIN, rng=0),
+        TANH_GAIN * GLOROT_STD,
+        TANH_GAIN * np.sqrt(3) * GLOROT_STD,
+    ),
     ("xavier_normal", lambda t: init.xavier_normal_(t, rng=0), GLOROT_STD, None),
-    ("kaiming_uniform_relu", kaiming(init.kaiming_uniform_), np.sqrt(2 / FAN_IN),
-     np.sqrt(6 / FAN_IN)),
-    ("kaiming_uniform_fan_out", kaiming(init.kaiming_uniform_, mode="fan_out"),
-     np.sqrt(2 / FAN_OUT), np.sqrt(6 / FAN_OUT)),
+    (
+        "kaiming_uniform_relu",
+        kaiming(init.kaiming_uniform_),
+        np.sqrt(2 / FAN_IN),
+        np.sqrt(6 / FAN_IN),
+    ),
+    (
+        "kaiming_uniform_fan_out",
+        kaiming(init.kaiming_uniform_, mode="fan_out"),
+        np.sqrt(2 / FAN_OUT),
+        np.sqrt(6 / FAN_OUT),
+    ),
     # torch's default for Linear weights: leaky_relu with a = √5, gain √(2 / 6).
-    ("kaiming_uniform_leaky_a", lambda t: init.kaiming_uniform_(t, a=np.sqrt(5), rng=0),
-     np.sqrt(2 / 6) / np.sqrt(FAN_IN), np.sqrt(2 / 6) * np.sqrt(3 / FAN_IN)),
+    (
+        "kaiming_uniform_leaky_a",
+        lambda t: init.kaiming_uniform_(t, a=np.sqrt(5), rng=0),
+        np.sqrt(2 / 6) / np.sqrt(FAN_IN),
+        np.sqrt(2 / 6) * np.sqrt(3 / FAN_IN),
+    ),
     ("kaiming_normal_relu", kaiming(init.kaiming_normal_), np.sqrt(2 / FAN_IN), None),
-    ("kaiming_normal_fan_out", kaiming(init.kaiming_normal_, mode="fan_out"),
-     np.sqrt(2 / FAN_OUT), None),
-]  # fmt: skip
+    (
+        "kaiming_normal_fan_out",
+        kaiming(init.kaiming_normal_, mode="fan_out"),
+        np.sqrt(2 / FAN_OUT),
+        None,
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -594,9 +655,17 @@ def test_linear_initialisation_uses_torch_bounds():
 
 @pytest.mark.parametrize(
     "nonlinearity, param",
-    [("linear", None), ("sigmoid", None), ("tanh", None), ("relu", None), ("selu", None),
-     ("leaky_relu", None), ("leaky_relu", 0.2), ("leaky_relu", np.sqrt(5))],
-)  # fmt: skip
+    [
+        ("linear", None),
+        ("sigmoid", None),
+        ("tanh", None),
+        ("relu", None),
+        ("selu", None),
+        ("leaky_relu", None),
+        ("leaky_relu", 0.2),
+        ("leaky_relu", np.sqrt(5)),
+    ],
+)
 def test_calculate_gain_equals_torch(nonlinearity, param):
     expected = torch.nn.init.calculate_gain(nonlinearity, param)
     assert init.calculate_gain(nonlinearity, param) == pytest.approx(expected, rel=1e-12)

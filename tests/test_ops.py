@@ -42,26 +42,51 @@ UNARY = [
     ("relu", F.relu, torch.relu, away_from_zero),
     ("leaky_relu", lambda a: F.leaky_relu(a, 0.2), lambda a: TF.leaky_relu(a, 0.2), away_from_zero),
     ("gelu", F.gelu, TF.gelu, away_from_zero),
-    ("gelu_tanh", lambda a: F.gelu(a, "tanh"), lambda a: TF.gelu(a, approximate="tanh"), away_from_zero),
+    (
+        "gelu_tanh",
+        lambda a: F.gelu(a, "tanh"),
+        lambda a: TF.gelu(a, approximate="tanh"),
+        away_from_zero,
+    ),
     ("softplus", F.softplus, TF.softplus, away_from_zero),
     ("softmax", lambda a: F.softmax(a, axis=-1), lambda a: torch.softmax(a, -1), away_from_zero),
     ("softmax0", lambda a: F.softmax(a, axis=0), lambda a: torch.softmax(a, 0), away_from_zero),
     ("log_softmax", F.log_softmax, lambda a: torch.log_softmax(a, -1), away_from_zero),
     ("sum", lambda a: a.sum(), torch.sum, away_from_zero),
     ("sum_axis", lambda a: a.sum(axis=1), lambda a: a.sum(1), away_from_zero),
-    ("sum_keep", lambda a: a.sum(axis=0, keepdims=True), lambda a: a.sum(0, keepdim=True), away_from_zero),
+    (
+        "sum_keep",
+        lambda a: a.sum(axis=0, keepdims=True),
+        lambda a: a.sum(0, keepdim=True),
+        away_from_zero,
+    ),
     ("sum_neg_tuple", lambda a: a.sum(axis=(-1, 0)), lambda a: a.sum((-1, 0)), away_from_zero),
     ("mean", lambda a: a.mean(), torch.mean, away_from_zero),
-    ("mean_axis", lambda a: a.mean(axis=-1, keepdims=True), lambda a: a.mean(-1, keepdim=True), away_from_zero),
+    (
+        "mean_axis",
+        lambda a: a.mean(axis=-1, keepdims=True),
+        lambda a: a.mean(-1, keepdim=True),
+        away_from_zero,
+    ),
     ("max", lambda a: a.max(), torch.max, away_from_zero),
     ("max_axis", lambda a: a.max(axis=1), lambda a: a.amax(1), away_from_zero),
-    ("max_keep", lambda a: a.max(axis=0, keepdims=True), lambda a: a.amax(0, keepdim=True), away_from_zero),
+    (
+        "max_keep",
+        lambda a: a.max(axis=0, keepdims=True),
+        lambda a: a.amax(0, keepdim=True),
+        away_from_zero,
+    ),
     ("min_axis", lambda a: a.min(axis=1), lambda a: a.amin(1), away_from_zero),
     ("reshape", lambda a: a.reshape(-1), lambda a: a.reshape(-1), away_from_zero),
     ("transpose", lambda a: a.T, lambda a: a.T, away_from_zero),
     ("slice", lambda a: a[1:, ::2], lambda a: a[1:, ::2], away_from_zero),
     ("int_index", lambda a: a[[0, 2, 0]], lambda a: a[[0, 2, 0]], away_from_zero),
-    ("pair_index", lambda a: a[[0, 1, 1], [2, 0, 0]], lambda a: a[[0, 1, 1], [2, 0, 0]], away_from_zero),
+    (
+        "pair_index",
+        lambda a: a[[0, 1, 1], [2, 0, 0]],
+        lambda a: a[[0, 1, 1], [2, 0, 0]],
+        away_from_zero,
+    ),
     ("negative_index", lambda a: a[-1], lambda a: a[-1], away_from_zero),
 ]
 
@@ -89,7 +114,9 @@ BINARY = [
 
 @st.composite
 def broadcastable_pair(draw):
-    shapes = draw(hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=4))
+    shapes = draw(
+        hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=4)
+    )
     return shapes.input_shapes
 
 
@@ -107,9 +134,17 @@ def test_binary_op_matches_finite_differences(name, ours, theirs, make, rng):
 
 @pytest.mark.parametrize(
     "shape_a, shape_b",
-    [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 3, 4), (2, 4, 5)), ((4,), (4, 5)), ((3, 4), (4,)),
-     ((4,), (4,)), ((1, 3, 4), (2, 4, 2)), ((4,), (2, 4, 3))],
-)  # fmt: skip
+    [
+        ((3, 4), (4, 5)),
+        ((2, 3, 4), (4, 5)),
+        ((2, 3, 4), (2, 4, 5)),
+        ((4,), (4, 5)),
+        ((3, 4), (4,)),
+        ((4,), (4,)),
+        ((1, 3, 4), (2, 4, 2)),
+        ((4,), (2, 4, 3)),
+    ],
+)
 def test_matmul_matches_torch_and_finite_differences(shape_a, shape_b, rng):
     a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
     assert_matches_torch(lambda x, y: x @ y, torch.matmul, a, b)
@@ -136,20 +171,29 @@ def test_linear_with_leading_batch_dimensions_matches_torch(rng):
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_concatenate_and_stack_match_torch(axis, rng):
     a, b = rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
-    assert_matches_torch(lambda x, y: cr.concatenate([x, y], axis), lambda x, y: torch.cat([x, y], axis), a, b)
-    assert_matches_torch(lambda x, y: cr.stack([x, y], axis), lambda x, y: torch.stack([x, y], axis), a, b)
+    assert_matches_torch(
+        lambda x, y: cr.concatenate([x, y], axis), lambda x, y: torch.cat([x, y], axis), a, b
+    )
+    assert_matches_torch(
+        lambda x, y: cr.stack([x, y], axis), lambda x, y: torch.stack([x, y], axis), a, b
+    )
 
 
 def test_where_matches_torch(rng):
     condition = rng.random((3, 4)) > 0.5
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((1, 4))
     assert_matches_torch(
-        lambda x, y: cr.where(condition, x, y), lambda x, y: torch.where(torch.tensor(condition), x, y), a, b
+        lambda x, y: cr.where(condition, x, y),
+        lambda x, y: torch.where(torch.tensor(condition), x, y),
+        a,
+        b,
     )
 
 
 def test_transpose_with_axes_matches_torch(rng):
-    assert_matches_torch(lambda a: a.transpose(2, 0, 1), lambda a: a.permute(2, 0, 1), rng.standard_normal((2, 3, 4)))
+    assert_matches_torch(
+        lambda a: a.transpose(2, 0, 1), lambda a: a.permute(2, 0, 1), rng.standard_normal((2, 3, 4))
+    )
 
 
 def test_composite_expression_matches_torch(rng):
@@ -168,15 +212,19 @@ def test_composite_expression_matches_torch(rng):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("value", [1e4, -1e4])
 @pytest.mark.parametrize(
-    "function", [F.sigmoid, F.softplus, F.softmax, F.log_softmax], ids=["sigmoid", "softplus", "softmax", "log_softmax"]
+    "function",
+    [F.sigmoid, F.softplus, F.softmax, F.log_softmax],
+    ids=["sigmoid", "softplus", "softmax", "log_softmax"],
 )
 def test_stable_functions_are_exact_and_finite_at_extreme_inputs(function, value, dtype):
     x = cr.tensor(np.array([value, 0.0, -value / 2], dtype=dtype), requires_grad=True)
     out = function(x)
     expected = {
-        F.sigmoid: torch.sigmoid, F.softplus: TF.softplus, F.softmax: lambda t: torch.softmax(t, -1),
+        F.sigmoid: torch.sigmoid,
+        F.softplus: TF.softplus,
+        F.softmax: lambda t: torch.softmax(t, -1),
         F.log_softmax: lambda t: torch.log_softmax(t, -1),
-    }[function](torch.tensor(x.data.astype(np.float64)))  # fmt: skip
+    }[function](torch.tensor(x.data.astype(np.float64)))
     assert np.all(np.isfinite(out.data))
     assert out.dtype == dtype
     np.testing.assert_allclose(out.data, expected.numpy(), rtol=1e-6)

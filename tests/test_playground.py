@@ -23,8 +23,17 @@ from chainrule.explain import explain
 from chainrule.playground import load_csv_data, make_server
 from chainrule.playground.session import BUILT_IN
 
-SMALL = {"dataset": "moons", "n_samples": 120, "hidden": [6, 4], "activation": "tanh",
-         "optimizer": "adam", "lr": 0.03, "batch_size": 16, "seed": 0, "noise": 0.15}  # fmt: skip
+SMALL = {
+    "dataset": "moons",
+    "n_samples": 120,
+    "hidden": [6, 4],
+    "activation": "tanh",
+    "optimizer": "adam",
+    "lr": 0.03,
+    "batch_size": 16,
+    "seed": 0,
+    "noise": 0.15,
+}
 
 
 @pytest.fixture(scope="module")
@@ -224,8 +233,14 @@ def test_every_choice_trains_and_explains(playground, setting):
 
 
 def test_a_diverging_run_pauses_with_a_reason_and_a_reset_recovers(playground):
-    diverging = {"dataset": "blobs", "hidden": [16] * 6, "activation": "gelu", "optimizer": "sgd",
-                 "lr": 10.0, "batch_size": 1}  # fmt: skip
+    diverging = {
+        "dataset": "blobs",
+        "hidden": [16] * 6,
+        "activation": "gelu",
+        "optimizer": "sgd",
+        "lr": 10.0,
+        "batch_size": 1,
+    }
     post(playground, "/api/reset", {**SMALL, **diverging})
     stream = Stream(playground)
     post(playground, "/api/step", {"epochs": 3})
@@ -248,18 +263,37 @@ def test_the_page_and_its_files_are_served(server, path):
 
 @pytest.mark.parametrize(
     "path",
-    ["/../../etc/passwd", "/static/..%2f..%2fserver.py", "/static/../server.py",
-     "/static/%2e%2e/session.py", "/static/app.js/../../server.py", "/static/", "/server.py",
-     "/chainrule/playground/server.py", "//etc/passwd", "/static//app.js", "/static/APP.JS"],
-)  # fmt: skip
+    [
+        "/../../etc/passwd",
+        "/static/..%2f..%2fserver.py",
+        "/static/../server.py",
+        "/static/%2e%2e/session.py",
+        "/static/app.js/../../server.py",
+        "/static/",
+        "/server.py",
+        "/chainrule/playground/server.py",
+        "//etc/passwd",
+        "/static//app.js",
+        "/static/APP.JS",
+    ],
+)
 def test_paths_outside_the_page_files_are_not_found(server, path):
     status, body = request(server, "GET", path)
     assert status == 404
     assert b"import" not in body and b"root:" not in body
 
 
-@pytest.mark.parametrize("host", ["evil.example:{port}", "127.0.0.1.evil.example:{port}",
-                                  "localhost:{other}", "127.0.0.1", "", "[::1:{port}"])  # fmt: skip
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example:{port}",
+        "127.0.0.1.evil.example:{port}",
+        "localhost:{other}",
+        "127.0.0.1",
+        "",
+        "[::1:{port}",
+    ],
+)
 def test_a_foreign_host_header_is_refused(server, host):
     port = server.server_address[1]
     status, _ = request(
@@ -335,9 +369,15 @@ def test_a_rejected_setting_leaves_the_run_as_it_was(playground):
 
 @pytest.mark.parametrize(
     "body, status",
-    [(b"{", 400), (b'{"lr": }', 400), (b"[1, 2]", 400), (b"\xff\xfe{", 400), (b'"text"', 400),
-     (b"x" * 20_000, 413)],
-)  # fmt: skip
+    [
+        (b"{", 400),
+        (b'{"lr": }', 400),
+        (b"[1, 2]", 400),
+        (b"\xff\xfe{", 400),
+        (b'"text"', 400),
+        (b"x" * 20_000, 413),
+    ],
+)
 def test_malformed_json_gets_an_error_and_the_server_goes_on(playground, body, status):
     answer_status, answer = request(playground, "POST", "/api/reset", body)
     assert answer_status == status and "error" in json.loads(answer)
@@ -352,9 +392,13 @@ def test_a_body_that_is_not_declared_json_gets_415(playground):
 
 @pytest.mark.parametrize(
     "garbage",
-    [b"\x16\x03\x01\x02\x00 hello\r\n\r\n", b"BREW /pot HTCPCP/1.0\r\n\r\n", b"GET\r\n\r\n",
-     b"GET / HTTP/1.1\r\nHost: " + b"x" * 70_000 + b"\r\n\r\n"],
-)  # fmt: skip
+    [
+        b"\x16\x03\x01\x02\x00 hello\r\n\r\n",
+        b"BREW /pot HTCPCP/1.0\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: " + b"x" * 70_000 + b"\r\n\r\n",
+    ],
+)
 def test_a_garbled_request_gets_400_and_the_server_goes_on(server, garbage):
     with socket.create_connection(server.server_address[:2], timeout=5) as raw:
         raw.sendall(garbage)

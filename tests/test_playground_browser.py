@@ -21,8 +21,17 @@ from tests.test_playground import Stream, _model_of, post
 
 SCREENSHOT = Path(__file__).resolve().parent.parent / "docs" / "playground.png"
 VIEWPORT = {"width": 1400, "height": 780}
-CONFIG = {"dataset": "moons", "n_samples": 200, "noise": 0.15, "hidden": [6, 4],
-          "activation": "tanh", "optimizer": "adam", "lr": 0.03, "batch_size": 16, "seed": 0}  # fmt: skip
+CONFIG = {
+    "dataset": "moons",
+    "n_samples": 200,
+    "noise": 0.15,
+    "hidden": [6, 4],
+    "activation": "tanh",
+    "optimizer": "adam",
+    "lr": 0.03,
+    "batch_size": 16,
+    "seed": 0,
+}
 
 # A sample of the boundary canvas: RGB of every 10th pixel in both directions.
 CANVAS_PIXELS = """() => {
@@ -114,8 +123,10 @@ def session(chromium):
             arg=weight,
         )
         seen["hovered"] = weight
-        seen["inspect"] = {key: page.text_content(f"#inspect-{key}")
-                           for key in ("title", "value", "grad", "sample-grad", "check")}  # fmt: skip
+        seen["inspect"] = {
+            key: page.text_content(f"#inspect-{key}")
+            for key in ("title", "value", "grad", "sample-grad", "check")
+        }
         yield seen
     finally:
         context.close()

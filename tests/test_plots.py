@@ -120,10 +120,12 @@ def test_decision_grid_standardises_points_as_training_did():
 
 @pytest.mark.parametrize(
     "output, expected",
-    [([[0.0, np.log(3.0)]], [[0.25, 0.75]]),  # logits
-     ([[0.2, 0.8]], [[0.2, 0.8]]),  # already probabilities
-     ([[0.9]], [[0.1, 0.9]])],  # P(class 1)
-)  # fmt: skip
+    [
+        ([[0.0, np.log(3.0)]], [[0.25, 0.75]]),  # logits
+        ([[0.2, 0.8]], [[0.2, 0.8]]),  # already probabilities
+        ([[0.9]], [[0.1, 0.9]]),
+    ],  # P(class 1)
+)
 def test_class_probabilities_reads_each_kind_of_output(output, expected):
     np.testing.assert_allclose(class_probabilities(np.array(output)), expected)
 

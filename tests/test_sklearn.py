@@ -79,8 +79,16 @@ PROBLEMS = {
     "multi-output regression": (MLPRegressor, SklearnRegressor, lambda: regression(n_targets=2)),
 }
 # A step too small to move any weight: one epoch then only evaluates the loss where it started.
-FROZEN = {"solver": "sgd", "learning_rate_init": 1e-300, "momentum": 0.0, "shuffle": False,
-          "max_iter": 1, "alpha": 0.1, "hidden_layer_sizes": (8, 5), "activation": "tanh"}  # fmt: skip
+FROZEN = {
+    "solver": "sgd",
+    "learning_rate_init": 1e-300,
+    "momentum": 0.0,
+    "shuffle": False,
+    "max_iter": 1,
+    "alpha": 0.1,
+    "hidden_layer_sizes": (8, 5),
+    "activation": "tanh",
+}
 # Comparisons with sklearn's numbers run in sklearn's precision (chainrule's default is float32).
 SKLEARN_PRECISION = {"dtype": "float64"}
 
@@ -106,8 +114,15 @@ def test_loss_curve_holds_sklearns_loss_including_the_l2_penalty(problem):
 @quiet
 def test_lbfgs_loss_is_sklearns_objective_at_the_fitted_weights():
     X, y = multiclass()
-    model = MLPClassifier(solver="lbfgs", max_iter=15, alpha=0.1, hidden_layer_sizes=(8, 5),
-                          activation="tanh", random_state=0, **SKLEARN_PRECISION).fit(X, y)  # fmt: skip
+    model = MLPClassifier(
+        solver="lbfgs",
+        max_iter=15,
+        alpha=0.1,
+        hidden_layer_sizes=(8, 5),
+        activation="tanh",
+        random_state=0,
+        **SKLEARN_PRECISION,
+    ).fit(X, y)
     oracle = _sklearn_loss_at(model, SklearnClassifier, X, y)
     assert model.loss_ == pytest.approx(oracle.loss_curve_[-1], rel=1e-10)
 
@@ -137,8 +152,14 @@ def test_training_from_the_same_weights_follows_sklearn(problem, solver, toleran
     ours, theirs, data = PROBLEMS[problem]
     X, y = data()
     # Three epochs of batches of 30, 30 and 20 samples: sklearn's L2 term is alpha/(2·batch size).
-    run = {"solver": solver, "learning_rate_init": 0.01, "max_iter": 3, "batch_size": 30,
-           "momentum": 0.9, "warm_start": True}  # fmt: skip
+    run = {
+        "solver": solver,
+        "learning_rate_init": 0.01,
+        "max_iter": 3,
+        "batch_size": 30,
+        "momentum": 0.9,
+        "warm_start": True,
+    }
     model = ours(**FROZEN, **SKLEARN_PRECISION, random_state=0).fit(X, y)
     oracle = _sklearn_loss_at(model, theirs, X, y)
     model.set_params(**run).fit(X, y)
@@ -160,7 +181,10 @@ def test_weights_have_sklearns_shapes(estimator_class):
     assert [c.shape for c in ours.coefs_] == [c.shape for c in theirs.coefs_]
     assert [b.shape for b in ours.intercepts_] == [b.shape for b in theirs.intercepts_]
     assert (ours.n_layers_, ours.n_outputs_, ours.out_activation_) == (
-        theirs.n_layers_, theirs.n_outputs_, theirs.out_activation_)  # fmt: skip
+        theirs.n_layers_,
+        theirs.n_outputs_,
+        theirs.out_activation_,
+    )
 
 
 # A tol no epoch can meet makes stopping a matter of counting epochs, which must match sklearn's.
@@ -239,7 +263,9 @@ def test_float32_input_trains_and_predicts_in_float32(estimator_class, data):
 @pytest.mark.parametrize(
     "estimator_class, data", [(MLPClassifier, multiclass), (MLPRegressor, regression)]
 )
-def test_by_default_float64_data_trains_in_float32_and_gets_float64_predictions(estimator_class, data):
+def test_by_default_float64_data_trains_in_float32_and_gets_float64_predictions(
+    estimator_class, data
+):
     X, y = data()
     model = estimator_class(**SMALL).fit(X, y)
     assert X.dtype == np.float64 and model.dtype == "float32"
@@ -251,8 +277,9 @@ def test_by_default_float64_data_trains_in_float32_and_gets_float64_predictions(
 
 
 @quiet
-@pytest.mark.parametrize("dtype, input_dtype", [(None, np.float64), ("float32", np.float64),
-                                                ("float64", np.float32)])  # fmt: skip
+@pytest.mark.parametrize(
+    "dtype, input_dtype", [(None, np.float64), ("float32", np.float64), ("float64", np.float32)]
+)
 def test_dtype_parameter_overrides_the_input_precision(dtype, input_dtype):
     X, y = multiclass()
     model = MLPClassifier(dtype=dtype, **SMALL).fit(X.astype(input_dtype), y)
@@ -364,8 +391,12 @@ def test_warm_start_continues_from_the_fitted_weights():
 @quiet
 def test_early_stopping_keeps_the_weights_of_the_best_validation_score():
     X, y = multiclass()
-    model = MLPClassifier(early_stopping=True, validation_fraction=0.2, n_iter_no_change=3,
-                          **{**SMALL, "max_iter": 200}).fit(X, y)  # fmt: skip
+    model = MLPClassifier(
+        early_stopping=True,
+        validation_fraction=0.2,
+        n_iter_no_change=3,
+        **{**SMALL, "max_iter": 200},
+    ).fit(X, y)
     assert len(model.validation_scores_) == model.n_iter_ < 200
     assert model.best_validation_score_ == max(model.validation_scores_)
     assert model.best_loss_ is None
@@ -393,14 +424,17 @@ def test_predicting_with_the_wrong_number_of_features_says_so():
         model.predict(X[:, :4])
 
 
-@pytest.mark.parametrize("parameter, value, message", [
-    ("activation", "softsign", "expected one of 'identity', 'logistic', 'tanh', 'relu'"),
-    ("solver", "rmsprop", "expected one of 'lbfgs', 'sgd', 'adam'"),
-    ("alpha", -1.0, "alpha must be a number in \\[0, inf\\), got -1.0"),
-    ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes must be an integer in \\[1, inf\\)"),
-    ("batch_size", 0, "batch_size"),
-    ("dtype", "int8", "dtype must be None, float32 or float64"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "parameter, value, message",
+    [
+        ("activation", "softsign", "expected one of 'identity', 'logistic', 'tanh', 'relu'"),
+        ("solver", "rmsprop", "expected one of 'lbfgs', 'sgd', 'adam'"),
+        ("alpha", -1.0, "alpha must be a number in \\[0, inf\\), got -1.0"),
+        ("hidden_layer_sizes", (10, 0), "hidden_layer_sizes must be an integer in \\[1, inf\\)"),
+        ("batch_size", 0, "batch_size"),
+        ("dtype", "int8", "dtype must be None, float32 or float64"),
+    ],
+)
 def test_bad_hyper_parameters_are_named_at_fit(parameter, value, message):
     X, y = multiclass()
     model = MLPClassifier(**{**SMALL, parameter: value})  # accepted until fit, as in scikit-learn
@@ -427,8 +461,11 @@ def test_benchmark_smoke_run_reports_every_data_set(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sklearn.py"
     done = subprocess.run(
         [sys.executable, str(script), "--smoke", "--out", str(output)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = json.loads(output.read_text())["summary"]
     assert [row["dataset"] for row in rows] == ["digits", "breast_cancer", "diabetes"]

@@ -33,7 +33,9 @@ def test_scalar_backward_seeds_with_one():
 
 def test_non_scalar_backward_without_grad_is_a_clear_error():
     x = cr.tensor([1.0, 2.0], requires_grad=True)
-    with pytest.raises(RuntimeError, match=r"non-scalar tensor of shape \(2,\) needs an explicit grad"):
+    with pytest.raises(
+        RuntimeError, match=r"non-scalar tensor of shape \(2,\) needs an explicit grad"
+    ):
         (x * 2).backward()
 
 
@@ -121,7 +123,9 @@ def test_two_backward_passes_are_bit_identical(rng):
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
 
 
-@pytest.mark.parametrize("view", [lambda a: a.T, lambda a: a[:, ::2]], ids=["transposed", "strided"])
+@pytest.mark.parametrize(
+    "view", [lambda a: a.T, lambda a: a[:, ::2]], ids=["transposed", "strided"]
+)
 def test_non_contiguous_inputs_equal_contiguous_copies(view, rng):
     base = rng.standard_normal((6, 6))
     weights = rng.standard_normal((view(base).shape[1], 2))
@@ -171,7 +175,9 @@ def test_gradcheck_reports_input_index_and_values():
         # forward x², but the gradient of x·stop(x) is only x
         return x * cr.tensor(x.data)
 
-    with pytest.raises(cr.GradcheckError, match=r"input 0 .* at index \(0,\): analytic 1.*numeric 2"):
+    with pytest.raises(
+        cr.GradcheckError, match=r"input 0 .* at index \(0,\): analytic 1.*numeric 2"
+    ):
         cr.gradcheck(wrong_square, np.array([1.0, 2.0]))
 
 

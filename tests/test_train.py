@@ -15,7 +15,10 @@ XOR_Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
 def xor_network(dtype=np.float64, seed=0):
     rng = np.random.default_rng(seed)
     return nn.Sequential(
-        nn.Linear(2, 4, dtype=dtype, rng=rng), nn.Sigmoid(), nn.Linear(4, 1, dtype=dtype, rng=rng), nn.Sigmoid()
+        nn.Linear(2, 4, dtype=dtype, rng=rng),
+        nn.Sigmoid(),
+        nn.Linear(4, 1, dtype=dtype, rng=rng),
+        nn.Sigmoid(),
     )
 
 
@@ -28,7 +31,16 @@ def test_fit_learns_xor_with_a_hidden_layer():
 
 def test_fit_logs_the_tutorials_line_every_n_epochs():
     lines = []
-    fit(xor_network(), XOR_X, XOR_Y, loss="half_mse", lr=0.1, epochs=30, log_every=10, print_fn=lines.append)
+    fit(
+        xor_network(),
+        XOR_X,
+        XOR_Y,
+        loss="half_mse",
+        lr=0.1,
+        epochs=30,
+        log_every=10,
+        print_fn=lines.append,
+    )
     assert [line.split(",")[0] for line in lines] == ["Epoch 0", "Epoch 10", "Epoch 20"]
     assert all(line.startswith("Epoch ") and ", Loss: " in line for line in lines)
 
@@ -57,7 +69,17 @@ def test_same_seed_gives_bit_identical_training():
     results = []
     for _ in range(2):
         model = nn.Sequential(nn.Linear(2, 8, rng=3), nn.ReLU(), nn.Linear(8, 2, rng=4))
-        history = fit(model, X, y, loss="cross_entropy", optimizer="adam", lr=0.01, epochs=5, batch_size=8, rng=7)
+        history = fit(
+            model,
+            X,
+            y,
+            loss="cross_entropy",
+            optimizer="adam",
+            lr=0.01,
+            epochs=5,
+            batch_size=8,
+            rng=7,
+        )
         results.append((history.loss, model.state_dict()))
     assert results[0][0] == results[1][0]
     assert all(np.array_equal(results[0][1][k], results[1][1][k]) for k in results[0][1])
@@ -67,9 +89,16 @@ def test_classification_records_accuracy_and_validation_metrics():
     X, y = moons(n_samples=200, noise=0.1, rng=0)
     model = nn.Sequential(nn.Linear(2, 16, rng=0), nn.Tanh(), nn.Linear(16, 2, rng=1))
     history = fit(
-        model, X[:150], y[:150], loss="cross_entropy", optimizer="adam", lr=0.05, epochs=60,
-        batch_size=16, validation_data=(X[150:], y[150:]),
-    )  # fmt: skip
+        model,
+        X[:150],
+        y[:150],
+        loss="cross_entropy",
+        optimizer="adam",
+        lr=0.05,
+        epochs=60,
+        batch_size=16,
+        validation_data=(X[150:], y[150:]),
+    )
     assert set(history.metrics) >= {"accuracy", "val_loss", "val_accuracy"}
     assert len(history.val_loss) == 60
     assert history.metrics["val_accuracy"][-1] > 0.9
@@ -88,9 +117,16 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     stopper = EarlyStopping(monitor="val_loss", patience=3)
     # A large learning rate makes validation loss bounce, so training stops well before 500 epochs.
     history = fit(
-        model, X[:20], y[:20], loss="cross_entropy", optimizer="adam", lr=0.2, epochs=500,
-        validation_data=(X[20:], y[20:]), callbacks=[stopper],
-    )  # fmt: skip
+        model,
+        X[:20],
+        y[:20],
+        loss="cross_entropy",
+        optimizer="adam",
+        lr=0.2,
+        epochs=500,
+        validation_data=(X[20:], y[20:]),
+        callbacks=[stopper],
+    )
     assert history.stopped_early and len(history.epochs) < 500
     best = min(history.val_loss)
     assert history.val_loss[history.best_epoch] == best
@@ -129,7 +165,14 @@ def test_nan_guard_catches_weights_an_epochs_last_update_made_infinite():
 def test_scheduler_changes_the_learning_rate_each_epoch():
     model = xor_network()
     sgd = optim.SGD(model.parameters(), lr=1.0)
-    history = fit(model, XOR_X, XOR_Y, optimizer=sgd, epochs=3, scheduler=optim.StepLR(sgd, step_size=1, gamma=0.5))
+    history = fit(
+        model,
+        XOR_X,
+        XOR_Y,
+        optimizer=sgd,
+        epochs=3,
+        scheduler=optim.StepLR(sgd, step_size=1, gamma=0.5),
+    )
     assert history.metrics["lr"] == [0.5, 0.25, 0.125]
 
 

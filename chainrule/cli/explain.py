@@ -32,13 +32,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--target",
         help="comma-separated targets (class index for cross_entropy); ';' between samples",
     )
-    parser.add_argument("--loss", help="mse (the tutorial's ½·mean), mse_torch, bce, bce_logits, "
-                        "cross_entropy or huber")  # fmt: skip
+    parser.add_argument(
+        "--loss",
+        help="mse (the tutorial's ½·mean), mse_torch, bce, bce_logits, cross_entropy or huber",
+    )
     parser.add_argument("--lr", type=float, help="learning rate η of the step")
     parser.add_argument(
-        "--weight", action="append", metavar="NAME[i,j]",
+        "--weight",
+        action="append",
+        metavar="NAME[i,j]",
         help="the element whose chain is written out, e.g. 2.weight[0,1]; repeatable",
-    )  # fmt: skip
+    )
     parser.add_argument("--precision", type=int, help="significant digits in the text")
     parser.add_argument("--step", action="store_true", help="also show the update w ← w − η·∂L/∂w")
     parser.add_argument("--json", action="store_true", help="print every number as JSON instead")

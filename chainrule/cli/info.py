@@ -6,7 +6,9 @@ import argparse
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("info", help="show a saved model's architecture and parameter count")
+    parser = commands.add_parser(
+        "info", help="show a saved model's architecture and parameter count"
+    )
     parser.add_argument("model", help="a model file written by `chainrule train --save`")
     parser.set_defaults(run=run)
 

@@ -30,9 +30,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--port", type=_port, default=0, help="port to listen on (default: a free one)"
     )
     parser.add_argument(
-        "--host", default="127.0.0.1",
+        "--host",
+        default="127.0.0.1",
         help="address to listen on (default 127.0.0.1: this machine only)",
-    )  # fmt: skip
+    )
     parser.add_argument("--no-browser", action="store_true", help="print the address only")
     parser.add_argument(
         "--data", metavar="CSV", help="also offer this CSV: 2 feature columns, then a label"
@@ -57,8 +58,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(f"chainrule playground: {server.url}  (Ctrl-C to stop)", flush=True)
         if not _is_loopback(args.host):
-            print(f"warning: listening on {args.host}: anyone who can reach this machine can "
-                  "use the playground", file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: listening on {args.host}: anyone who can reach this machine can "
+                "use the playground",
+                file=sys.stderr,
+            )
         if not args.no_browser:
             import webbrowser
 

@@ -6,7 +6,9 @@ import argparse
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("predict", help="predict each row of a CSV file with a saved model")
+    parser = commands.add_parser(
+        "predict", help="predict each row of a CSV file with a saved model"
+    )
     parser.add_argument("model", help="a model file written by `chainrule train --save`")
     parser.add_argument("input", help="a CSV file of feature rows (a header row is optional)")
     parser.add_argument("--proba", action="store_true", help="print class probabilities too")

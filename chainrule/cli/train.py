@@ -31,8 +31,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Train a network by backpropagation. Options left out take the dataset's "
         "preset (see `chainrule datasets`).",
     )
-    parser.add_argument("dataset", help="a built-in dataset name or a path to a .csv, .npz or IDX file")
-    parser.add_argument("--hidden", type=_hidden, help="hidden layer sizes, e.g. 64,32 (none: no hidden layer)")
+    parser.add_argument(
+        "dataset", help="a built-in dataset name or a path to a .csv, .npz or IDX file"
+    )
+    parser.add_argument(
+        "--hidden", type=_hidden, help="hidden layer sizes, e.g. 64,32 (none: no hidden layer)"
+    )
     parser.add_argument("--activation", help="sigmoid, tanh, relu, leaky_relu, gelu, softplus")
     parser.add_argument("--loss", help="mse, half_mse, bce, bce_logits, cross_entropy, huber")
     parser.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad")
@@ -47,18 +51,29 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--test-split", type=float, help="fraction held out for the final test")
     parser.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     parser.add_argument("--dtype", help="float32 (default) or float64")
-    parser.add_argument("--label-column", type=_label_column, help="CSV: target column (index or name)")
-    parser.add_argument("--no-standardize", action="store_true", help="keep the features as they are")
+    parser.add_argument(
+        "--label-column", type=_label_column, help="CSV: target column (index or name)"
+    )
+    parser.add_argument(
+        "--no-standardize", action="store_true", help="keep the features as they are"
+    )
     parser.add_argument("--save", metavar="PATH", help="write the trained model to PATH")
-    parser.add_argument("--plot", metavar="PATH", help="write a PNG of the loss curves (needs matplotlib)")
-    parser.add_argument("--boundary", metavar="PATH", help="2-feature data: write a PNG of the decision boundary")
+    parser.add_argument(
+        "--plot", metavar="PATH", help="write a PNG of the loss curves (needs matplotlib)"
+    )
+    parser.add_argument(
+        "--boundary", metavar="PATH", help="2-feature data: write a PNG of the decision boundary"
+    )
     parser.add_argument("--checkpoint", metavar="DIR", help="write a resumable checkpoint to DIR")
     parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS")
-    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in DIR")
     parser.add_argument(
-        "--distributed", action="store_true",
+        "--resume", action="store_true", help="continue from the newest checkpoint in DIR"
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
         help="data-parallel on MPI: mpiexec -n 2 python -m mpi4py -m chainrule train ... --distributed",
-    )  # fmt: skip
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final result")
     parser.set_defaults(run=run)
 
@@ -70,12 +85,23 @@ def run(args: argparse.Namespace) -> int:
 
     batch_size = args.batch_size
     overrides = dict(
-        hidden=args.hidden, activation=args.activation, loss=args.loss, optimizer=args.optimizer,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, epochs=args.epochs,
-        log_every=args.log_every, seed=args.seed, val_split=args.val_split,
-        test_split=args.test_split, dtype=args.dtype, label_column=args.label_column,
-        early_stopping=args.early_stopping, standardize=False if args.no_standardize else None,
-    )  # fmt: skip
+        hidden=args.hidden,
+        activation=args.activation,
+        loss=args.loss,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        epochs=args.epochs,
+        log_every=args.log_every,
+        seed=args.seed,
+        val_split=args.val_split,
+        test_split=args.test_split,
+        dtype=args.dtype,
+        label_column=args.label_column,
+        early_stopping=args.early_stopping,
+        standardize=False if args.no_standardize else None,
+    )
     config = config_for(args.dataset, **overrides)
     if batch_size is not None:
         import dataclasses
@@ -100,10 +126,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     quiet_print = (lambda line: None) if args.quiet else print
     result = run_experiment(
-        config, X, y, print_fn=quiet_print, progress=False if args.quiet else None,
-        checkpoint=args.checkpoint, checkpoint_every=args.checkpoint_every, resume=args.resume,
+        config,
+        X,
+        y,
+        print_fn=quiet_print,
+        progress=False if args.quiet else None,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
         process=process,
-    )  # fmt: skip
+    )
     elapsed = time.perf_counter() - started
     if not root:  # only rank 0 prints and writes files
         return 0

@@ -27,7 +27,27 @@ from chainrule.nn.losses import (
 from chainrule.nn.module import Module, Parameter, Sequential
 
 __all__ = [
-    "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "CrossEntropyLoss", "Dropout", "Flatten", "GELU",
-    "HuberLoss", "Identity", "LayerNorm", "LeakyReLU", "Linear", "MSELoss", "Module", "NLLLoss",
-    "Parameter", "ReLU", "Sequential", "Sigmoid", "Softmax", "Softplus", "Tanh", "init",
-]  # fmt: skip
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "BatchNorm1d",
+    "CrossEntropyLoss",
+    "Dropout",
+    "Flatten",
+    "GELU",
+    "HuberLoss",
+    "Identity",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "MSELoss",
+    "Module",
+    "NLLLoss",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Softmax",
+    "Softplus",
+    "Tanh",
+    "init",
+]

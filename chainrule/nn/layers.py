@@ -26,7 +26,9 @@ def _check_dtype(dtype: Any) -> np.dtype:
 
 def _as_input(x: Any, dtype: np.dtype) -> Tensor:
     """Inputs take the layer's dtype, so a float64 array never silently upcasts a float32 network."""
-    if type(x) is np.ndarray and x.dtype == dtype:  # the common case: a float array, no checks needed
+    if (
+        type(x) is np.ndarray and x.dtype == dtype
+    ):  # the common case: a float array, no checks needed
         return wrap(x)
     if isinstance(x, Tensor):
         return x if x.dtype == dtype else x.astype(dtype)
@@ -40,10 +42,17 @@ class Linear(Module):
     """
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, dtype: Any = None, rng: Any = None
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        dtype: Any = None,
+        rng: Any = None,
     ) -> None:
         if in_features <= 0 or out_features <= 0:
-            raise ValueError(f"Linear needs positive sizes, got Linear({in_features}, {out_features})")
+            raise ValueError(
+                f"Linear needs positive sizes, got Linear({in_features}, {out_features})"
+            )
         dtype = _check_dtype(dtype)
         self.in_features = int(in_features)
         self.out_features = int(out_features)
@@ -144,7 +153,11 @@ class Dropout(Module):
         if not 0 <= p < 1:
             raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
         self.p = float(p)
-        self.rng = rng if rng is None or isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.rng = (
+            rng
+            if rng is None or isinstance(rng, np.random.Generator)
+            else np.random.default_rng(rng)
+        )
 
     def forward(self, x: Any) -> Tensor:
         return F.dropout(x, self.p, self.training, self.rng)
@@ -161,7 +174,12 @@ class BatchNorm1d(Module):
     """
 
     def __init__(
-        self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True, dtype: Any = None
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        dtype: Any = None,
     ) -> None:
         dtype = _check_dtype(dtype)
         self.num_features = int(num_features)
@@ -189,10 +207,14 @@ class BatchNorm1d(Module):
             n = x.shape[0]
             m = self.momentum
             self.running_mean = ((1 - m) * self.running_mean + m * mean.data).astype(dtype)
-            self.running_var = ((1 - m) * self.running_var + m * variance.data * n / (n - 1)).astype(dtype)
+            self.running_var = (
+                (1 - m) * self.running_var + m * variance.data * n / (n - 1)
+            ).astype(dtype)
             normalized = centred / (variance + self.eps).sqrt()
         else:
-            normalized = (x - Tensor(self.running_mean)) / Tensor(np.sqrt(self.running_var + self.eps))
+            normalized = (x - Tensor(self.running_mean)) / Tensor(
+                np.sqrt(self.running_var + self.eps)
+            )
         if self.weight is not None:
             normalized = normalized * self.weight + self.bias
         return normalized
@@ -205,10 +227,16 @@ class LayerNorm(Module):
     """Normalise each sample over its last dimensions: γ·(x − μ)/√(σ² + ε) + β."""
 
     def __init__(
-        self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True, dtype: Any = None
+        self,
+        normalized_shape: Any,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        dtype: Any = None,
     ) -> None:
         dtype = _check_dtype(dtype)
-        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        shape = (
+            (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        )
         self.normalized_shape = shape
         self.eps = float(eps)
         self.weight = Parameter(np.ones(shape, dtype=dtype)) if elementwise_affine else None

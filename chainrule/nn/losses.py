@@ -13,7 +13,9 @@ from chainrule.tensor import Tensor
 class _Loss(Module):
     def __init__(self, reduction: str = "mean") -> None:
         if reduction not in REDUCTIONS:
-            raise ValueError(f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}")
+            raise ValueError(
+                f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}"
+            )
         self.reduction = reduction
 
     def extra_repr(self) -> str:

@@ -8,7 +8,8 @@ saved but not trained, like BatchNorm's running mean) are declared with `registe
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,11 @@ class Module:
         for name, value in vars(self).items():
             if isinstance(value, Module):
                 yield name, value
-            elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Module) for v in value):
+            elif (
+                isinstance(value, (list, tuple))
+                and value
+                and all(isinstance(v, Module) for v in value)
+            ):
                 for i, child in enumerate(value):
                     yield f"{name}.{i}", child
 
@@ -63,7 +68,9 @@ class Module:
         for _, module in self.named_modules():
             yield module
 
-    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
         """(name, parameter) pairs, e.g. ('0.weight', ...) for the first layer of a Sequential."""
         seen: set[int] = set()
         for module_name, module in self.named_modules(prefix) if recurse else [(prefix, self)]:

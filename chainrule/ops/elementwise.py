@@ -190,4 +190,3 @@ def cast(a, dtype):
         return (g.astype(a.dtype),)
 
     return a.astype(dtype), backward
-

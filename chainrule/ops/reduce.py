@@ -13,7 +13,9 @@ def _normalize_axis(axis, ndim):
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     try:
-        return tuple(sorted(int(a) % ndim if -ndim <= a < ndim else _bad_axis(a, ndim) for a in axes))
+        return tuple(
+            sorted(int(a) % ndim if -ndim <= a < ndim else _bad_axis(a, ndim) for a in axes)
+        )
     except ZeroDivisionError:
         raise ValueError(f"axis {axis} is out of range for a 0-d tensor") from None
 

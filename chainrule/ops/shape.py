@@ -39,9 +39,7 @@ def transpose(a, axes=None):
 def _is_basic(index):
     """Slices, integers, None and Ellipsis select each element at most once (no repeats)."""
     parts = index if isinstance(index, tuple) else (index,)
-    return all(
-        p is None or p is Ellipsis or isinstance(p, (slice, int, np.integer)) for p in parts
-    )
+    return all(p is None or p is Ellipsis or isinstance(p, (slice, int, np.integer)) for p in parts)
 
 
 def getitem(a, index):

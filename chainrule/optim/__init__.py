@@ -28,4 +28,4 @@ __all__ = [
     "StepLR",
     "clip_grad_norm_",
     "clip_grad_value_",
-]  # fmt: skip
+]

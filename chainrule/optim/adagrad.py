@@ -37,9 +37,12 @@ class Adagrad(Optimizer):
         eps: float = 1e-10,
     ) -> None:
         defaults = {
-            "lr": lr, "lr_decay": lr_decay, "weight_decay": weight_decay,
-            "initial_accumulator_value": initial_accumulator_value, "eps": eps,
-        }  # fmt: skip
+            "lr": lr,
+            "lr_decay": lr_decay,
+            "weight_decay": weight_decay,
+            "initial_accumulator_value": initial_accumulator_value,
+            "eps": eps,
+        }
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> dict[str, Any]:

@@ -73,7 +73,11 @@ class FlatGroup:
         assert self.state is not None
         result: list[dict[str, Any]] = [{} for _ in self.params]
         for key, value in self.state.items():
-            parts = self.split(value) if _is_flat_array(value, self.data) else [value] * len(self.params)
+            parts = (
+                self.split(value)
+                if _is_flat_array(value, self.data)
+                else [value] * len(self.params)
+            )
             for entry, part in zip(result, parts):
                 entry[key] = part
         return result
@@ -84,7 +88,9 @@ class FlatGroup:
         for key in states[0]:
             first = states[0][key]
             if isinstance(first, np.ndarray):
-                flat[key] = np.concatenate([s[key].reshape(-1) for s in states]).astype(self.data.dtype)
+                flat[key] = np.concatenate([s[key].reshape(-1) for s in states]).astype(
+                    self.data.dtype
+                )
             else:
                 flat[key] = first
         self.state = flat

@@ -20,9 +20,13 @@ _EXTRA_GROUP_KEYS = ("initial_lr",)
 
 
 def check_number(
-    owner: str, name: str, value: Any, low: float = 0.0, high: float | None = None,
+    owner: str,
+    name: str,
+    value: Any,
+    low: float = 0.0,
+    high: float | None = None,
     high_open: bool = False,
-) -> float:  # fmt: skip
+) -> float:
     """`value` as a Python float, or a ValueError such as `SGD: lr must be >= 0, got -1`.
 
     Python floats (not NumPy scalars) keep float32 arithmetic in float32 under NumPy 2.
@@ -172,7 +176,9 @@ class Optimizer:
                     flat.state = self._init_state(Tensor(flat.data), group)
                 yield flat.data, grad, flat.state
                 return
-            self._unflatten(group)  # a parameter without a gradient, or one whose array was replaced
+            self._unflatten(
+                group
+            )  # a parameter without a gradient, or one whose array was replaced
         for p in group["params"]:
             grad = p.grad
             if grad is None:
@@ -201,7 +207,9 @@ class Optimizer:
         flat = self._flat.pop(id(group))
         if flat.state is not None:
             for p, state in zip(flat.params, flat.per_parameter_state()):
-                self.state[p] = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()}
+                self.state[p] = {
+                    k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()
+                }
 
     def _states(self) -> dict[Tensor, dict[str, Any]]:
         """Every parameter's state, the flat groups' included (their arrays as views)."""

@@ -40,9 +40,13 @@ class RMSprop(Optimizer):
         centered: bool = False,
     ) -> None:
         defaults = {
-            "lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay,
-            "momentum": momentum, "centered": centered,
-        }  # fmt: skip
+            "lr": lr,
+            "alpha": alpha,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "centered": centered,
+        }
         super().__init__(params, defaults)
 
     def _check_group(self, group: dict[str, Any]) -> dict[str, Any]:

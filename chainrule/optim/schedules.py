@@ -165,8 +165,15 @@ class ReduceLROnPlateau:
     """
 
     _options = (
-        "mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lrs", "eps",
-    )  # fmt: skip
+        "mode",
+        "factor",
+        "patience",
+        "threshold",
+        "threshold_mode",
+        "cooldown",
+        "min_lrs",
+        "eps",
+    )
 
     def __init__(
         self,

@@ -291,9 +291,12 @@ class PlaygroundServer(ThreadingHTTPServer):
 
 
 def make_server(
-    host: str = "127.0.0.1", port: int = 0, data: CsvData | None = None, verbose: bool = False,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    data: CsvData | None = None,
+    verbose: bool = False,
     **session_options: Any,
-) -> PlaygroundServer:  # fmt: skip
+) -> PlaygroundServer:
     """A playground server bound to host:port (0: a free port); call `serve_forever()` or `start()`."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be a whole number from 0 to 65535, got {port!r}")

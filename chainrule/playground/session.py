@@ -192,8 +192,13 @@ class Session:
     present only when computed for that very frame's weights.
     """
 
-    def __init__(self, csv: CsvData | None = None, pace: float = 1 / 60,
-                 frame_interval: float = 1 / 30, inspect_interval: float = 0.2) -> None:  # fmt: skip
+    def __init__(
+        self,
+        csv: CsvData | None = None,
+        pace: float = 1 / 60,
+        frame_interval: float = 1 / 30,
+        inspect_interval: float = 0.2,
+    ) -> None:
         """`pace`: least seconds per epoch while running (watchable, and spares the CPU; 0 for
         tests); `frame_interval`, `inspect_interval`: least seconds between frames and between
         chain-rule explanations while running (a paused or stepped run always sends both).
@@ -257,11 +262,15 @@ class Session:
         """What the page needs to build its controls: choices, bounds and the current settings."""
         with self.changed:
             return {
-                "datasets": list(self.datasets), "csv": self.csv.name if self.csv else None,
-                "activations": list(ACTIVATIONS), "optimizers": list(OPTIMIZERS),
-                "bounds": BOUNDS, "config": self.config.to_dict(), "max_epochs": MAX_EPOCHS,
+                "datasets": list(self.datasets),
+                "csv": self.csv.name if self.csv else None,
+                "activations": list(ACTIVATIONS),
+                "optimizers": list(OPTIMIZERS),
+                "bounds": BOUNDS,
+                "config": self.config.to_dict(),
+                "max_epochs": MAX_EPOCHS,
                 "val_fraction": VAL_FRACTION,
-            }  # fmt: skip
+            }
 
     # ---- what each watcher of the stream is sent ----
     def next_message(self, seen: dict[str, int], timeout: float) -> dict[str, Any] | None:
@@ -307,10 +316,15 @@ class Session:
             weight = "0.weight[0,0]"
         self.selection = (weight, sample if sample < len(X) else 0)
         self.data_message = {
-            "X": X.tolist(), "y": y.tolist(), "val": self.val_index.tolist(),
-            "mean": self.mean.tolist(), "std": self.std.tolist(), "n_classes": self.n_classes,
-            "extent": list(self.extent), "layers": [2, *config.hidden, self.n_classes],
-        }  # fmt: skip
+            "X": X.tolist(),
+            "y": y.tolist(),
+            "val": self.val_index.tolist(),
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
+            "n_classes": self.n_classes,
+            "extent": list(self.extent),
+            "layers": [2, *config.hidden, self.n_classes],
+        }
         self._measure()
         self._publish(inspect=True)
 
@@ -381,15 +395,24 @@ class Session:
                 self.model, self.extent, GRID_SIZE, self.mean, self.std
             )
         self.frame = {
-            "run": self.run, "version": self.version + 1, "epoch": self.epoch,
-            "running": self.running, "error": self.error, "config": self.config.to_dict(),
-            "loss": _finite_or_none(self.loss), "val_loss": _finite_or_none(self.val_loss),
-            "accuracy": self.accuracy, "val_accuracy": _finite_or_none(self.val_accuracy),
+            "run": self.run,
+            "version": self.version + 1,
+            "epoch": self.epoch,
+            "running": self.running,
+            "error": self.error,
+            "config": self.config.to_dict(),
+            "loss": _finite_or_none(self.loss),
+            "val_loss": _finite_or_none(self.val_loss),
+            "accuracy": self.accuracy,
+            "val_accuracy": _finite_or_none(self.val_accuracy),
             "parameters": {n: _plain(p.data) for n, p in self.model.named_parameters()},
             "grad": {name: _plain(g) for name, g in self.grad.items()},
-            "grid": {"size": GRID_SIZE, "labels": labels.ravel().tolist(),
-                     "confidence": np.round(np.nan_to_num(confidence), 3).ravel().tolist()},
-        }  # fmt: skip
+            "grid": {
+                "size": GRID_SIZE,
+                "labels": labels.ravel().tolist(),
+                "confidence": np.round(np.nan_to_num(confidence), 3).ravel().tolist(),
+            },
+        }
         if inspect and self.error is None:
             try:
                 with np.errstate(all="ignore"):  # a run about to diverge is reported, not raised
@@ -409,16 +432,29 @@ class Session:
         weight, sample = self.selection
         name, index = self._element(weight)
         target = self.y[sample : sample + 1]
-        e = explain(self.model, self.inputs[sample], target, loss="cross_entropy",
-                    lr=self.config.lr, weight=weight)  # fmt: skip
+        e = explain(
+            self.model,
+            self.inputs[sample],
+            target,
+            loss="cross_entropy",
+            lr=self.config.lr,
+            weight=weight,
+        )
         return {
-            "weight": weight, "parameter": name, "index": list(index), "sample": sample,
-            "x": self.X[sample].tolist(), "input": self.inputs[sample].tolist(),
-            "target": int(target[0]), "split": "val" if sample in self.val_index else "train",
+            "weight": weight,
+            "parameter": name,
+            "index": list(index),
+            "sample": sample,
+            "x": self.X[sample].tolist(),
+            "input": self.inputs[sample].tolist(),
+            "target": int(target[0]),
+            "split": "val" if sample in self.val_index else "train",
             "value": float(dict(self.model.named_parameters())[name].data[index]),
-            "grad": float(self.grad[name][index]), "sample_loss": e.loss,
-            "chain": e.to_dict()["chains"][0], "text": e.format(),
-        }  # fmt: skip
+            "grad": float(self.grad[name][index]),
+            "sample_loss": e.loss,
+            "chain": e.to_dict()["chains"][0],
+            "text": e.format(),
+        }
 
     # ---- naming one weight ----
     def _element(self, weight: str) -> tuple[str, tuple[int, ...]]:

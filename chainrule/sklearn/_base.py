@@ -46,15 +46,33 @@ class _BaseMLP(BaseEstimator):
     """
 
     def __init__(
-        self, hidden_layer_sizes: Any = (100,), activation: str = "relu", *, solver: str = "adam",
-        alpha: float = 0.0001, batch_size: Any = "auto", learning_rate: str = "constant",
-        learning_rate_init: float = 0.001, power_t: float = 0.5, max_iter: int = 200,
-        shuffle: bool = True, random_state: Any = None, tol: float = 1e-4, verbose: Any = False,
-        warm_start: bool = False, momentum: float = 0.9, nesterovs_momentum: bool = True,
-        early_stopping: bool = False, validation_fraction: float = 0.1, beta_1: float = 0.9,
-        beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: Any = 10,
-        max_fun: int = 15000, dtype: Any = "float32",
-    ) -> None:  # fmt: skip
+        self,
+        hidden_layer_sizes: Any = (100,),
+        activation: str = "relu",
+        *,
+        solver: str = "adam",
+        alpha: float = 0.0001,
+        batch_size: Any = "auto",
+        learning_rate: str = "constant",
+        learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
+        max_iter: int = 200,
+        shuffle: bool = True,
+        random_state: Any = None,
+        tol: float = 1e-4,
+        verbose: Any = False,
+        warm_start: bool = False,
+        momentum: float = 0.9,
+        nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-8,
+        n_iter_no_change: Any = 10,
+        max_fun: int = 15000,
+        dtype: Any = "float32",
+    ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -125,8 +143,12 @@ class _BaseMLP(BaseEstimator):
             raise InvalidParameterError(
                 f"{owner}: dtype must be None, float32 or float64, got {self.dtype!r}"
             )
-        if not (self.random_state is None or isinstance(self.random_state, (numbers.Integral,
-                np.random.RandomState, np.random.Generator))):  # fmt: skip
+        if not (
+            self.random_state is None
+            or isinstance(
+                self.random_state, (numbers.Integral, np.random.RandomState, np.random.Generator)
+            )
+        ):
             raise InvalidParameterError(
                 f"{owner}: random_state must be None, an int, a RandomState or a Generator, got "
                 f"{self.random_state!r}"
@@ -158,20 +180,37 @@ class _BaseMLP(BaseEstimator):
         self.n_layers_ = len(units)
         self.n_outputs_ = units[-1]
         self.n_iter_, self.t_ = 0, 0
-        for name in ("_optimizer", "loss_curve_", "best_loss_", "validation_scores_",
-                     "best_validation_score_", "_best_state", "_no_improvement_count"):  # fmt: skip
+        for name in (
+            "_optimizer",
+            "loss_curve_",
+            "best_loss_",
+            "validation_scores_",
+            "best_validation_score_",
+            "_best_state",
+            "_no_improvement_count",
+        ):
             self.__dict__.pop(name, None)
 
     def _make_optimizer(self) -> optim.Optimizer:
         # Two groups: sklearn's L2 penalty decays the weights but not the biases (see _batch_loss).
-        groups = [{"params": [layer.weight for layer in self._linears()]},
-                  {"params": [layer.bias for layer in self._linears()], "weight_decay": 0.0}]  # fmt: skip
+        groups = [
+            {"params": [layer.weight for layer in self._linears()]},
+            {"params": [layer.bias for layer in self._linears()], "weight_decay": 0.0},
+        ]
         if self.solver == "adam":
-            return optim.Adam(groups, lr=self.learning_rate_init,
-                              betas=(self.beta_1, self.beta_2), eps=self.epsilon)  # fmt: skip
+            return optim.Adam(
+                groups,
+                lr=self.learning_rate_init,
+                betas=(self.beta_1, self.beta_2),
+                eps=self.epsilon,
+            )
         momentum = float(self.momentum)
-        return optim.SGD(groups, lr=self.learning_rate_init, momentum=momentum,
-                         nesterov=bool(self.nesterovs_momentum) and momentum > 0)  # fmt: skip
+        return optim.SGD(
+            groups,
+            lr=self.learning_rate_init,
+            momentum=momentum,
+            nesterov=bool(self.nesterovs_momentum) and momentum > 0,
+        )
 
     def _squared_weights(self) -> float:
         return sum(
@@ -246,8 +285,14 @@ class _BaseMLP(BaseEstimator):
             self._fit_stochastic(X, y, target, generator, incremental)
         return self
 
-    def _fit_stochastic(self, X: np.ndarray, y: np.ndarray, target: np.ndarray,
-                        generator: np.random.Generator, incremental: bool) -> None:  # fmt: skip
+    def _fit_stochastic(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        target: np.ndarray,
+        generator: np.random.Generator,
+        incremental: bool,
+    ) -> None:
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         if not incremental or not hasattr(self, "_optimizer"):
@@ -262,9 +307,11 @@ class _BaseMLP(BaseEstimator):
             # As sklearn: a stratified split only for single-output (binary) classification.
             stratify = y if isinstance(self, ClassifierMixin) and self.n_outputs_ == 1 else None
             rows, held_out = train_test_split(
-                np.arange(len(X)), test_size=self.validation_fraction, stratify=stratify,
+                np.arange(len(X)),
+                test_size=self.validation_fraction,
+                stratify=stratify,
                 random_state=int(generator.integers(2**31 - 1)),
-            )  # fmt: skip
+            )
             if len(held_out) < 2:
                 raise ValueError(
                     "The validation set is too small. Increase 'validation_fraction' or the size "
@@ -277,18 +324,28 @@ class _BaseMLP(BaseEstimator):
             batch_size = min(200, n)
         else:
             if self.batch_size > n:
-                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
-                              "to be clipped")  # fmt: skip
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than sample size. It is going "
+                    "to be clipped"
+                )
             batch_size = min(int(self.batch_size), n)
         self.n_iter_ = 0
         monitor = _ConvergenceMonitor(self, n, validation, incremental)
         self._penalty_total = 0.0  # Σ over the epoch's batches of alpha/2·Σ‖W‖² (see _batch_loss)
         train_model(
-            self._model, X, target, loss=self._batch_loss, optimizer=self._optimizer,
-            epochs=1 if incremental else self.max_iter, batch_size=batch_size,
-            shuffle=self.shuffle, classification=False, callbacks=[monitor], progress=False,
+            self._model,
+            X,
+            target,
+            loss=self._batch_loss,
+            optimizer=self._optimizer,
+            epochs=1 if incremental else self.max_iter,
+            batch_size=batch_size,
+            shuffle=self.shuffle,
+            classification=False,
+            callbacks=[monitor],
+            progress=False,
             rng=generator,
-        )  # fmt: skip
+        )
         if self.early_stopping:
             self._model.load_state_dict(self._best_state)
 
@@ -347,9 +404,13 @@ class _BaseMLP(BaseEstimator):
         iterations: list[float] = []
         theta = np.concatenate([p.data.ravel() for p in parameters]).astype(np.float64)
         result = minimize(
-            objective, theta, method="L-BFGS-B", jac=True, callback=report if self.verbose else None,
+            objective,
+            theta,
+            method="L-BFGS-B",
+            jac=True,
+            callback=report if self.verbose else None,
             options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
-        )  # fmt: skip
+        )
         load(result.x)
         self.n_iter_ = min(int(result.nit), self.max_iter)
         self.loss_ = float(result.fun)

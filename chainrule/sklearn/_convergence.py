@@ -19,8 +19,9 @@ class _ConvergenceMonitor(Callback):
     """sklearn's end-of-epoch rules: loss_curve_, tol over n_iter_no_change epochs (of the training
     loss, or of the validation score with early_stopping), learning-rate schedules, warnings."""
 
-    def __init__(self, estimator: _BaseMLP, n_samples: int, validation: tuple | None,
-                 incremental: bool) -> None:  # fmt: skip
+    def __init__(
+        self, estimator: _BaseMLP, n_samples: int, validation: tuple | None, incremental: bool
+    ) -> None:
         self.estimator, self.n_samples = estimator, n_samples
         self.validation, self.incremental = validation, incremental
 
@@ -42,8 +43,10 @@ class _ConvergenceMonitor(Callback):
                 group["lr"] = mlp.learning_rate_init / (mlp.t_ + 1) ** mlp.power_t
         if mlp._no_improvement_count > mlp.n_iter_no_change:
             watched = "Validation score" if self.validation else "Training loss"
-            message = (f"{watched} did not improve more than tol={mlp.tol:f} for "
-                       f"{mlp.n_iter_no_change} consecutive epochs.")  # fmt: skip
+            message = (
+                f"{watched} did not improve more than tol={mlp.tol:f} for "
+                f"{mlp.n_iter_no_change} consecutive epochs."
+            )
             if schedule == "adaptive" and groups[0]["lr"] > 1e-6:
                 for group in groups:
                     group["lr"] /= 5.0

@@ -29,14 +29,20 @@ _FLAGS = ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping")
 # value a few of them may take.
 _REAL, _INT = numbers.Real, numbers.Integral
 _INTERVALS = {
-    "alpha": (_REAL, 0, math.inf, "left"), "learning_rate_init": (_REAL, 0, math.inf, "neither"),
-    "power_t": (_REAL, 0, math.inf, "left"), "max_iter": (_INT, 1, math.inf, "left"),
-    "tol": (_REAL, 0, math.inf, "left"), "momentum": (_REAL, 0, 1, "both"),
-    "validation_fraction": (_REAL, 0, 1, "left"), "beta_1": (_REAL, 0, 1, "left"),
-    "beta_2": (_REAL, 0, 1, "left"), "epsilon": (_REAL, 0, math.inf, "neither"),
-    "max_fun": (_INT, 1, math.inf, "left"), "batch_size": (_INT, 1, math.inf, "left"),
+    "alpha": (_REAL, 0, math.inf, "left"),
+    "learning_rate_init": (_REAL, 0, math.inf, "neither"),
+    "power_t": (_REAL, 0, math.inf, "left"),
+    "max_iter": (_INT, 1, math.inf, "left"),
+    "tol": (_REAL, 0, math.inf, "left"),
+    "momentum": (_REAL, 0, 1, "both"),
+    "validation_fraction": (_REAL, 0, 1, "left"),
+    "beta_1": (_REAL, 0, 1, "left"),
+    "beta_2": (_REAL, 0, 1, "left"),
+    "epsilon": (_REAL, 0, math.inf, "neither"),
+    "max_fun": (_INT, 1, math.inf, "left"),
+    "batch_size": (_INT, 1, math.inf, "left"),
     "n_iter_no_change": (_INT, 1, math.inf, "left"),
-}  # fmt: skip
+}
 _ALSO_ALLOWED = {"batch_size": "auto", "n_iter_no_change": np.inf}
 _SIZE = (_INT, 1, math.inf, "left")
 
@@ -48,7 +54,8 @@ def _check_interval(owner: str, name: str, value: Any, interval: tuple) -> None:
     ok = ok and (value <= high if closed in ("right", "both") else value < high)
     if not ok:
         text = f"{'[' if closed in ('left', 'both') else '('}{low:g}, {high:g}" + (
-            "]" if closed in ("right", "both") else ")")  # fmt: skip
+            "]" if closed in ("right", "both") else ")"
+        )
         what = "an integer" if kind is _INT else "a number"
         raise InvalidParameterError(f"{owner}: {name} must be {what} in {text}, got {value!r}")
 

@@ -24,8 +24,15 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """
 
     def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool) -> tuple:
-        X, y = validate_data(self, X, y, multi_output=True, y_numeric=True,
-                             dtype=(np.float64, np.float32), reset=reset)  # fmt: skip
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            multi_output=True,
+            y_numeric=True,
+            dtype=(np.float64, np.float32),
+            reset=reset,
+        )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         self.out_activation_ = "identity"
