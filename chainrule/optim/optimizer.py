@@ -4,8 +4,6 @@ zero_grad, state_dict), and the checks that name a bad hyper-parameter. The rule
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -17,37 +15,6 @@ from chainrule.tensor import Tensor
 # Group keys that are not hyper-parameters of the rule but may travel with a group: schedulers
 # record the learning rate they started from here, as in PyTorch.
 _EXTRA_GROUP_KEYS = ("initial_lr",)
-
-
-def check_number(
-    owner: str,
-    name: str,
-    value: Any,
-    low: float = 0.0,
-    high: float | None = None,
-    high_open: bool = False,
-) -> float:
-    """`value` as a Python float, or a ValueError such as `SGD: lr must be >= 0, got -1`.
-
-    Python floats (not NumPy scalars) keep float32 arithmetic in float32 under NumPy 2.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{owner}: {name} must be a number, got {value!r}")
-    number = float(value)
-    if high is None:
-        ok, rule = number >= low, f">= {low:g}"
-    else:
-        ok = low <= number < high if high_open else low <= number <= high
-        rule = f"in [{low:g}, {high:g}{')' if high_open else ']'}"
-    if not ok or not math.isfinite(number):
-        raise ValueError(f"{owner}: {name} must be {rule}, got {value}")
-    return number
-
-
-def check_flag(owner: str, name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 class Optimizer:

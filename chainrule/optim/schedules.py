@@ -7,7 +7,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from chainrule.optim.optimizer import Optimizer, check_number
+from chainrule.optim.optimizer import Optimizer
+from chainrule.validation import check_number
 
 
 def _check_optimizer(owner: str, optimizer: Any) -> Optimizer:

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from chainrule import kernels
-from chainrule.optim.optimizer import Optimizer, check_flag, check_number
+from chainrule.optim.optimizer import Optimizer
 from chainrule.tensor import Tensor
+from chainrule.validation import check_flag, check_number
 
 
 class SGD(Optimizer):
