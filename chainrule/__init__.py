@@ -10,12 +10,12 @@ from chainrule.io import ModelFileError, load, save
 from chainrule.random import manual_seed
 from chainrule.tensor import Tensor, is_grad_enabled, no_grad, tensor
 from chainrule.train import History, fit
-
-__version__ = "0.1.0"
+from chainrule.version import __version__
 
 __all__ = [
     "Explanation",
     "GradcheckError",
+    "__version__",
     "History",
     "ModelFileError",
     "Tensor",

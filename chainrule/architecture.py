@@ -15,73 +15,60 @@ from typing import Any
 import numpy as np
 
 from chainrule import nn
+from chainrule.validation import check_int, check_number
 
 MAX_SIZE = 2**31 - 1
 MAX_DEPTH = 32  # nested Sequentials
 MAX_LAYERS = 100_000
 
 
-class _Invalid(Exception):
-    """An architecture defect; becomes ModelFileError on load and ValueError on save."""
+class ArchitectureError(ValueError):
+    """An architecture defect; chainrule.io names the file (ModelFileError) on load."""
 
 
-# ---- argument checks: each returns the normalised value or raises _Invalid ----------------------
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
+# ---- argument checks: each returns the normalised value or raises ArchitectureError ----------
 def _size(value: Any) -> int:
-    if not _is_int(value) or not 1 <= value <= MAX_SIZE:
-        raise _Invalid(f"must be an integer from 1 to {MAX_SIZE}, got {value!r}")
-    return value
+    return check_int("", "", value, 1, MAX_SIZE, error=ArchitectureError)
 
 
 def _finite(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _Invalid(f"must be a finite number, got {value!r}")
-    return float(value)
+    return check_number("", "", value, -math.inf, math.inf, error=ArchitectureError)
 
 
 def _positive(value: Any) -> float:
-    if _finite(value) <= 0:
-        raise _Invalid(f"must be positive, got {value!r}")
-    return float(value)
+    return check_number("", "", value, 0.0, low_open=True, error=ArchitectureError)
 
 
 def _fraction(value: Any) -> float:
-    if not 0 <= _finite(value) <= 1:
-        raise _Invalid(f"must be in [0, 1], got {value!r}")
-    return float(value)
+    return check_number("", "", value, 0.0, 1.0, error=ArchitectureError)
 
 
 def _probability(value: Any) -> float:
-    if not 0 <= _finite(value) < 1:
-        raise _Invalid(f"must be in [0, 1), got {value!r}")
-    return float(value)
+    return check_number("", "", value, 0.0, 1.0, high_open=True, error=ArchitectureError)
 
 
 def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"must be true or false, got {value!r}")
+    if not isinstance(value, bool):  # JSON's true/false only: no NumPy bools come from a file
+        raise ArchitectureError(f"must be true or false, got {value!r}")
     return value
 
 
 def _dim(value: Any) -> int:
-    if not _is_int(value) or not -64 <= value < 64:
-        raise _Invalid(f"must be an integer from -64 to 63, got {value!r}")
-    return value
+    return check_int("", "", value, -64, 63, error=ArchitectureError)
 
 
 def _shape(value: Any) -> list[int]:
     if not isinstance(value, list) or not 1 <= len(value) <= 8:
-        raise _Invalid(f"must be a list of 1 to 8 sizes, got {value!r}")
+        raise ArchitectureError(f"must be a list of 1 to 8 sizes, got {value!r}")
     return [_size(n) for n in value]
 
 
 def _choice(*options: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in options or not isinstance(value, str):
-            raise _Invalid(f"must be one of {', '.join(map(repr, options))}, got {value!r}")
+            raise ArchitectureError(
+                f"must be one of {', '.join(map(repr, options))}, got {value!r}"
+            )
         return value
 
     return check
@@ -225,8 +212,8 @@ def describe_model(model: nn.Module) -> dict:
     """
     node = _describe(model, "model")
     try:
-        return _parse_node(node, "model", 0, [0])
-    except _Invalid as error:
+        return parse_node(node, "model", 0, [0])
+    except ArchitectureError as error:
         raise ValueError(f"cannot describe the model: {error}") from None
 
 
@@ -246,31 +233,35 @@ def _describe(module: Any, where: str) -> dict:
     return {"type": name, **arguments}
 
 
-def _parse_node(node: Any, where: str, depth: int, count: list[int]) -> dict:
+def parse_node(node: Any, where: str, depth: int, count: list[int]) -> dict:
     """Check one architecture node against LAYER_TYPES and return it normalised."""
     count[0] += 1
     if count[0] > MAX_LAYERS:
-        raise _Invalid(f"more than {MAX_LAYERS} layers")
+        raise ArchitectureError(f"more than {MAX_LAYERS} layers")
     if not isinstance(node, dict) or not isinstance(node.get("type"), str):
-        raise _Invalid(f"{where} must be an object with a string 'type', got {str(node)[:80]}")
+        raise ArchitectureError(
+            f"{where} must be an object with a string 'type', got {str(node)[:80]}"
+        )
     kind = node["type"]
     if kind == "Sequential":
         if depth >= MAX_DEPTH:
-            raise _Invalid(f"{where}: Sequentials nested more than {MAX_DEPTH} deep")
+            raise ArchitectureError(f"{where}: Sequentials nested more than {MAX_DEPTH} deep")
         if set(node) != {"type", "layers"} or not isinstance(node["layers"], list):
-            raise _Invalid(
+            raise ArchitectureError(
                 f"{where} (Sequential) must have exactly the keys 'type' and 'layers' (a list)"
             )
         layers = [
-            _parse_node(n, f"{where}.{i}", depth + 1, count) for i, n in enumerate(node["layers"])
+            parse_node(n, f"{where}.{i}", depth + 1, count) for i, n in enumerate(node["layers"])
         ]
         return {"type": "Sequential", "layers": layers}
     layer = LAYER_TYPES.get(kind)
     if layer is None:
-        raise _Invalid(f"{where} has unknown layer type {kind[:80]!r}; known types: {_KNOWN}")
+        raise ArchitectureError(
+            f"{where} has unknown layer type {kind[:80]!r}; known types: {_KNOWN}"
+        )
     given, expected = set(node) - {"type"}, set(layer.arguments)
     if given != expected:
-        raise _Invalid(
+        raise ArchitectureError(
             f"{where} ({kind}) needs arguments {sorted(expected)}; "
             f"missing {sorted(expected - given)}, unknown {sorted(map(str, given - expected))[:10]}"
         )
@@ -278,17 +269,17 @@ def _parse_node(node: Any, where: str, depth: int, count: list[int]) -> dict:
     for name, check in layer.arguments.items():
         try:
             normalised[name] = check(node[name])
-        except _Invalid as error:
-            raise _Invalid(f"{where} ({kind}): {name} {error}") from None
+        except ArchitectureError as error:
+            raise ArchitectureError(f"{where} ({kind}): {name} {error}") from None
     return normalised
 
 
-def _expected_tensors(node: dict, prefix: str = "") -> dict[str, tuple[tuple[int, ...], str, bool]]:
+def expected_tensors(node: dict, prefix: str = "") -> dict[str, tuple[tuple[int, ...], str, bool]]:
     """name -> (shape, dtype, is_parameter), named as Module.state_dict() names them."""
     if node["type"] == "Sequential":
         result = {}
         for i, child in enumerate(node["layers"]):
-            result.update(_expected_tensors(child, f"{prefix}{i}."))
+            result.update(expected_tensors(child, f"{prefix}{i}."))
         return result
     own = LAYER_TYPES[node["type"]].tensors(node)
     return {
@@ -296,16 +287,16 @@ def _expected_tensors(node: dict, prefix: str = "") -> dict[str, tuple[tuple[int
     }
 
 
-def _build(node: dict) -> nn.Module:
+def build(node: dict) -> nn.Module:
     if node["type"] == "Sequential":
-        return nn.Sequential(*(_build(child) for child in node["layers"]))
+        return nn.Sequential(*(build(child) for child in node["layers"]))
     return LAYER_TYPES[node["type"]].build(node)
 
 
-def _leaves(node: dict, prefix: str = "") -> list[dict]:
+def leaves(node: dict, prefix: str = "") -> list[dict]:
     if node["type"] == "Sequential":
         return [
-            row for i, child in enumerate(node["layers"]) for row in _leaves(child, f"{prefix}{i}.")
+            row for i, child in enumerate(node["layers"]) for row in leaves(child, f"{prefix}{i}.")
         ]
     tensors = LAYER_TYPES[node["type"]].tensors(node)
     arguments = {key: value for key, value in node.items() if key != "type"}

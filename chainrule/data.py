@@ -25,7 +25,7 @@ def train_test_split(
     stratify: keep each class's share of y the same in both parts (y must be class indices).
     """
     X, y = _paired(X, y)
-    train, test = _split_indices(y, [test_size], ["test_size"], rng, stratify)
+    train, test = split_indices(y, [test_size], ["test_size"], rng, stratify)
     return X[train], X[test], y[train], y[test]
 
 
@@ -44,7 +44,7 @@ def train_val_test_split(
     """
     X, y = _paired(X, y)
     sizes, names = [val_size, test_size], ["val_size", "test_size"]
-    train, val, test = _split_indices(y, sizes, names, rng, stratify)
+    train, val, test = split_indices(y, sizes, names, rng, stratify)
     return X[train], X[val], X[test], y[train], y[val], y[test]
 
 
@@ -57,22 +57,39 @@ def _paired(X: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _split_indices(
-    y: np.ndarray, sizes: list, names: list[str], rng: Any, stratify: bool
+def split_indices(
+    y: np.ndarray,
+    sizes: list,
+    names: list[str],
+    rng: Any = 0,
+    stratify: bool = False,
+    allow_empty: bool = False,
 ) -> list[np.ndarray]:
-    """Indices of the training part followed by one array per requested size, all disjoint."""
+    """Indices of the training part followed by one array per requested size, all disjoint.
+
+    A size is a fraction in (0, 1) of the samples or a count; with `allow_empty`, 0 asks for an
+    empty part, and with every size 0 nothing is shuffled: the training part is the data in its
+    own order (`chainrule train` without a test split). Otherwise
+    the requested parts are taken from the front of one permutation of the samples, in order,
+    and the training part is what remains.
+    """
     n = len(y)
-    counts = [_count(size, name, n) for size, name in zip(sizes, names)]
+    counts = [
+        0 if allow_empty and size == 0 else _count(size, name, n)
+        for size, name in zip(sizes, names)
+    ]
     if sum(counts) >= n:
         raise ValueError(
             f"{', '.join(f'{name}={size}' for name, size in zip(names, sizes))} leave no training "
             f"samples out of {n}"
         )
+    if sum(counts) == 0:
+        return [np.arange(n), *(np.arange(0) for _ in counts)]
     generator = get_rng(rng)
     if not stratify:
         order = generator.permutation(n)
-        bounds = np.cumsum([n - sum(counts), *counts])[:-1]
-        return np.split(order, bounds)
+        *parts, train = np.split(order, np.cumsum(counts))
+        return [train, *parts]
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise ValueError(
             f"stratify needs class indices y of shape (samples,) and integer dtype, got "

@@ -21,20 +21,19 @@ import numpy as np
 from chainrule.loaders import (  # noqa: F401 - re-exported: the file loaders belong to this API too
     Arrays,
     LoadedData,
-    _finite,
-    _float_dtype,
     load_csv,
     load_idx,
     load_npz,
     read_idx,
 )
 from chainrule.random import get_rng
+from chainrule.validation import float_dtype
 
 # ---- built-in data sets ---------------------------------------------------------------------
 
 
 def _truth_table(outputs: list[int], dtype: Any) -> Arrays:
-    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=_float_dtype(dtype))
+    X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float_dtype(dtype))
     return X, np.array(outputs, dtype=np.int64)
 
 
@@ -154,7 +153,7 @@ def sine(n_samples: int = 200, noise: float = 0.1, rng: Any = 0, dtype: Any = np
     generator = get_rng(rng)
     x = generator.uniform(-np.pi, np.pi, size=(n_samples, 1))
     y = np.sin(x) + noise * generator.standard_normal((n_samples, 1))
-    dtype = _float_dtype(dtype)
+    dtype = float_dtype(dtype)
     return x.astype(dtype), y.astype(dtype)
 
 
@@ -166,7 +165,7 @@ def digits(dtype: Any = np.float32) -> Arrays:
     source = resources.files("chainrule").joinpath("datasets_files/digits.csv.gz")
     with source.open("rb") as raw, gzip.open(raw, "rt") as text:
         table = np.loadtxt(text, delimiter=",")
-    return table[:, :-1].astype(_float_dtype(dtype)), table[:, -1].astype(np.int64)
+    return table[:, :-1].astype(float_dtype(dtype)), table[:, -1].astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -257,4 +256,4 @@ def _even_counts(total: int, groups: int) -> list[int]:
 def _shuffled(X: np.ndarray, y: np.ndarray, generator: np.random.Generator, dtype: Any) -> Arrays:
     """Rows in random order, so any prefix of the data holds every class."""
     order = generator.permutation(len(X))
-    return X[order].astype(_float_dtype(dtype)), y[order].astype(np.int64)
+    return X[order].astype(float_dtype(dtype)), y[order].astype(np.int64)

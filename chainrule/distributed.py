@@ -128,7 +128,7 @@ class MPIProcess:
     """This rank's part in data-parallel training (made by `init()`; passed to `fit` as `process`).
 
     `rank`, `world_size`, `is_root` (rank 0: the one that logs and writes files) and `comm`, the
-    mpi4py communicator. The methods are what `chainrule.train.Trainer` calls.
+    mpi4py communicator. The methods are what `chainrule.fit` calls.
     """
 
     def __init__(self, comm: Any) -> None:

@@ -15,40 +15,36 @@ from typing import Any
 import numpy as np
 
 from chainrule import nn
-from chainrule.data import Standardizer, one_hot
-from chainrule.train import LOSSES, History, evaluate, fit, predict
+from chainrule.data import Standardizer, one_hot, split_indices
+from chainrule.datasets import DATASETS
+from chainrule.registry import ACTIVATIONS, HIDDEN_ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULES
+from chainrule.train import EarlyStopping, History, evaluate, fit, predict
+from chainrule.validation import check_choice, check_int, check_number, float_dtype
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "gelu": nn.GELU,
-    "softplus": nn.Softplus,
-}
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad")
-DTYPES = {"float32": np.float32, "float64": np.float64}
+DTYPES = ("float32", "float64")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """A whole `chainrule train` run: the data's splits and scaling, the network, and the
+    settings handed to `fit`. Fields left at None take their documented default."""
+
     dataset: str = "moons"
     hidden: tuple[int, ...] = (32, 32)  # hidden layer sizes; () is the tutorial's single layer
-    activation: str = "relu"
+    activation: str = "relu"  # a hidden activation of chainrule.registry.ACTIVATIONS
     loss: str | None = None  # None: cross_entropy for classification, mse for regression
-    optimizer: str = "adam"
+    optimizer: str = "adam"  # a name of chainrule.registry.OPTIMIZERS
     lr: float = 0.01
     momentum: float = 0.0  # sgd and rmsprop only
     weight_decay: float = 0.0
+    scheduler: str | None = None  # a name of chainrule.registry.SCHEDULES; None: constant lr
     epochs: int = 100
     batch_size: int | None = 32  # None: the full batch, as in the tutorial
     log_every: int | None = None  # None: about ten lines per run
     seed: int = 0
     val_split: float = 0.0
     test_split: float = 0.2
-    standardize: bool = (
-        True  # features to zero mean and unit variance (statistics of the train split)
-    )
+    standardize: bool = True  # features to zero mean and unit variance (train split's statistics)
     dtype: str = "float32"
     label_column: Any = -1  # CSV only: index or header name of the target column
     early_stopping: int | None = None  # patience in epochs (needs val_split > 0)
@@ -57,8 +53,9 @@ class TrainConfig:
 # Per-dataset defaults, chosen so each built-in trains well in a few seconds.
 PRESETS: dict[str, dict[str, Any]] = {
     # The founding tutorial's setup (sigmoid units, its ½·MSE loss, plain full-batch gradient
-    # descent, seed 0, a log line every 1 000 epochs) plus the hidden layer it lacks. Its learning
-    # rate of 0.1 is too small for the hidden layer to separate XOR within 10 000 epochs; 1.0 is not.
+    # descent, seed 0, a log line every 1 000 epochs) plus the hidden layer it lacks. Its
+    # learning rate of 0.1 is too small for the hidden layer to separate XOR within 10 000
+    # epochs; 1.0 is not.
     "xor": dict(
         hidden=(4,),
         activation="sigmoid",
@@ -106,12 +103,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         test_split=0.2,
     ),
     "spirals": dict(hidden=(64, 64), activation="tanh", epochs=300, lr=0.01),
+    # A table of the user's own (a CSV, NPZ or IDX file): usually small, so a validation split
+    # and early stopping keep the network from learning the training rows by heart.
+    "file": dict(val_split=0.2, early_stopping=30, epochs=500),
 }
+
+
+def preset_name(dataset: str) -> str | None:
+    """Which preset a dataset takes: its own, "file" for a data file, or None."""
+    if dataset in PRESETS:
+        return dataset
+    return None if dataset in DATASETS else "file"
 
 
 def config_for(dataset: str, **overrides: Any) -> TrainConfig:
     """The dataset's preset, then `overrides` (None values mean 'not given')."""
-    values = dict(PRESETS.get(dataset, {}))
+    preset = preset_name(dataset)
+    values = dict(PRESETS[preset]) if preset else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
@@ -121,30 +129,28 @@ def config_for(dataset: str, **overrides: Any) -> TrainConfig:
 
 
 def validate(config: TrainConfig) -> TrainConfig:
-    def one_of(name: str, value: Any, choices: Any) -> None:
-        if value not in choices:
-            raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-
-    one_of("activation", config.activation, ACTIVATIONS)
-    one_of("optimizer", config.optimizer, OPTIMIZERS)
-    one_of("dtype", config.dtype, DTYPES)
+    """`config` if every field is in range, else a ValueError naming the field and value."""
+    check_choice("", "activation", config.activation, HIDDEN_ACTIVATIONS)
+    check_choice("", "optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("", "dtype", config.dtype, DTYPES)
     if config.loss is not None:
-        one_of("loss", config.loss, LOSSES)
-    if any(size <= 0 or size > 100_000 for size in config.hidden):
-        raise ValueError(f"hidden layer sizes must be between 1 and 100000, got {config.hidden}")
-    if not 0 < config.lr < float("inf"):
-        raise ValueError(f"learning rate must be a positive finite number, got {config.lr}")
-    if config.log_every is not None and config.log_every <= 0:
-        raise ValueError(f"log every must be a positive number of epochs, got {config.log_every}")
-    if config.epochs < 0:
-        raise ValueError(f"epochs must be >= 0, got {config.epochs}")
-    if config.batch_size is not None and config.batch_size <= 0:
-        raise ValueError(f"batch size must be positive, got {config.batch_size}")
+        check_choice("", "loss", config.loss, LOSSES)
+    if config.scheduler is not None:
+        check_choice("", "scheduler", config.scheduler, SCHEDULES)
+    for size in config.hidden:
+        check_int("", "hidden layer size", size, low=1, high=100_000)
+    check_number("", "learning rate", config.lr, low=0.0, low_open=True)
+    check_number("", "momentum", config.momentum)
+    check_number("", "weight decay", config.weight_decay)
+    if config.log_every is not None:
+        check_int("", "log every", config.log_every, low=1)
+    check_int("", "epochs", config.epochs, low=0)
+    if config.batch_size is not None:
+        check_int("", "batch size", config.batch_size, low=1)
+    if config.early_stopping is not None:
+        check_int("", "early stopping patience", config.early_stopping, low=0)
     for name in ("val_split", "test_split"):
-        if not 0 <= getattr(config, name) < 1:
-            raise ValueError(
-                f"{name.replace('_', ' ')} must be in [0, 1), got {getattr(config, name)}"
-            )
+        check_number("", name.replace("_", " "), getattr(config, name), 0.0, 1.0, high_open=True)
     if config.val_split + config.test_split >= 1:
         raise ValueError("val split + test split must leave some training data")
     return config
@@ -171,26 +177,50 @@ def default_loss(task: Task) -> str:
     return "cross_entropy" if task.classification else "mse"
 
 
-def build_model(config: TrainConfig, n_features: int, task: Task, loss: str) -> nn.Sequential:
-    """Linear layers with the chosen activation between them, and the head the loss needs."""
-    rng = np.random.default_rng(config.seed)
-    dtype = DTYPES[config.dtype]
+def mlp(
+    n_features: int,
+    hidden: tuple[int, ...],
+    activation: str,
+    n_outputs: int,
+    dtype: Any = np.float32,
+    rng: Any = 0,
+) -> nn.Sequential:
+    """Linear → activation for each hidden size, then a Linear to `n_outputs` (no head): the
+    network `chainrule train` and the playground build."""
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    make_activation = ACTIVATIONS[check_choice("", "activation", activation, HIDDEN_ACTIVATIONS)]
     layers: list[nn.Module] = []
     width = n_features
-    for size in config.hidden:
-        layers += [nn.Linear(width, size, dtype=dtype, rng=rng), ACTIVATIONS[config.activation]()]
+    for size in hidden:
+        layers += [nn.Linear(width, size, dtype=dtype, rng=rng), make_activation.module()]
         width = size
-    outputs = task.n_outputs
-    if task.classification and loss != "cross_entropy":
-        outputs = 1 if task.n_classes == 2 else task.n_classes
-    layers.append(nn.Linear(width, outputs, dtype=dtype, rng=rng))
-    if task.classification and loss in ("half_mse", "mse", "bce", "huber"):
-        layers.append(nn.Sigmoid() if outputs == 1 else nn.Softmax())
+    layers.append(nn.Linear(width, n_outputs, dtype=dtype, rng=rng))
     return nn.Sequential(*layers)
 
 
+def build_model(config: TrainConfig, n_features: int, task: Task, loss: str) -> nn.Sequential:
+    """The config's MLP with the output the loss needs: one logit per class for
+    cross-entropy, a probability (sigmoid or softmax head) for losses that take probabilities
+    or values of a classification, and one value per target for regression."""
+    outputs = task.n_outputs
+    if task.classification and loss != "cross_entropy":
+        outputs = 1 if task.n_classes == 2 else task.n_classes
+    model = mlp(
+        n_features,
+        config.hidden,
+        config.activation,
+        outputs,
+        float_dtype(config.dtype),
+        config.seed,
+    )
+    if task.classification and LOSSES[loss].output != "logits":
+        model.append(nn.Sigmoid() if outputs == 1 else nn.Softmax())
+    return model
+
+
 def shape_targets(y: np.ndarray, task: Task, loss: str, dtype: Any) -> np.ndarray:
-    """Targets in the form the loss takes: class indices, a probability column, one-hot, or values."""
+    """Targets in the form the loss takes: class indices, a probability column, one-hot, or
+    values."""
     if not task.classification:
         return (y.reshape(-1, 1) if y.ndim == 1 else y).astype(dtype)
     if loss == "cross_entropy":
@@ -216,15 +246,6 @@ class RunResult:
     predictions: np.ndarray | None = None
 
 
-def split_indices(n: int, fractions: tuple[float, float], seed: int) -> tuple[np.ndarray, ...]:
-    """Shuffled train / validation / test index arrays of the given validation and test fractions."""
-    n_val, n_test = (int(round(f * n)) for f in fractions)
-    if n_val == n_test == 0:
-        return np.arange(n), np.arange(0), np.arange(0)  # no split: keep the data's own order
-    order = np.random.default_rng(seed).permutation(n)
-    return order[n_val + n_test :], order[:n_val], order[n_val : n_val + n_test]
-
-
 def run(
     config: TrainConfig,
     X: np.ndarray,
@@ -236,9 +257,13 @@ def run(
     """Split, standardise, build, train and evaluate, as the config says."""
     task = infer_task(y)
     loss = config.loss or default_loss(task)
-    dtype = DTYPES[config.dtype]
+    dtype = float_dtype(config.dtype)
     train_idx, val_idx, test_idx = split_indices(
-        len(X), (config.val_split, config.test_split), config.seed
+        y,
+        [config.val_split, config.test_split],
+        ["val split", "test split"],
+        config.seed,
+        allow_empty=True,
     )
     if len(train_idx) == 0:
         raise ValueError("the splits leave no training data")
@@ -252,8 +277,6 @@ def run(
     model = build_model(config, X.shape[1], task, loss)
     callbacks = []
     if config.early_stopping is not None:
-        from chainrule.train import EarlyStopping
-
         if len(val_idx) == 0:
             raise ValueError("early stopping needs a validation split (--val-split)")
         callbacks.append(EarlyStopping(patience=config.early_stopping))
@@ -267,6 +290,7 @@ def run(
         lr=config.lr,
         momentum=config.momentum,
         weight_decay=config.weight_decay,
+        scheduler=config.scheduler,
         epochs=config.epochs,
         batch_size=config.batch_size,
         classification=task.classification,

@@ -17,50 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from chainrule import functional as F
 from chainrule import nn
+from chainrule.explain_text import Writer, compare, kink_at_or_after
 from chainrule.gradcheck import central_differences
+from chainrule.registry import LOSSES, activation_for
 from chainrule.tensor import Tensor, no_grad
+from chainrule.validation import check_choice, check_number
 
-# name -> (what L is, L(ŷ, y) on Tensors, ∂L_n/∂ŷ as the text writes it). Each averages over the
-# samples, L = (1/N)·Σ_n L_n, so sample n's own gradient ∂L_n/∂· is N times its row of ∂L/∂·.
-LOSSES: dict[str, tuple[str, Callable[[Tensor, Any], Tensor], str]] = {
-    "mse": (
-        "½·mean((ŷ − y)²), the founding tutorial's halved MSE",
-        lambda out, y: 0.5 * F.mse_loss(out, y),
-        "ŷ − y",
-    ),
-    "mse_torch": ("mean((ŷ − y)²), PyTorch's MSELoss (no ½)", F.mse_loss, "2·(ŷ − y)"),
-    "bce": (
-        "−mean(y·ln ŷ + (1 − y)·ln(1 − ŷ)) for probabilities ŷ",
-        F.binary_cross_entropy,
-        "(ŷ − y)/(ŷ·(1 − ŷ))",
-    ),
-    "bce_logits": (
-        "binary cross-entropy of sigmoid(ŷ) for logits ŷ",
-        F.binary_cross_entropy_with_logits,
-        "sigmoid(ŷ) − y",
-    ),
-    "cross_entropy": (
-        "mean(−ln softmax(ŷ)_y) for logits ŷ",
-        F.cross_entropy,
-        "softmax(ŷ) − onehot(y)",
-    ),
-    "huber": ("mean(huber(ŷ − y)) with δ = 1", F.huber_loss, "clip(ŷ − y, −1, 1)"),
-}
-
-# Activation -> (its name in formulas, its derivative as the text writes it).
-ACTIVATIONS = {
-    nn.Sigmoid: ("sigmoid", "a·(1 − a)"),
-    nn.Tanh: ("tanh", "1 − a²"),
-    nn.ReLU: ("relu", "1 if z > 0 else 0"),
-    nn.LeakyReLU: ("leaky_relu", "1 if z > 0 else slope"),
-    nn.GELU: ("gelu", "gelu′(z)"),
-    nn.Softplus: ("softplus", "sigmoid(z)"),
-    nn.Softmax: ("softmax", "a_k·(δ_kj − a_j)"),
-    nn.Identity: ("identity", "1"),
-}
-_KINKED = (nn.ReLU, nn.LeakyReLU)
+# Losses and activations come from chainrule.registry: each loss averages over the samples,
+# L = (1/N)·Σ_n L_n, so sample n's own gradient ∂L_n/∂· is N times its row of ∂L/∂·.
 _FD_LIMIT = 5000  # above this many numbers, difference only the chosen weights (2 passes each)
 
 
@@ -104,7 +69,7 @@ class Chain:
     terms: np.ndarray  # ∂L_n/∂w
     value: float
     numeric: float
-    status: str  # 'agrees' | 'mismatch' | 'kink' | 'unchecked'
+    status: str  # 'agrees' | 'mismatch' | 'kink' | 'tiny' | 'unchecked'
     relative_error: float
     # Hidden layers, sample 0: the pairs (∂L_0/∂z^[l+1]_k, W^[l+1]_kj) that sum to ∂L_0/∂a_j.
     backprop: list[tuple[float, float]] | None
@@ -136,9 +101,8 @@ class Explanation:
         return self.format()
 
     def format(self, precision: int = 4, step: bool = False) -> str:
-        """The walk back from the loss, in `precision` significant digits; `step` adds the update."""
-        from chainrule.explain_text import Writer
-
+        """The walk back from the loss, in `precision` significant digits; `step` adds the
+        update."""
         return Writer(self, precision).text(step)
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +114,7 @@ def explain(
     model: nn.Sequential,
     x: Any,
     y: Any,
-    loss: str = "mse",
+    loss: str = "half_mse",
     lr: float = 0.1,
     weight: str | list[str] | None = None,
     eps: float = 1e-6,
@@ -158,8 +122,9 @@ def explain(
     """One forward and backward pass of `model` on x (features,) or (batch, features), kept whole.
 
     `model` is a Sequential of Linear layers, each followed by at most one activation (Sigmoid,
-    Tanh, ReLU, LeakyReLU, GELU, Softplus, Softmax, Identity). `loss` is one of LOSSES: "mse" is
-    the founding tutorial's halved ½·mean((ŷ − y)²), "mse_torch" PyTorch's mean((ŷ − y)²).
+    Tanh, ReLU, LeakyReLU, GELU, Softplus, Softmax, Identity). `loss` is a name of
+    `chainrule.registry.LOSSES`: "half_mse" (the default) is the founding tutorial's
+    ½·mean((ŷ − y)²), "mse" PyTorch's mean((ŷ − y)²).
     `weight` names the elements whose chain is written out, e.g. "2.weight[0,1]" (default: W[0,0]
     of every Linear). It all runs in float64 on a copy: the model and its .grad never change.
 
@@ -167,15 +132,13 @@ def explain(
     >>> print(explain(net, [1.0, 1.0], [0.0]))  # doctest: +SKIP
     >>> print(explain(net, [1.0, 1.0], [0.0]).format(precision=6, step=True))  # doctest: +SKIP
     """
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
+    check_choice("explain", "loss", loss, LOSSES)
     for label, value in (("lr", lr), ("eps", eps)):
-        if not (isinstance(value, (int, float)) and np.isfinite(value) and value > 0):
-            raise ValueError(f"explain: {label} must be a positive number, got {value!r}")
+        check_number("explain", label, value, low=0.0, low_open=True)
     stages = _stages(model)
     model64 = copy.deepcopy(model).double()
     model64.zero_grad()  # a copied .grad would be added to
-    loss_fn = LOSSES[loss][1]
+    loss_fn = LOSSES[loss].function
     x = _inputs(x, model64.layers[0])
     h, outputs = Tensor(x), []
     for module in model64.layers:
@@ -245,7 +208,9 @@ def explain(
         grad=grad,
         numeric=numeric,
         updated={name: params[name] - lr * grad[name] for name in params},
-        chains=[_chain(name, i, layers, params, grad, numeric, total.item()) for name, i in chosen],
+        chains=[
+            _chain(name, i, layers, params, grad, numeric, total.item(), eps) for name, i in chosen
+        ],
     )
 
 
@@ -254,13 +219,25 @@ def _stages(model: Any) -> list[tuple[int, int]]:
     """(index of each Linear, index of the module whose output is its a) in the Sequential."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"explain needs a chainrule.nn.Sequential, got {type(model).__name__}")
-    supported = ", ".join(["Linear", *(kind.__name__ for kind in ACTIVATIONS)])
+    supported = ", ".join(
+        [
+            "Linear",
+            "Sigmoid",
+            "Tanh",
+            "ReLU",
+            "LeakyReLU",
+            "GELU",
+            "Softplus",
+            "Softmax",
+            "Identity",
+        ]
+    )
     stages: list[tuple[int, int]] = []
     for i, module in enumerate(model.layers):
         kind = type(module).__name__
         if isinstance(module, nn.Linear):
             stages.append((i, i))
-        elif type(module) not in ACTIVATIONS:
+        elif activation_for(module) is None:
             raise ValueError(f"explain: layer {i} is {kind}; supported: {supported}")
         elif not stages or stages[-1][1] != stages[-1][0]:
             raise ValueError(
@@ -346,27 +323,13 @@ def _pullback(f: nn.Module, z: np.ndarray, seed: np.ndarray) -> np.ndarray:
 
 def _kinks(f: nn.Module, z: np.ndarray, a_prev: np.ndarray, eps: float) -> np.ndarray:
     # Nudging one weight or bias of this layer by eps moves z by up to eps·max(1, |a_prev_i|).
-    if not isinstance(f, _KINKED):
+    entry = activation_for(f)
+    if entry is None or not entry[1].kinked:
         return np.zeros(z.shape, dtype=bool)
     return np.abs(z) <= eps * (1 + np.abs(a_prev).sum(axis=1, keepdims=True))
 
 
-def _kink_at_or_after(layers: dict[str, Layer], index: int) -> bool:
-    """Whether nudging anything in layer `index` may push a ReLU input there or later over 0."""
-    return any(layer.kink.any() for layer in layers.values() if layer.index >= index)
-
-
-def _compare(analytic: float, numeric: float, loss: float) -> tuple[str, float]:
-    """('agrees' | 'mismatch' | 'unchecked', relative error) of a gradient and its difference."""
-    if np.isnan(numeric):
-        return "unchecked", float("nan")
-    difference, size = abs(analytic - numeric), max(abs(analytic), abs(numeric))
-    # Central differences in float64 are good to about 1e-10·|L|; a tighter bound flags rounding.
-    agrees = difference <= 1e-7 * max(1.0, abs(loss)) + 1e-5 * size
-    return ("agrees" if agrees else "mismatch"), (difference / size if size > 0 else 0.0)
-
-
-def _chain(name, element, layers, params, grad, numeric, loss) -> Chain:
+def _chain(name, element, layers, params, grad, numeric, loss, eps) -> Chain:
     layer_name, kind = name.rsplit(".", 1)
     layer, j = layers[layer_name], element[0]
     n = len(layer.z)
@@ -380,8 +343,8 @@ def _chain(name, element, layers, params, grad, numeric, loss) -> Chain:
     if after:
         W = params[f"{after[0].name}.weight"]
         backprop = [(float(n * after[0].dL_dz[0, k]), float(W[k, j])) for k in range(len(W))]
-    status, relative = _compare(grad[name][element], numeric[name][element], loss)
-    status = "kink" if _kink_at_or_after(layers, layer.index) else status
+    status, relative = compare(grad[name][element], numeric[name][element], loss, eps)
+    status = "kink" if kink_at_or_after(layers, layer.index) else status
     return Chain(
         parameter=name,
         index=element,

@@ -1,24 +1,51 @@
 """The text of an Explanation: the walk back from the loss in the founding tutorial's notation,
-every product written out with its numbers. The numbers themselves come from `chainrule.explain`.
+every product written out with its numbers, and the verdicts on its finite-difference checks.
+The numbers themselves come from `chainrule.explain`.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from chainrule.explain import (
-    ACTIVATIONS,
-    LOSSES,
-    Chain,
-    Explanation,
-    Layer,
-    _compare,
-    _kink_at_or_after,
-)
+from chainrule.registry import ACTIVATIONS, LOSSES
 
-_NAMES = {kind.__name__: formulas for kind, formulas in ACTIVATIONS.items()}
+if TYPE_CHECKING:  # the records this module writes; chainrule.explain imports this module
+    from chainrule.explain import Chain, Explanation, Layer
+
+# Activation class name -> (its name in formulas, its derivative as the text writes it).
+_NAMES = {entry.module.__name__: (name, entry.derivative) for name, entry in ACTIVATIONS.items()}
+
+
+def kink_at_or_after(layers: dict[str, Layer], index: int) -> bool:
+    """Whether nudging anything in layer `index` may push a ReLU input there or later over 0."""
+    return any(layer.kink.any() for layer in layers.values() if layer.index >= index)
+
+
+def compare(analytic: float, numeric: float, loss: float, eps: float = 1e-6) -> tuple[str, float]:
+    """('agrees' | 'mismatch' | 'tiny' | 'unchecked', relative error) of a gradient and its
+    central difference.
+
+    A central difference in float64 carries an absolute error of about ε·|L|/eps (the rounding of
+    L, ε = 2.2e-16, over a step of eps: ~2e-10 for eps = 1e-6), whatever the gradient's size. A
+    gradient well above that is checked relatively (1e-5); one within it cannot be checked at
+    all — 2.22e-10 against 2.07e-10 is noise, not agreement — and is reported as 'tiny'.
+    """
+    if np.isnan(numeric):
+        return "unchecked", float("nan")
+    difference, size = abs(analytic - numeric), max(abs(analytic), abs(numeric))
+    relative = difference / size if size > 0 else 0.0
+    noise = 4 * np.finfo(np.float64).eps * max(1.0, abs(loss)) / eps
+    if size <= noise:
+        return "tiny", relative  # within the differences' own rounding: no evidence either way
+    agrees = difference <= noise + 1e-5 * size
+    return ("agrees" if agrees else "mismatch"), relative
+
+
 _VERDICTS = {
     "agrees": "agrees",
+    "tiny": "too small to check: within the differences' own rounding",
     "mismatch": "MISMATCH",
     "unchecked": "not computed",
     "kink": "at the kink: finite differences are not meaningful here",
@@ -51,7 +78,7 @@ class Writer:
 
     def text(self, step: bool) -> str:
         e, n = self.e, self.n
-        loss = f"loss {e.loss_name}: L = {LOSSES[e.loss_name][0]}"
+        loss = f"loss {e.loss_name}: L = {LOSSES[e.loss_name].formula}"
         self.lines = [f"The chain rule for {e.model}, {loss}."]
         if n > 1:
             self.lines.append(
@@ -88,7 +115,9 @@ class Writer:
         self.lines += ["", f"Layer {l}: Linear '{layer.name}' then {f} ({', '.join(names)})"]
         if l == len(e.layers):
             per_output = e.loss_name != "cross_entropy" and layer.a.shape[1] > 1
-            upstream = LOSSES[e.loss_name][2] + (" (over K outputs: /K)" if per_output else "")
+            upstream = LOSSES[e.loss_name].gradient + (
+                " (over K outputs: /K)" if per_output else ""
+            )
         else:
             upstream = f"Σ_k ∂{L}/∂z^[{l + 1}]_k · W^[{l + 1}]_kj"
         rows = [(f"∂{L}/∂a^[{l}] = {upstream}", self.vec(n * layer.dL_da[0]))]
@@ -112,18 +141,25 @@ class Writer:
         pairs = [(layer.dL_da, layer.numeric_dL_da), (layer.dL_dz, layer.numeric_dL_dz)]
         pairs += [(self.e.grad[name], self.e.numeric[name]) for name in names]
         results = [
-            _compare(a, v, self.e.loss)
+            compare(a, v, self.e.loss, self.e.eps)
             for analytic, numeric in pairs
             for a, v in zip(analytic.ravel(), numeric.ravel())
         ]
-        checked = [r for r in results if r[0] != "unchecked"]
-        rest = " (the rest not differenced: a large model)" if len(checked) < len(results) else ""
+        checked = [r for r in results if r[0] not in ("unchecked", "tiny")]
+        tiny = sum(status == "tiny" for status, _ in results)
+        rest = (
+            " (the rest not differenced: a large model)"
+            if len(checked) + tiny < len(results)
+            else ""
+        )
+        if tiny:
+            rest += f"; {tiny} too small to check (within the differences' own rounding)"
         if not checked:
             self.lines.append(f"  finite differences: none here{rest}")
             return
         bad = sum(status == "mismatch" for status, _ in checked)
         verdict = f"{bad} of {len(checked)} disagree" if bad else "all agree"
-        if bad and _kink_at_or_after(self.e.layers, layer.index):
+        if bad and kink_at_or_after(self.e.layers, layer.index):
             verdict += " — at the kink: finite differences are not meaningful here"
         worst = max(relative for _, relative in checked)
         self.lines.append(

@@ -14,7 +14,7 @@ import numpy as np
 from chainrule import ops
 from chainrule.ops.losses import REDUCTIONS
 from chainrule.random import get_rng
-from chainrule.tensor import Tensor, _lift, apply
+from chainrule.tensor import Tensor, apply, lift
 
 
 def _tensor(x: Any) -> Tensor:
@@ -65,9 +65,9 @@ def where(condition: Any, x: Any, y: Any) -> Tensor:
 def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
     """Two operands as tensors; a Python number takes the other operand's dtype."""
     if isinstance(a, Tensor):
-        return a, _lift(b, a)
+        return a, lift(b, a)
     b = _tensor(b)
-    return _lift(a, b), b
+    return lift(a, b), b
 
 
 # ---- shape ---------------------------------------------------------------------------------

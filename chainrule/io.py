@@ -32,13 +32,12 @@ import numpy as np
 from chainrule import nn
 from chainrule.architecture import (
     LAYER_TYPES,
-    _build,
-    _expected_tensors,
-    _Invalid,
-    _is_int,
-    _leaves,
-    _parse_node,
+    ArchitectureError,
+    build,
     describe_model,
+    expected_tensors,
+    leaves,
+    parse_node,
 )
 from chainrule.atomic import atomic_write
 from chainrule.safetensors_format import (
@@ -49,6 +48,8 @@ from chainrule.safetensors_format import (
     parse_json,
     write,
 )
+from chainrule.validation import is_int
+from chainrule.version import __version__
 
 __all__ = [
     "FORMAT_NAME",
@@ -126,13 +127,11 @@ def save(
 
     Refuses NaN/Inf weights. Atomic: on any failure the previous file at `path` is untouched.
     """
-    import chainrule  # at call time: chainrule/__init__ may import this module
-
     if not isinstance(model, nn.Module):
         raise TypeError(f"save expects a chainrule.nn.Module, got {type(model).__name__}")
     architecture = describe_model(model)
     state = model.state_dict()
-    expected = _expected_tensors(architecture)
+    expected = expected_tensors(architecture)
     actual = {name: (array.shape, array.dtype.name) for name, array in state.items()}
     if actual != {name: (shape, dtype) for name, (shape, dtype, _) in expected.items()}:
         raise ValueError(
@@ -147,7 +146,7 @@ def save(
     description = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "library_version": chainrule.__version__,
+        "library_version": __version__,
         "architecture": architecture,
         "metadata": _json_metadata({} if metadata is None else dict(metadata)),
     }
@@ -206,7 +205,7 @@ def _read(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, np.ndarray]]:
             f"not a chainrule model file: format {str(found)[:80]!r}, expected {FORMAT_NAME!r}"
         )
     version = description.get("format_version")
-    if not _is_int(version) or version < 1:
+    if not is_int(version) or version < 1:
         raise fail(f"format_version must be a positive integer, got {str(version)[:80]!r}")
     if version > FORMAT_VERSION:
         raise fail(
@@ -230,11 +229,11 @@ def _read(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, np.ndarray]]:
     if not isinstance(library_version, str) or not isinstance(metadata, dict):
         raise fail("library_version must be a string and metadata an object")
     try:
-        architecture = _parse_node(description["architecture"], "model", 0, [0])
-    except _Invalid as error:
+        architecture = parse_node(description["architecture"], "model", 0, [0])
+    except ArchitectureError as error:
         raise fail(f"invalid architecture: {error}") from None
-    _check_tensors(fail, _expected_tensors(architecture), tensors)
-    layers = _leaves(architecture)
+    _check_tensors(fail, expected_tensors(architecture), tensors)
+    layers = leaves(architecture)
     info = ModelInfo(
         path=name,
         format_version=version,
@@ -278,7 +277,7 @@ def inspect(path: str | os.PathLike) -> ModelInfo:
 def load_with_metadata(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     """(model, user metadata) from a file written by `save`; the model is in eval mode."""
     info, tensors = _read(path)
-    model = _build(info.architecture)
+    model = build(info.architecture)
     model.load_state_dict(tensors)
     return model.eval(), info.metadata
 

@@ -239,46 +239,46 @@ class Tensor:
 
     # ---- operators (the math is in chainrule.ops) ------------------------------------------
     def __add__(self, other: Any) -> Tensor:
-        return apply(_ops().add, self, _lift(other, self))
+        return apply(_ops().add, self, lift(other, self))
 
     def __radd__(self, other: Any) -> Tensor:
-        return apply(_ops().add, _lift(other, self), self)
+        return apply(_ops().add, lift(other, self), self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return apply(_ops().sub, self, _lift(other, self))
+        return apply(_ops().sub, self, lift(other, self))
 
     def __rsub__(self, other: Any) -> Tensor:
-        return apply(_ops().sub, _lift(other, self), self)
+        return apply(_ops().sub, lift(other, self), self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return apply(_ops().mul, self, _lift(other, self))
+        return apply(_ops().mul, self, lift(other, self))
 
     def __rmul__(self, other: Any) -> Tensor:
-        return apply(_ops().mul, _lift(other, self), self)
+        return apply(_ops().mul, lift(other, self), self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return apply(_ops().div, self, _lift(other, self))
+        return apply(_ops().div, self, lift(other, self))
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return apply(_ops().div, _lift(other, self), self)
+        return apply(_ops().div, lift(other, self), self)
 
     def __pow__(self, other: Any) -> Tensor:
         if isinstance(other, numbers.Real) and not isinstance(other, bool):
             return apply(_ops().pow_scalar, self, exponent=other)
-        return apply(_ops().pow, self, _lift(other, self))
+        return apply(_ops().pow, self, lift(other, self))
 
     def __rpow__(self, other: Any) -> Tensor:
-        return apply(_ops().pow, _lift(other, self), self)
+        return apply(_ops().pow, lift(other, self), self)
 
     def __neg__(self) -> Tensor:
         return apply(_ops().neg, self)
 
     def __matmul__(self, other: Any) -> Tensor:
-        other = _lift(other, self)
+        other = lift(other, self)
         return apply(_ops().matmul, self, other, needs=(self.requires_grad, other.requires_grad))
 
     def __rmatmul__(self, other: Any) -> Tensor:
-        other = _lift(other, self)
+        other = lift(other, self)
         return apply(_ops().matmul, other, self, needs=(other.requires_grad, self.requires_grad))
 
     def __getitem__(self, index: Any) -> Tensor:
@@ -397,7 +397,7 @@ def _plain_index(index: Any) -> Any:
     return index
 
 
-def _lift(value: Any, like: Tensor) -> Tensor:
+def lift(value: Any, like: Tensor) -> Tensor:
     """Wrap a Python number or array as a constant tensor; numbers take `like`'s dtype (no upcast)."""
     if isinstance(value, Tensor):
         return value

@@ -24,8 +24,9 @@ __all__ = [
 ]
 
 
-def _prefix(owner: str) -> str:
-    return f"{owner}: " if owner else ""
+def _subject(owner: str, name: str) -> str:
+    """'SGD: lr ' — the start of a message (either part may be empty)."""
+    return (f"{owner}: " if owner else "") + (f"{name} " if name else "")
 
 
 def is_int(value: Any) -> bool:
@@ -53,9 +54,9 @@ def check_int(
         rule = "an integer"
     if not is_int(value):
         kind = TypeError if error is ValueError else error
-        raise kind(f"{_prefix(owner)}{name} must be {rule}, got {value!r}")
+        raise kind(f"{_subject(owner, name)}must be {rule}, got {value!r}")
     if (low is not None and value < low) or (high is not None and value > high):
-        raise error(f"{_prefix(owner)}{name} must be {rule}, got {value!r}")
+        raise error(f"{_subject(owner, name)}must be {rule}, got {value!r}")
     return int(value)
 
 
@@ -74,12 +75,16 @@ def check_number(
 
     Python floats (not NumPy scalars) keep float32 arithmetic in float32 under NumPy 2.
     """
+    unbounded = low == -math.inf and high in (None, math.inf)
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         kind = TypeError if error is ValueError else error
-        raise kind(f"{_prefix(owner)}{name} must be a number, got {value!r}")
+        what = "a finite number" if unbounded else "a number"
+        raise kind(f"{_subject(owner, name)}must be {what}, got {value!r}")
     number = float(value)
     left = ">" if low_open else ">="
-    if high is None:
+    if unbounded:
+        ok, rule = True, "a finite number"
+    elif high is None:
         ok, rule = (number > low if low_open else number >= low), f"{left} {low:g}"
     else:
         above = low < number if low_open else low <= number
@@ -87,14 +92,14 @@ def check_number(
         ok = above and below
         rule = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     if not ok or not math.isfinite(number):
-        raise error(f"{_prefix(owner)}{name} must be {rule}, got {value}")
+        raise error(f"{_subject(owner, name)}must be {rule}, got {value}")
     return number
 
 
 def check_flag(owner: str, name: str, value: Any, error: type[Exception] = TypeError) -> bool:
     """`value` as a bool; anything but True/False (1, "yes", None) is refused."""
     if not isinstance(value, (bool, np.bool_)):
-        raise error(f"{_prefix(owner)}{name} must be True or False, got {value!r}")
+        raise error(f"{_subject(owner, name)}must be True or False, got {value!r}")
     return bool(value)
 
 
@@ -109,7 +114,7 @@ def check_choice(
     `unknown loss 'mae'; expected one of mse, half_mse, ...`."""
     if not isinstance(value, str) or value not in choices:
         raise error(
-            f"{_prefix(owner)}unknown {name} {value!r}; expected one of {', '.join(choices)}"
+            f"{_subject(owner, '')}unknown {name} {value!r}; expected one of {', '.join(choices)}"
         )
     return value
 
@@ -122,5 +127,5 @@ def float_dtype(value: Any, owner: str = "", error: type[Exception] = ValueError
     except TypeError:
         dtype = None
     if dtype is None or dtype not in (np.float32, np.float64):
-        raise error(f"{_prefix(owner)}dtype must be float32 or float64, got {value!r}")
+        raise error(f"{_subject(owner, 'dtype')}must be float32 or float64, got {value!r}")
     return dtype

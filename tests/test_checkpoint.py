@@ -23,9 +23,9 @@ from safetensors.numpy import load_file
 
 import chainrule
 from chainrule import nn, optim
-from chainrule.callbacks import Callback
-from chainrule.checkpoint import CheckpointError
-from chainrule.train import NonFiniteError, fit
+from chainrule.train import NonFiniteError, checkpoint, fit
+from chainrule.train.callbacks import Callback
+from chainrule.train.checkpoint import CheckpointError
 
 REPO = Path(chainrule.__file__).resolve().parent.parent
 KILLED = 3  # exit status of a process ended by StopProcess
@@ -37,7 +37,7 @@ import sys
 import numpy as np
 
 from chainrule import nn, optim
-from chainrule.callbacks import Callback, EarlyStopping
+from chainrule.train.callbacks import Callback, EarlyStopping
 from chainrule.train import fit
 
 KILLED = 3
@@ -203,6 +203,7 @@ def small_run(
     hidden=6,
     rows=40,
     resume=False,
+    overwrite=False,
     callbacks=(),
     checkpoint_steps=None,
     dtype=np.float32,
@@ -229,6 +230,7 @@ def small_run(
         checkpoint=checkpoint,
         checkpoint_steps=checkpoint_steps,
         resume=resume,
+        overwrite=overwrite,
     )
     return model, history
 
@@ -264,9 +266,17 @@ def test_checkpoints_are_safetensors_holding_the_weights_and_position(tmp_path):
     assert (state["epoch"], state["step"], state["global_step"]) == (3, 0, 15)
 
 
-def test_a_fresh_run_replaces_the_checkpoints_of_an_earlier_run_in_the_same_directory(tmp_path):
+def test_a_fresh_run_in_a_used_directory_is_refused_and_changes_nothing(tmp_path):
+    small_run(tmp_path, epochs=3)
+    before = snapshot(tmp_path)
+    with pytest.raises(CheckpointError, match="already holds checkpoints.*resume.*overwrite"):
+        small_run(tmp_path, epochs=2, lr=0.01)
+    assert snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_the_checkpoints_of_an_earlier_run_in_the_same_directory(tmp_path):
     small_run(tmp_path, epochs=6)
-    small_run(tmp_path, epochs=2, lr=0.01)
+    small_run(tmp_path, epochs=2, lr=0.01, overwrite=True)
     assert names(tmp_path) == [
         "checkpoint-000001-000000.safetensors",
         "checkpoint-000002-000000.safetensors",
@@ -353,3 +363,41 @@ def test_a_huge_learning_rate_stops_at_the_step_and_never_touches_the_checkpoint
     assert snapshot(tmp_path) == before
     for name in before:
         assert all(np.isfinite(array).all() for array in load_file(str(tmp_path / name)).values())
+
+
+def _change_the_saved_epoch(data: bytes) -> bytes:
+    """Edit the JSON position (the epoch counter), keeping the header's length: what a flipped
+    bit there does."""
+    return data.replace(b'\\"epoch\\": 3', b'\\"epoch\\": 7', 1)
+
+
+def _change_the_shuffle_state(data: bytes) -> bytes:
+    position = data.index(b'\\"state\\": {\\"state\\": ') + 24
+    digit = data[position : position + 1]
+    return data[:position] + (b"1" if digit != b"1" else b"2") + data[position + 1 :]
+
+
+@pytest.mark.parametrize(
+    "damage", [_change_the_saved_epoch, _change_the_shuffle_state], ids=["epoch", "generator"]
+)
+def test_a_changed_byte_in_the_saved_position_is_damage_and_falls_back(tmp_path, damage):
+    small_run(tmp_path, epochs=3)
+    newest = tmp_path / names(tmp_path)[-1]
+    original = newest.read_bytes()
+    newest.write_bytes(damage(original))
+    assert newest.read_bytes() != original and len(newest.read_bytes()) == len(original)
+    with pytest.raises(CheckpointError, match=f"{newest.name} is damaged"):
+        checkpoint.read(str(newest))
+    assert_same_run(small_run(tmp_path, epochs=4, resume=True), small_run(epochs=4))
+
+
+def test_a_directory_named_like_a_checkpoint_is_not_one(tmp_path):
+    small_run(tmp_path, epochs=2)
+    (tmp_path / "checkpoint-000009-000000.safetensors").mkdir()
+    assert_same_run(small_run(tmp_path, epochs=3, resume=True), small_run(epochs=3))
+
+
+def test_a_resume_refusal_names_the_file_and_what_is_wrong(tmp_path):
+    small_run(tmp_path, epochs=2)
+    with pytest.raises(CheckpointError, match=r"checkpoint-000002-000000.safetensors: it was made"):
+        small_run(tmp_path, epochs=3, resume=True, lr=0.5)

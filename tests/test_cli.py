@@ -19,8 +19,8 @@ import pytest
 
 import chainrule
 from chainrule.datasets import DATASETS, digits
-from chainrule.experiment import ACTIVATIONS, OPTIMIZERS
-from chainrule.train import LOSSES
+from chainrule.registry import HIDDEN_ACTIVATIONS as ACTIVATIONS, OPTIMIZERS
+from chainrule.registry import LOSSES
 
 REPO = Path(chainrule.__file__).resolve().parent.parent
 SUMMARY = re.compile(
@@ -215,13 +215,13 @@ BAD_INPUTS = {
     "unknown_option": (["train", "xor", "--bogus"], ["--bogus"]),
     "unknown_activation": (
         ["train", "xor", "--activation", "swish"],
-        ["'swish'", ", ".join(ACTIVATIONS)],
+        ["'swish'", *ACTIVATIONS],
     ),
     "unknown_optimizer": (
         ["train", "xor", "--optimizer", "lbfgs"],
-        ["'lbfgs'", ", ".join(OPTIMIZERS)],
+        ["'lbfgs'", *OPTIMIZERS],
     ),
-    "unknown_loss": (["train", "xor", "--loss", "hinge"], ["'hinge'", ", ".join(LOSSES)]),
+    "unknown_loss": (["train", "xor", "--loss", "hinge"], ["'hinge'", *LOSSES]),
     "csv_cell_not_a_number": (["train", "{cell.csv}"], ["cell.csv", "line 4, column 2", "'oops'"]),
     "csv_nan": (["train", "{nan.csv}"], ["nan.csv", "line 3, column 1", "nan"]),
     "predict_wrong_feature_count": (["predict", "{model}", "{two.csv}"], ["64 features"]),

@@ -108,7 +108,7 @@ def test_noise_free_sine_is_exactly_the_sine():
         (lambda: datasets.spirals(n_classes=1), "n_classes must be an integer >= 2"),
         (lambda: datasets.blobs(centers=[1.0, 2.0]), r"centers must be a count or an array"),
         (lambda: datasets.sine(n_samples=2.5), "n_samples must be an integer"),
-        (lambda: datasets.xor(dtype=np.int32), "dtype must be a floating type"),
+        (lambda: datasets.xor(dtype=np.int32), "dtype must be float32 or float64"),
     ],
 )
 def test_bad_generator_options_are_named(call, message):

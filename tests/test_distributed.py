@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 import chainrule
-from chainrule import checkpoint, cli, distributed
+from chainrule import cli, distributed
+from chainrule.train import checkpoint
 
 REPO = Path(chainrule.__file__).resolve().parent.parent
 SCRIPT = REPO / "tests" / "distributed_scripts" / "train.py"

@@ -10,7 +10,8 @@ import torch
 
 from chainrule import cli, nn
 from chainrule.cli import explain as explain_command
-from chainrule.explain import LOSSES, explain
+from chainrule.explain import explain
+from chainrule.registry import LOSSES
 
 TF = torch.nn.functional
 TORCH_ACTIVATIONS = {
@@ -24,8 +25,8 @@ TORCH_ACTIVATIONS = {
     "Identity": lambda z: z,
 }
 TORCH_LOSSES = {
-    "mse": lambda out, y: 0.5 * TF.mse_loss(out, y),
-    "mse_torch": TF.mse_loss,
+    "half_mse": lambda out, y: 0.5 * TF.mse_loss(out, y),
+    "mse": TF.mse_loss,
     "bce": TF.binary_cross_entropy,
     "bce_logits": TF.binary_cross_entropy_with_logits,
     "cross_entropy": TF.cross_entropy,
@@ -73,10 +74,14 @@ def activation_index(model, first):
 
 # kind -> (Linear widths (ints) and activations (classes) after 3 inputs, loss, target maker)
 NETWORKS = {
-    "sigmoid-mse": ([4, nn.Sigmoid, 2, nn.Sigmoid], "mse", lambda rng: rng.random((3, 2))),
-    "tanh-gelu-mse_torch": (
+    "sigmoid-half_mse": (
+        [4, nn.Sigmoid, 2, nn.Sigmoid],
+        "half_mse",
+        lambda rng: rng.random((3, 2)),
+    ),
+    "tanh-gelu-mse": (
         [4, nn.Tanh, 3, nn.GELU, 2],
-        "mse_torch",
+        "mse",
         lambda rng: rng.normal(size=(3, 2)),
     ),
     "leaky-softplus-huber": (
@@ -362,7 +367,7 @@ def test_text_shows_how_a_hidden_error_came_from_the_next_layer():
     state = {"0.weight": np.full((2, 2), 0.1), "0.bias": np.zeros(2), "2.weight": w2}
     model = loaded(model, {**state, "2.bias": np.zeros(2)})
     e = explain(model, [1.0, 1.0], [1.0, 0.0])
-    _, outputs, _ = torch_pass(model, np.ones((1, 2)), np.array([[1.0, 0.0]]), "mse")
+    _, outputs, _ = torch_pass(model, np.ones((1, 2)), np.array([[1.0, 0.0]]), "half_mse")
     g = outputs[2].grad[0].numpy()  # ∂L/∂z^[2]
     products = (
         f"{shown(g[0])} × 0.5000 + {shown(g[1])} × (-0.2500) = {g[0] * 0.5 - g[1] * 0.25:#.4g}"
@@ -380,7 +385,7 @@ def test_step_shows_the_update_with_numbers():
 
 
 def test_chosen_weight_is_written_out_instead_of_the_defaults():
-    model, x, y, loss = network("sigmoid-mse", np.random.default_rng(0))
+    model, x, y, loss = network("sigmoid-half_mse", np.random.default_rng(0))
     e = explain(model, x, y, loss=loss, weight="2.weight[1,3]")
     assert [(c.parameter, c.index) for c in e.chains] == [("2.weight", (1, 3))]
     assert "W[1,3] (2.weight[1,3]) connects a^[1]_3 to z^[2]_1:" in str(e)
@@ -415,7 +420,7 @@ def test_large_model_differences_only_the_chosen_weights():
 
 
 def test_users_model_and_its_gradients_are_unchanged():
-    model, x, y, loss = network("tanh-gelu-mse_torch", np.random.default_rng(0))
+    model, x, y, loss = network("tanh-gelu-mse", np.random.default_rng(0))
     model.layers[0].weight.grad = np.ones((4, 3), dtype=np.float32)
     before = {name: p.data.copy() for name, p in model.named_parameters()}
     explain(model, x, y, loss=loss)
@@ -442,14 +447,14 @@ ONE_UNIT = nn.Sequential(nn.Linear(2, 1, rng=0))
 @pytest.mark.parametrize(
     ("model", "kwargs", "error", "message"),
     [
-        (ONE_UNIT, {"loss": "nope"}, ValueError, "expected one of mse, mse_torch"),
+        (ONE_UNIT, {"loss": "nope"}, ValueError, "expected one of mse, half_mse"),
         (ONE_UNIT, {"x": [1.0, 2.0, 3.0]}, ValueError, r"shape \(2,\)"),
         (ONE_UNIT, {"x": [np.nan, 0.0]}, ValueError, "NaN"),
         (ONE_UNIT, {"y": [1.0, 0.0]}, ValueError, "1 output"),
         (ONE_UNIT, {"weight": "1.weight"}, KeyError, "has 0.weight, 0.bias"),
         (ONE_UNIT, {"weight": "0.weight[1,0]"}, ValueError, r"shape \(1, 2\)"),
-        (ONE_UNIT, {"lr": -1.0}, ValueError, "lr must be a positive"),
-        (ONE_UNIT, {"eps": 0.0}, ValueError, "eps must be a positive"),
+        (ONE_UNIT, {"lr": -1.0}, ValueError, "lr must be > 0"),
+        (ONE_UNIT, {"eps": 0.0}, ValueError, "eps must be > 0"),
         (nn.Sequential(nn.Linear(2, 1, rng=0), nn.Dropout()), {}, ValueError, "Dropout; supported"),
         (
             nn.Sequential(nn.Sigmoid(), nn.Linear(2, 1, rng=0)),
@@ -532,7 +537,7 @@ def test_cli_explains_a_saved_model(run_cli, tmp_path):
     ("argv", "message"),
     [
         (["--input", "0,x"], "--input: expected numbers"),
-        (["--loss", "nope"], "unknown loss 'nope'"),
+        (["--loss", "nope"], "invalid choice: 'nope'"),
         (["--weight", "0.weight[5,5]"], "not an element of 0.weight"),
         (["model.safetensors"], "needs --input and --target"),
     ],

@@ -233,7 +233,7 @@ LAYER_ATTACKS = [
             "affine": True,
             "dtype": "float32",
         },
-        "eps must be positive",
+        "eps must be > 0",
     ),
     (
         {

@@ -6,7 +6,18 @@ import pytest
 import chainrule as cr
 from chainrule import nn, optim
 from chainrule.datasets import moons
-from chainrule.train import EarlyStopping, History, NonFiniteError, evaluate, fit, predict
+from chainrule.train import (
+    DivergenceWarning,
+    EarlyStopping,
+    FitConfig,
+    History,
+    NonFiniteError,
+    TrainState,
+    evaluate,
+    fit,
+    fit_config,
+    predict,
+)
 
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
 XOR_Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
@@ -180,7 +191,7 @@ def test_scheduler_changes_the_learning_rate_each_epoch():
     "X, y, message",
     [
         (np.zeros((4, 2)), np.zeros(3), "4 input rows but 3 targets"),
-        (np.zeros(4), np.zeros(4), "2-D array"),
+        (np.zeros(4), np.zeros(4), "at least a 2-D array"),
         (np.array([[0.0, np.nan]]), np.zeros(1), "NaN or Inf"),
         (np.zeros((0, 2)), np.zeros(0), "no training samples"),
     ],
@@ -202,3 +213,84 @@ def test_progress_bar_is_drawn_on_request_and_not_by_default_off_a_terminal(caps
     assert "/5 [" in drawn and "epoch/s" in drawn
     fit(xor_network(), XOR_X, XOR_Y, epochs=5)  # pytest's stderr is not a terminal
     assert capsys.readouterr().err == ""
+
+
+# ---- the run as values: FitConfig, TrainState -------------------------------------------------
+def test_fit_names_every_option_in_its_signature():
+    import inspect
+
+    parameters = inspect.signature(fit).parameters
+    assert not any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    config_fields = {f.name for f in __import__("dataclasses").fields(FitConfig)}
+    assert config_fields <= set(parameters)
+
+
+def test_fit_config_is_a_frozen_checked_value():
+    config = FitConfig(loss="cross_entropy", optimizer="adam", epochs=3)
+    with pytest.raises(__import__("dataclasses").FrozenInstanceError):
+        config.epochs = 4
+    assert config.is_classification and not FitConfig(loss="mse").is_classification
+    with pytest.raises(TypeError, match="fit: epochs must be an integer >= 0, got 2.5"):
+        FitConfig(epochs=2.5)
+    with pytest.raises(ValueError, match="fit: batch_size must be an integer >= 1, got 0"):
+        FitConfig(batch_size=0)
+    with pytest.raises(ValueError, match="resume needs a checkpoint directory"):
+        FitConfig(resume=True)
+
+
+def test_fit_config_runs_the_same_as_named_options():
+    config = FitConfig(loss="half_mse", lr=1.0, epochs=50)
+    a, b = xor_network(), xor_network()
+    fit_config(a, XOR_X, XOR_Y, config)
+    fit(b, XOR_X, XOR_Y, loss="half_mse", lr=1.0, epochs=50)
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters()):
+        np.testing.assert_array_equal(pa.data, pb.data, err_msg=name)
+
+
+def test_train_state_position_round_trips_through_json():
+    import json
+
+    model = xor_network()
+    state = TrainState(model, None, History(), np.random.default_rng(3))
+    state.epoch, state.step, state.global_step, state.running = 2, 1, 9, (0.5, 3.0)
+    state.history.record(0, {"loss": 0.25})
+    state.generator.random(5)
+    saved = json.loads(json.dumps(state.position()))
+    again = TrainState(model, None, History(), np.random.default_rng(99))
+    again.restore_position(saved)
+    assert again.position() == state.position()
+    assert again.generator.random() == state.generator.random()
+
+
+def test_early_stopping_says_when_it_stopped_and_which_weights_it_kept():
+    X, y = moons(n_samples=64, rng=0)
+    lines = []
+    model = nn.Sequential(nn.Linear(2, 16, rng=0), nn.ReLU(), nn.Linear(16, 2, rng=1))
+    history = fit(
+        model, X, y, loss="cross_entropy", optimizer="adam", lr=0.3, epochs=200, batch_size=8,
+        validation_data=moons(n_samples=32, rng=1), callbacks=[EarlyStopping(patience=2)],
+        log_every=1000, print_fn=lines.append,
+    )  # fmt: skip
+    assert history.stopped_early
+    assert lines[-1] == (
+        f"Stopped early after epoch {history.epochs[-1]}; the weights of epoch "
+        f"{history.best_epoch} are restored"
+    )
+
+
+def test_a_diverging_run_warns_with_the_epoch():
+    """Gradient descent on (w·1 − 0)² with lr 1.5 multiplies w by 1 − 2·1.5 = −2 each step: the
+    loss grows 4× an epoch, past 1000× its first value at epoch 5, and stays finite."""
+    model = nn.Sequential(nn.Linear(1, 1, bias=False, dtype=np.float64, rng=0))
+    x, y = np.ones((4, 1)), np.zeros((4, 1))
+    with pytest.warns(DivergenceWarning, match=r"at epoch 5 the loss is .* more than 1000×"):
+        history = fit(model, x, y, loss="mse", optimizer="sgd", lr=1.5, epochs=12)
+    assert np.isfinite(history.loss).all()
+
+
+def test_a_converging_run_does_not_warn():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DivergenceWarning)
+        fit(xor_network(), XOR_X, XOR_Y, loss="half_mse", lr=1.0, epochs=500)

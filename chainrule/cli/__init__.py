@@ -10,6 +10,7 @@ import sys
 from typing import NoReturn
 
 from chainrule.cli import datasets, demo, explain, info, playground, predict, train
+from chainrule.version import __version__
 
 # Each module defines `register(commands)`, adding its sub-parser with `set_defaults(run=...)`.
 COMMANDS = [train, predict, info, explain, playground, datasets, demo]
@@ -30,9 +31,12 @@ class _OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     # Sub-parsers take the class of their parent, so every sub-command answers the same way.
     parser = _OneLineParser(
-        prog="chainrule", description="Train neural networks by backpropagation."
+        prog="chainrule",
+        description="Train neural networks by backpropagation — and see every gradient.",
+        epilog="`chainrule COMMAND --help` shows a command's options and their defaults.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"chainrule {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMANDS:
         module.register(commands)
     return parser
@@ -40,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 with one line for unknown options
+    try:
+        args = parser.parse_args(argv)  # argparse exits 2 with one line for unknown options
+    except SystemExit as stop:  # --help, --version and usage errors end here, as a status
+        return stop.code if isinstance(stop.code, int) else 0
+    if args.command is None:  # bare `chainrule`: what it can do, not just a complaint
+        parser.print_help()
+        return 2
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from chainrule.registry import LOSSES
+
 _EPILOG = """examples:
   chainrule explain                       the founding tutorial's sigmoid unit on XOR, epoch 0
   chainrule explain --step --precision 6  ... with the update w <- w - lr*dL/dw, 6 digits
@@ -34,7 +36,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--loss",
-        help="mse (the tutorial's ½·mean), mse_torch, bce, bce_logits, cross_entropy or huber",
+        choices=tuple(LOSSES),
+        help="the loss L (default: the model file's own, else half_mse, the tutorial's "
+        "½·mean((ŷ − y)²); mse is PyTorch's mean((ŷ − y)²) without the ½)",
     )
     parser.add_argument("--lr", type=float, help="learning rate η of the step")
     parser.add_argument(

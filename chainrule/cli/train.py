@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import time
 
 import numpy as np
@@ -24,57 +26,93 @@ def _label_column(text: str) -> int | str:
         return text
 
 
+def _default(field: str) -> str:
+    """`TrainConfig`'s default of a field, for --help (a dataset's preset may set another)."""
+    from chainrule.experiment import TrainConfig
+
+    value = {f.name: f.default for f in dataclasses.fields(TrainConfig)}[field]
+    if isinstance(value, tuple):
+        value = ",".join(map(str, value)) or "none"
+    return f"default: {value}" if value is not None else "default: none"
+
+
 def register(commands: argparse._SubParsersAction) -> None:
+    from chainrule.registry import HIDDEN_ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULES
+
     parser = commands.add_parser(
         "train",
         help="train a network on a built-in dataset or a CSV/NPZ/IDX file",
         description="Train a network by backpropagation. Options left out take the dataset's "
-        "preset (see `chainrule datasets`).",
+        "preset where it has one (listed by `chainrule datasets`), else the default shown here.",
+        epilog="losses: "
+        + "; ".join(f"{name} = {entry.formula}" for name, entry in LOSSES.items()),
     )
-    parser.add_argument(
-        "dataset", help="a built-in dataset name or a path to a .csv, .npz or IDX file"
+    add = parser.add_argument
+    add("dataset", help="a built-in dataset name or a path to a .csv, .npz or IDX file")
+    add("--hidden", type=_hidden, help=f"hidden layer sizes, e.g. 64,32 ({_default('hidden')})")
+    add("--activation", choices=HIDDEN_ACTIVATIONS, help=_default("activation"))
+    add("--loss", choices=tuple(LOSSES), help="default: cross_entropy for classes, mse for values")
+    add("--optimizer", choices=tuple(OPTIMIZERS), help=_default("optimizer"))
+    add("--lr", type=float, help=f"learning rate ({_default('lr')})")
+    add("--momentum", type=float, help=f"sgd and rmsprop ({_default('momentum')})")
+    add("--weight-decay", type=float, help=_default("weight_decay"))
+    add("--scheduler", choices=tuple(SCHEDULES), help="learning-rate schedule (default: none)")
+    add("--epochs", type=int, help=_default("epochs"))
+    add(
+        "--batch-size",
+        type=int,
+        help=f"samples per step, 0: the full batch ({_default('batch_size')})",
     )
-    parser.add_argument(
-        "--hidden", type=_hidden, help="hidden layer sizes, e.g. 64,32 (none: no hidden layer)"
+    add(
+        "--log-every", type=int, help="print `Epoch N, Loss: x` every N epochs (default: ~10 lines)"
     )
-    parser.add_argument("--activation", help="sigmoid, tanh, relu, leaky_relu, gelu, softplus")
-    parser.add_argument("--loss", help="mse, half_mse, bce, bce_logits, cross_entropy, huber")
-    parser.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad")
-    parser.add_argument("--lr", type=float, help="learning rate")
-    parser.add_argument("--momentum", type=float)
-    parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="samples per step (0: the full batch)")
-    parser.add_argument("--log-every", type=int, help="print `Epoch N, Loss: x` every N epochs")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--val-split", type=float, help="fraction held out for validation")
-    parser.add_argument("--test-split", type=float, help="fraction held out for the final test")
-    parser.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    parser.add_argument("--dtype", help="float32 (default) or float64")
-    parser.add_argument(
-        "--label-column", type=_label_column, help="CSV: target column (index or name)"
+    add("--seed", type=int, help=_default("seed"))
+    add(
+        "--val-split",
+        type=float,
+        help=f"fraction held out for validation ({_default('val_split')})",
     )
-    parser.add_argument(
-        "--no-standardize", action="store_true", help="keep the features as they are"
+    add(
+        "--test-split",
+        type=float,
+        help=f"fraction held out for the test ({_default('test_split')})",
     )
-    parser.add_argument("--save", metavar="PATH", help="write the trained model to PATH")
-    parser.add_argument(
-        "--plot", metavar="PATH", help="write a PNG of the loss curves (needs matplotlib)"
+    add(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="epochs without improvement (needs --val-split)",
     )
-    parser.add_argument(
-        "--boundary", metavar="PATH", help="2-feature data: write a PNG of the decision boundary"
+    add("--dtype", choices=("float32", "float64"), help=_default("dtype"))
+    add(
+        "--label-column",
+        type=_label_column,
+        help="CSV: target column, index or name (default: last)",
     )
-    parser.add_argument("--checkpoint", metavar="DIR", help="write a resumable checkpoint to DIR")
-    parser.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue from the newest checkpoint in DIR"
+    add("--no-standardize", action="store_true", help="keep the features as they are")
+    add("--save", metavar="PATH", help="write the trained model to PATH")
+    add("--plot", metavar="PATH", help="write a PNG of the loss curves (needs matplotlib)")
+    add("--boundary", metavar="PATH", help="2-feature data: write a PNG of the decision boundary")
+    add("--checkpoint", metavar="DIR", help="write resumable checkpoints to DIR")
+    add("--checkpoint-every", type=int, default=1, metavar="EPOCHS", help="default: 1")
+    add("--resume", action="store_true", help="continue from the newest checkpoint in DIR")
+    add(
+        "--overwrite",
+        action="store_true",
+        help="start over in a DIR holding another run's checkpoints",
     )
-    parser.add_argument(
+    add(
+        "--no-compile",
+        action="store_true",
+        help="step eagerly instead of replaying a compiled step",
+    )
+    add(
         "--distributed",
         action="store_true",
-        help="data-parallel on MPI: mpiexec -n 2 python -m mpi4py -m chainrule train ... --distributed",
+        help="data-parallel on MPI: mpiexec -n 2 python -m mpi4py -m chainrule train ... "
+        "--distributed",
     )
-    parser.add_argument("--quiet", action="store_true", help="print only the final result")
+    add("--quiet", action="store_true", help="print only the final result")
     parser.set_defaults(run=run)
 
 
@@ -93,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         epochs=args.epochs,
+        scheduler=args.scheduler,
         log_every=args.log_every,
         seed=args.seed,
         val_split=args.val_split,
@@ -104,8 +143,6 @@ def run(args: argparse.Namespace) -> int:
     )
     config = config_for(args.dataset, **overrides)
     if batch_size is not None:
-        import dataclasses
-
         config = dataclasses.replace(config, batch_size=batch_size or None)
     options = {} if args.label_column is None else {"label_column": args.label_column}
     data = load_dataset(args.dataset, **options)
@@ -113,10 +150,12 @@ def run(args: argparse.Namespace) -> int:
     if args.boundary and (X.shape[1] != 2 or y.dtype.kind not in "iu"):
         raise ValueError(
             f"--boundary draws classes over a plane: it needs 2 features and class labels, "
-            f"{args.dataset} has {X.shape[1]} features and {'class' if y.dtype.kind in 'iu' else 'numeric'} targets"
+            f"{args.dataset} has {X.shape[1]} features and "
+            f"{'class' if y.dtype.kind in 'iu' else 'numeric'} targets"
         )
     if args.resume and not args.checkpoint:
         raise ValueError("--resume needs --checkpoint DIR (the directory to resume from)")
+    _check_outputs(args)
     process = None
     if args.distributed:
         from chainrule.distributed import init
@@ -134,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         checkpoint_every=args.checkpoint_every,
         resume=args.resume,
+        overwrite=args.overwrite,
+        compile=not args.no_compile,
         process=process,
     )
     elapsed = time.perf_counter() - started
@@ -154,9 +195,42 @@ def run(args: argparse.Namespace) -> int:
         from chainrule.plots import plot_boundary
 
         plot_boundary(result.model, X, y, args.boundary, mean=result.mean, std=result.std)
+    for flag, path in (
+        ("model", args.save),
+        ("loss curves", args.plot),
+        ("boundary", args.boundary),
+    ):
+        if path and not args.quiet:
+            print(f"wrote {flag}: {path}")
     summary = ", ".join(f"{name}: {value:.4f}" for name, value in result.metrics.items())
-    print(f"{result.evaluated_on} {summary} ({len(result.history.epochs)} epochs, {elapsed:.2f} s)")
+    ranks = f", {process.world_size} ranks" if process is not None else ""
+    print(
+        f"{result.evaluated_on} {summary} ({len(result.history.epochs)} epochs{ranks}, "
+        f"{elapsed:.2f} s)"
+    )
     return 0
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Everything the run will need after training, checked before it starts: a missing extra
+    or an unwritable path found after 300 epochs would lose the run."""
+    if args.plot or args.boundary:
+        try:
+            import matplotlib  # noqa: F401 - only whether it is there
+        except ImportError:
+            raise ValueError(
+                '--plot and --boundary draw with matplotlib: pip install "chainrule[plot]"'
+            ) from None
+    for flag, path in (("--save", args.save), ("--plot", args.plot), ("--boundary", args.boundary)):
+        if not path:
+            continue
+        directory = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(path):
+            raise ValueError(f"{flag} {path}: is a directory, not a file name")
+        if not os.path.isdir(directory):
+            raise ValueError(f"{flag} {path}: the directory {directory} does not exist")
+        if not os.access(directory, os.W_OK):
+            raise ValueError(f"{flag} {path}: the directory {directory} is not writable")
 
 
 def _print_table(result) -> None:

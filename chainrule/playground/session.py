@@ -20,11 +20,12 @@ import numpy as np
 
 from chainrule import datasets, nn
 from chainrule import functional as F
-from chainrule.experiment import ACTIVATIONS, OPTIMIZERS
+from chainrule.experiment import mlp
 from chainrule.explain import explain
 from chainrule.plots import data_extent, decision_grid
+from chainrule.registry import HIDDEN_ACTIVATIONS, OPTIMIZERS, make_optimizer
 from chainrule.tensor import no_grad
-from chainrule.train import make_optimizer
+from chainrule.validation import check_choice, check_int, check_number
 
 BUILT_IN = ("xor", "moons", "circles", "spirals", "blobs")
 VAL_FRACTION = 0.2  # held out for the validation curve
@@ -94,24 +95,16 @@ def load_csv_data(path: str) -> CsvData:
 
 
 def _integer(name: str, value: Any, bounds: tuple[float, float]) -> int:
-    low, high = bounds
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name} must be a whole number from {low:g} to {high:g}, got {value!r}")
-    return value
+    low, high = (int(bound) for bound in bounds)
+    return check_int("", name, value, low, high, error=ConfigError)
 
 
 def _number(name: str, value: Any, bounds: tuple[float, float]) -> float:
-    low, high = bounds
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or not low <= value <= high:
-        raise ConfigError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}")
-    return float(value)
+    return check_number("", name, value, *bounds, error=ConfigError)
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
-    return value
+    return check_choice("", name, value, choices, error=ConfigError)
 
 
 def parse_config(
@@ -131,8 +124,8 @@ def parse_config(
         n_samples=_integer("n_samples", values["n_samples"], BOUNDS["n_samples"]),
         noise=_number("noise", values["noise"], BOUNDS["noise"]),
         hidden=tuple(_integer("hidden layer size", size, BOUNDS["units"]) for size in hidden),
-        activation=_choice("activation", values["activation"], tuple(ACTIVATIONS)),
-        optimizer=_choice("optimizer", values["optimizer"], OPTIMIZERS),
+        activation=_choice("activation", values["activation"], HIDDEN_ACTIVATIONS),
+        optimizer=_choice("optimizer", values["optimizer"], tuple(OPTIMIZERS)),
         lr=_number("lr", values["lr"], BOUNDS["lr"]),
         batch_size=_integer("batch_size", values["batch_size"], BOUNDS["batch_size"]),
         seed=_integer("seed", values["seed"], BOUNDS["seed"]),
@@ -159,15 +152,7 @@ def make_data(config: Config, csv: CsvData | None = None) -> tuple[np.ndarray, n
 
 def build_model(config: Config, n_classes: int) -> nn.Sequential:
     """Linear → activation for each hidden layer, then a Linear giving one logit per class."""
-    rng = np.random.default_rng(config.seed)
-    layers: list[nn.Module] = []
-    width = 2
-    for size in config.hidden:
-        activation = ACTIVATIONS[config.activation]()
-        layers += [nn.Linear(width, size, dtype=np.float64, rng=rng), activation]
-        width = size
-    layers.append(nn.Linear(width, n_classes, dtype=np.float64, rng=rng))
-    return nn.Sequential(*layers)
+    return mlp(2, config.hidden, config.activation, n_classes, np.float64, config.seed)
 
 
 _WEIGHT = re.compile(r"(\d+)\.(weight|bias)\[(\d+)(?:,(\d+))?\]")
@@ -264,7 +249,7 @@ class Session:
             return {
                 "datasets": list(self.datasets),
                 "csv": self.csv.name if self.csv else None,
-                "activations": list(ACTIVATIONS),
+                "activations": list(HIDDEN_ACTIVATIONS),
                 "optimizers": list(OPTIMIZERS),
                 "bounds": BOUNDS,
                 "config": self.config.to_dict(),
@@ -428,7 +413,8 @@ class Session:
         self.changed.notify_all()
 
     def _inspect(self) -> dict[str, Any]:
-        """The selected weight, its gradient over the training split, and its chain for one sample."""
+        """The selected weight, its gradient over the training split, and its chain for one
+        sample."""
         weight, sample = self.selection
         name, index = self._element(weight)
         target = self.y[sample : sample + 1]

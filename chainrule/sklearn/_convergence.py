@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sklearn.exceptions import ConvergenceWarning
 
-from chainrule.callbacks import Callback
+from chainrule.train.callbacks import Callback
 
 if TYPE_CHECKING:
     from chainrule.sklearn._base import _BaseMLP

@@ -13,7 +13,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 
 from chainrule.sklearn._base import _BaseMLP
 from chainrule.tensor import Tensor
-from chainrule.train import get_loss
+from chainrule.registry import get_loss
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):

@@ -357,7 +357,10 @@ function showInspect(inspect) {
     const shown = terms.length > 4 ? [...terms.slice(0, 3), '…'] : terms;
     $('inspect-backprop').textContent = `${shown.join(' + ')} = ${number(chain.dL_da[0])}`;
   }
-  const verdict = { agrees: 'agrees ✓', mismatch: 'MISMATCH', kink: 'at a ReLU kink', unchecked: 'not computed' };
+  const verdict = {
+    agrees: 'agrees ✓', mismatch: 'MISMATCH', kink: 'at a ReLU kink', unchecked: 'not computed',
+    tiny: 'too small to check',
+  };
   $('inspect-check').textContent = `${number(chain.numeric)}: ${verdict[chain.status] || chain.status}`;
   $('inspect-text').textContent = inspect.text;
 }

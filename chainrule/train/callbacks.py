@@ -1,6 +1,6 @@
 """Callbacks for `fit`: early stopping with the best weights kept, and learning-rate schedules.
 
-A callback sees the training state after each step and each epoch and may set `state.stop`.
+A callback sees the run's `TrainState` after each step and each epoch and may set `state.stop`.
 Callbacks that carry state across epochs give it in `state_dict()` so a resumed run continues
 exactly where it stopped.
 """
@@ -8,13 +8,15 @@ exactly where it stopped.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from chainrule.train import TrainState
+from chainrule.optim import ReduceLROnPlateau
+from chainrule.train.state import TrainState
 
 
 class Callback:
+    """A hook into `fit`: override the methods you need; each receives the run's TrainState."""
+
     def on_train_begin(self, state: TrainState) -> None: ...
 
     def on_step_end(self, state: TrainState) -> None: ...
@@ -85,15 +87,15 @@ class EarlyStopping(Callback):
         self.best_state = state["best_state"]
 
 
-class LRScheduler(Callback):
-    """Step a learning-rate schedule once per epoch (ReduceLROnPlateau is given `monitor`)."""
+class LearningRateScheduler(Callback):
+    """Step a learning-rate schedule (`chainrule.optim.StepLR`, ...) once per epoch, and record
+    the learning rate as `lr` in the logs; ReduceLROnPlateau is given the `monitor` metric (the
+    training loss when the run has no validation data). Keras's name for the same callback."""
 
     def __init__(self, scheduler: Any, monitor: str = "val_loss") -> None:
         self.scheduler, self.monitor = scheduler, monitor
 
     def on_epoch_end(self, state: TrainState) -> None:
-        from chainrule.optim import ReduceLROnPlateau
-
         if isinstance(self.scheduler, ReduceLROnPlateau):
             self.scheduler.step(state.logs.get(self.monitor, state.logs["loss"]))
         else:

@@ -1,0 +1,640 @@
+"""The training loop: `fit` returns a History; callbacks stop early, keep the best weights, schedule
+the learning rate; every step is guarded against NaN/Inf; checkpoints make a run resumable.
+
+One loop serves the CLI, user scripts, the scikit-learn adapter and data-parallel runs, so they all
+train the same way. Each step is the loop users write by hand — zero_grad, forward, loss,
+backward, step — compiled once by `chainrule.compile` where it can be, plus bookkeeping that costs
+O(1) NumPy calls per parameter.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from chainrule import registry
+from chainrule.architecture import describe_model
+from chainrule.metrics import to_labels
+from chainrule.nn.module import Module, Sequential
+from chainrule.tensor import Tensor, no_grad
+from chainrule.train import checkpoint
+from chainrule.train.callbacks import Callback, LearningRateScheduler
+from chainrule.train.config import FitConfig
+from chainrule.train.state import History, TrainState
+
+__all__ = [
+    "DivergenceWarning",
+    "LocalProcess",
+    "NonFiniteError",
+    "check_training_data",
+    "evaluate",
+    "fit",
+    "format_log",
+    "predict",
+]
+
+# Data up to this size is shuffled as a whole once per epoch (a second copy in memory); larger
+# data is gathered batch by batch.
+_EPOCH_COPY_BYTES = 256 * 2**20
+# An epoch's loss this many times its first epoch's is a run going the wrong way.
+_DIVERGENCE_FACTOR = 1e3
+
+
+class NonFiniteError(ArithmeticError):
+    """Training produced NaN or Inf; the message names the epoch, the step and where it appeared."""
+
+
+class DivergenceWarning(UserWarning):
+    """The loss grew far beyond where it started: the learning rate is likely too large."""
+
+
+class LocalProcess:
+    """The single-process case of the data-parallel protocol that `chainrule.distributed`
+    implements: one rank holding every sample, so sharding and reductions change nothing."""
+
+    rank, world_size, is_root = 0, 1, True
+
+    def check_order(self, order: np.ndarray | None, n: int) -> None:
+        """Every rank must shuffle alike; alone, there is nothing to compare."""
+
+    def shard(self, selector: Any, count: int) -> Any:
+        """This rank's part of a batch: all of it."""
+        return selector
+
+    def average_gradients(
+        self, parameters: Sequence[Tensor], local_count: int, global_count: int
+    ) -> None:
+        """Combine the ranks' gradients: alone, they are already the batch's."""
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """Sum over ranks: alone, the values themselves."""
+        return values
+
+    def broadcast_parameters(self, model: Module) -> None:
+        """Give every rank rank 0's weights: alone, nothing to send."""
+
+
+# ---- guards ------------------------------------------------------------------------------------
+def _first_non_finite(model: Module) -> str | None:
+    for name, parameter in model.named_parameters():
+        if not np.isfinite(parameter.data).all():
+            return f"weight {name}"
+        if parameter.grad is not None and not np.isfinite(parameter.grad).all():
+            return f"gradient of {name}"
+    return None
+
+
+def _first_non_finite_output(model: Module, x: np.ndarray) -> str:
+    """Which layer first produces NaN/Inf on x (run again layer by layer, without a graph)."""
+    if not isinstance(model, Sequential):
+        return "the model output"
+    with no_grad():
+        value: Any = x
+        for index, layer in enumerate(model):
+            value = layer(value)
+            if not np.isfinite(value.data).all():
+                return f"the output of layer {index} ({type(layer).__name__})"
+    return "the loss"
+
+
+def _weights_finite(parameters: Sequence[Tensor]) -> bool:
+    # One BLAS dot per parameter (the fastest full pass NumPy has): a sum of squares is finite
+    # unless a weight is NaN/Inf or huge, and for huge weights isfinite() decides.
+    for parameter in parameters:
+        flat = parameter.data.reshape(-1)
+        if not math.isfinite(np.dot(flat, flat)) and not np.isfinite(flat).all():
+            return False
+    return True
+
+
+def check_training_data(X: np.ndarray, y: np.ndarray) -> None:
+    """Refuse data that cannot train: wrong shapes, no rows, non-numbers, NaN or Inf."""
+    if X.ndim < 2:
+        raise ValueError(
+            "training inputs must be at least a 2-D array: (samples, features) or (samples, "
+            f"channels, height, width), got shape {X.shape}"
+        )
+    if len(X) != len(y):
+        raise ValueError(f"{len(X)} input rows but {len(y)} targets")
+    if len(X) == 0:
+        raise ValueError("no training samples")
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"training inputs must be numbers, got dtype {X.dtype}")
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        row = int(np.argwhere(~np.isfinite(X))[0][0])
+        raise ValueError(f"training inputs contain NaN or Inf (first in row {row})")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        raise ValueError("training targets contain NaN or Inf")
+
+
+# ---- evaluation -------------------------------------------------------------------------------
+def _batches(n: int, batch_size: int, order: np.ndarray | None) -> list[Any]:
+    """Index selectors for one epoch: slices of the data in order, or chunks of a permutation."""
+    starts = range(0, n, batch_size)
+    if order is None:
+        return [slice(s, min(s + batch_size, n)) for s in starts]
+    return [order[s : s + batch_size] for s in starts]
+
+
+def _selection_size(selector: Any) -> int:
+    return selector.stop - selector.start if isinstance(selector, slice) else len(selector)
+
+
+def _correct(output: np.ndarray, target: np.ndarray, loss_name: str) -> int:
+    entry = registry.LOSSES.get(loss_name)
+    threshold = 0.0 if entry is not None and entry.output == "logits" else 0.5
+    labels = to_labels(output, threshold)
+    if target.ndim == 2 and target.shape[1] > 1:
+        target = target.argmax(axis=1)
+    return int(np.count_nonzero(labels == target.reshape(len(target))))
+
+
+def evaluate(
+    model: Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    loss: str | Callable = "mse",
+    classification: bool = False,
+    batch_size: int = 1024,
+    process: Any = None,
+) -> dict[str, float]:
+    """Loss (and accuracy for classification) on (X, y), in eval mode, without a graph.
+
+    With a data-parallel `process`, each rank evaluates its share and the sums are combined.
+    """
+    process = process or LocalProcess()
+    loss_fn = registry.get_loss(loss, "evaluate")
+    loss_name = loss if isinstance(loss, str) else ""
+    lo = process.rank * len(X) // process.world_size
+    hi = (process.rank + 1) * len(X) // process.world_size
+    was_training = model.training
+    model.eval()
+    totals = np.zeros(2)
+    with no_grad():
+        for selector in _batches(hi - lo, batch_size, None):
+            rows = slice(lo + selector.start, lo + selector.stop)
+            output = model(X[rows])
+            totals[0] += loss_fn(output, y[rows]).item() * (rows.stop - rows.start)
+            if classification:
+                totals[1] += _correct(output.data, y[rows], loss_name)
+    model.train(was_training)
+    totals = process.sum(totals)
+    result = {"loss": float(totals[0] / len(X))}
+    if classification:
+        result["accuracy"] = float(totals[1] / len(X))
+    return result
+
+
+def predict(model: Module, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """The model's outputs for X, in eval mode, without recording a graph."""
+    was_training = model.training
+    model.eval()
+    with no_grad():
+        outputs = [model(X[s]).data for s in _batches(len(X), batch_size, None)]
+    model.train(was_training)
+    return np.concatenate(outputs)
+
+
+def format_log(epoch: int, logs: dict[str, float]) -> str:
+    """The founding tutorial's line, `Epoch N, Loss: x.xxxx`, then validation figures if any."""
+    parts = [f"Epoch {epoch}, Loss: {logs['loss']:.4f}"]
+    for key, label in {"val_loss": "Val loss", "val_accuracy": "Val accuracy"}.items():
+        if key in logs:
+            parts.append(f"{label}: {logs[key]:.4f}")
+    return ", ".join(parts)
+
+
+# ---- the run -----------------------------------------------------------------------------------
+def _as_float_targets(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    return y.astype(dtype, copy=False) if y.dtype.kind == "f" else y
+
+
+class _Run:
+    """One call of `fit`: the data, the objects it trains, and the loop over epochs and steps.
+
+    Everything a checkpoint needs lives in `self.state` (a TrainState); this class only holds
+    what the caller passed in.
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        X: np.ndarray,
+        y: np.ndarray,
+        config: FitConfig,
+        validation_data: tuple[np.ndarray, np.ndarray] | None,
+        callbacks: Sequence[Callback],
+        rng: Any,
+        print_fn: Callable[[str], None],
+        process: Any,
+    ) -> None:
+        X, y = np.asarray(X), np.asarray(y)
+        check_training_data(X, y)
+        dtype = model.dtype
+        self.model, self.config = model, config
+        self.X, self.y = X.astype(dtype, copy=False), _as_float_targets(y, dtype)
+        self.n = len(X)
+        self.batch_size = self.n if config.batch_size is None else int(config.batch_size)
+        self.loss_fn = registry.get_loss(config.loss, "fit")
+        self.classification = config.is_classification
+        optimizer = config.optimizer
+        if isinstance(optimizer, str):
+            optimizer = registry.make_optimizer(
+                optimizer, model.parameters(), config.lr, config.momentum, config.weight_decay
+            )
+        self.optimizer = optimizer
+        scheduler = config.scheduler
+        if isinstance(scheduler, str):
+            scheduler = registry.make_schedule(scheduler, optimizer, config.epochs, "fit")
+        self.callbacks = list(callbacks)
+        if scheduler is not None:
+            self.callbacks.append(LearningRateScheduler(scheduler))
+        self.validation = None
+        if validation_data is not None:
+            val_X, val_y = (np.asarray(a) for a in validation_data)
+            self.validation = (val_X.astype(dtype, copy=False), _as_float_targets(val_y, dtype))
+        generator = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        self.print_fn = self.log = print_fn
+        self.process = process or LocalProcess()
+        self.parameters = list(model.parameters())
+        self.state = TrainState(model, self.optimizer, History(), generator)
+        # Taken before training changes anything (a schedule changes the learning rate), so the
+        # run that saves a checkpoint and the run that resumes from it compute the same hash.
+        self.config_sha256 = ""
+        if config.checkpoint is not None:
+            self.config_sha256 = checkpoint.config_hash(self.configuration())
+        self.step = self._make_step()
+
+    def configuration(self) -> dict[str, Any]:
+        """What decides the trajectory; a checkpoint refuses to resume a run that differs in any
+        of it."""
+        optimizer = self.config.optimizer
+        return {
+            "model": describe_model(self.model),
+            "loss": self.config.loss_name,
+            "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
+            "optimizer_options": [
+                {k: v for k, v in group.items() if k != "params"}
+                for group in self.optimizer.param_groups
+            ],
+            "batch_size": self.batch_size,
+            "shuffle": self.config.shuffle,
+            "classification": self.classification,
+            "data": checkpoint.fingerprint(self.X, self.y),
+            "validation": None
+            if self.validation is None
+            else checkpoint.fingerprint(*self.validation),
+            "callbacks": [type(c).__name__ for c in self.callbacks],
+        }
+
+    def _make_step(self) -> Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]:
+        """The training step as users write it. Eagerly, a non-finite loss returns before the
+        update, so the weights stay as they were and the guard can say where NaN began."""
+        model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+
+        def train_step(xb: np.ndarray, yb: np.ndarray) -> tuple[Tensor, Tensor]:
+            optimizer.zero_grad()
+            output = model(xb)
+            loss = loss_fn(output, yb)
+            if not math.isfinite(loss.item()):
+                return loss, output
+            loss.backward()
+            optimizer.step()
+            return loss, output
+
+        return train_step
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self) -> History:
+        state, config = self.state, self.config
+        if config.resume:
+            path = checkpoint.restore(config.checkpoint, state, self.callbacks, self.config_sha256)
+            self.resumed_from = path
+        else:
+            if config.checkpoint is not None and not config.overwrite:
+                checkpoint.check_unused(config.checkpoint)
+            self.process.broadcast_parameters(self.model)
+        start_epoch, start_step = state.epoch, state.step
+        bar = self._progress_bar() if self.process.is_root else None
+        self.log = bar.write if bar is not None else self.print_fn
+        if bar is not None:
+            bar.update(start_epoch)
+        for callback in self.callbacks:
+            callback.on_train_begin(state)
+        self.model.train()
+        # The loop checks every loss and weight for NaN/Inf itself and stops with the epoch, step
+        # and parameter named, so NumPy's overflow warnings on the way would only be noise.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for epoch in range(start_epoch, config.epochs):
+                state.epoch = epoch
+                self._train_epoch(epoch, start_step if epoch == start_epoch else 0)
+                self._end_epoch(epoch, bar)
+                if state.stop:
+                    break
+        if bar is not None:
+            bar.close()
+        for callback in self.callbacks:
+            callback.on_train_end(state)
+        self._say_how_it_ended()
+        return state.history
+
+    def _train_epoch(self, epoch: int, first_step: int) -> None:
+        state, process, config = self.state, self.process, self.config
+        generator = state.generator
+        if first_step == 0:
+            state.epoch_start_generator = generator.bit_generator.state
+            state.running = (0.0, 0.0)
+        else:  # resuming mid-epoch: draw this epoch's order again from the state it began with
+            generator.bit_generator.state = state.epoch_start_generator
+        shuffled = config.shuffle and self.batch_size < self.n
+        order = generator.permutation(self.n) if shuffled else None
+        process.check_order(order, self.n)
+        X, y = self.X, self.y
+        if order is not None and X.nbytes + y.nbytes <= _EPOCH_COPY_BYTES:
+            # One gather per epoch, then every batch is a slice (a view): the same samples in the
+            # same order as indexing each batch, for one NumPy call instead of one per batch.
+            X, y, order = X[order], y[order], None
+        batches = _batches(self.n, self.batch_size, order)
+        # This process's running sums (Python floats: cheaper per step than arrays).
+        loss_sum, correct = 0.0, 0.0
+        if first_step:
+            # Go on adding to the saved running sums rather than summing two halves at the end:
+            # the additions then happen in the order of a run that was never stopped.
+            if process.is_root:
+                loss_sum, correct = state.running
+        alone = type(process) is LocalProcess  # then every sample is this process's
+        # Only callbacks that define on_step_end are called each step.
+        step_callbacks = [
+            c
+            for c in self.callbacks
+            if getattr(type(c), "on_step_end", None) is not Callback.on_step_end
+        ]
+        checkpoint_steps = config.checkpoint_steps if config.checkpoint else None
+        for step in range(first_step, len(batches)):
+            state.step = step
+            selector = batches[step]
+            global_count = local_count = _selection_size(selector)
+            if alone:
+                value, output, yb = self._take_step(X[selector], y[selector], epoch, step)
+            else:
+                selector = process.shard(selector, global_count)
+                local_count = _selection_size(selector)
+                value, output, yb = self._take_distributed_step(
+                    X[selector], y[selector], local_count, global_count, epoch, step
+                )
+            if local_count:
+                loss_sum += value * local_count
+                if self.classification:
+                    correct += _correct(output.data, yb, config.loss_name)
+            state.global_step += 1
+            for callback in step_callbacks:
+                callback.on_step_end(state)
+            mid_epoch = step + 1 < len(batches)
+            if checkpoint_steps and mid_epoch and state.global_step % checkpoint_steps == 0:
+                self._check_weights(epoch, step)
+                state.running = tuple(process.sum(np.array([loss_sum, correct])))
+                self._save_checkpoint(epoch, step + 1)
+        self._check_weights(epoch, len(batches) - 1)
+        state.running = tuple(process.sum(np.array([loss_sum, correct])))
+
+    def _take_step(
+        self, xb: np.ndarray, yb: np.ndarray, epoch: int, step: int
+    ) -> tuple[float, Tensor, np.ndarray]:
+        loss, output = self.step(xb, yb)
+        value = loss.item()
+        if not math.isfinite(value):
+            self._stop_on_non_finite(value, xb, epoch, step)
+        return value, output, yb
+
+    def _take_distributed_step(
+        self,
+        xb: np.ndarray,
+        yb: np.ndarray,
+        local_count: int,
+        global_count: int,
+        epoch: int,
+        step: int,
+    ) -> tuple[float, Tensor | None, np.ndarray]:
+        """The step with the ranks' gradients averaged between backward and the update."""
+        self.optimizer.zero_grad()
+        value, output = 0.0, None
+        if local_count:
+            output = self.model(xb)
+            loss = self.loss_fn(output, yb)
+            value = loss.item()
+            if not math.isfinite(value):
+                self._stop_on_non_finite(value, xb, epoch, step)
+            loss.backward()
+        self.process.average_gradients(self.parameters, local_count, global_count)
+        self.optimizer.step()
+        return value, output, yb
+
+    def _stop_on_non_finite(self, value: float, xb: np.ndarray, epoch: int, step: int) -> None:
+        where = _first_non_finite(self.model) or _first_non_finite_output(self.model, xb)
+        raise NonFiniteError(
+            f"training stopped at epoch {epoch}, step {step}: the loss is {value}; first "
+            f"non-finite value: {where} (try a smaller learning rate)"
+        )
+
+    def _check_weights(self, epoch: int, step: int) -> None:
+        """Stop if an update made a weight NaN/Inf. Checked once an epoch and before every
+        checkpoint, not every step: a non-finite weight makes the next step's loss non-finite,
+        and that check (every step) names the same parameter, one step later at most."""
+        if not _weights_finite(self.parameters):
+            raise NonFiniteError(
+                f"training stopped at epoch {epoch}, step {step}: "
+                f"{_first_non_finite(self.model)} became NaN or Inf (try a smaller learning rate)"
+            )
+
+    def _end_epoch(self, epoch: int, bar: Any) -> None:
+        state, config = self.state, self.config
+        logs = {"loss": float(state.running[0] / self.n)}
+        if self.classification:
+            logs["accuracy"] = float(state.running[1] / self.n)
+        if self.validation is not None:
+            val = evaluate(
+                self.model,
+                *self.validation,
+                self.loss_fn,
+                self.classification,
+                process=self.process,
+            )
+            logs.update({f"val_{k}": v for k, v in val.items()})
+        state.logs = logs
+        for callback in self.callbacks:
+            callback.on_epoch_end(state)
+        state.history.record(epoch, logs)
+        self._watch_divergence(epoch)
+        if config.log_every and epoch % config.log_every == 0 and self.process.is_root:
+            self.log(format_log(epoch, logs))
+        if bar is not None:
+            bar.set_postfix_str(f"loss {logs['loss']:.4f}", refresh=False)
+            bar.update(1)
+        last = epoch + 1 == config.epochs or state.stop
+        if config.checkpoint and ((epoch + 1) % config.checkpoint_every == 0 or last):
+            state.running = (0.0, 0.0)
+            self._save_checkpoint(epoch + 1, 0)
+
+    def _watch_divergence(self, epoch: int) -> None:
+        """Warn once when the loss has grown far past its first epoch's: a diverging run."""
+        losses = self.state.history.loss
+        first, now = losses[0], losses[-1]
+        previous = losses[:-1]
+        if first > 0 and now > _DIVERGENCE_FACTOR * first:
+            if not any(value > _DIVERGENCE_FACTOR * first for value in previous):
+                warnings.warn(
+                    f"training is diverging: at epoch {epoch} the loss is {now:.4g}, more than "
+                    f"{_DIVERGENCE_FACTOR:g}× its first epoch's {first:.4g} (try a smaller "
+                    "learning rate)",
+                    DivergenceWarning,
+                    stacklevel=6,
+                )
+
+    def _save_checkpoint(self, epoch: int, step: int) -> None:
+        if not self.process.is_root:
+            return
+        state = self.state
+        position = (state.epoch, state.step)
+        state.epoch, state.step = epoch, step
+        try:
+            checkpoint.save(self.config.checkpoint, state, self.callbacks, self.config_sha256)
+        finally:
+            state.epoch, state.step = position
+
+    def _say_how_it_ended(self) -> None:
+        history = self.state.history
+        if not (self.config.log_every and self.process.is_root):
+            return
+        if history.stopped_early:
+            restored = next(
+                (c for c in self.callbacks if getattr(c, "restore_best_weights", False)), None
+            )
+            note = f"; the weights of epoch {history.best_epoch} are restored" if restored else ""
+            self.log(f"Stopped early after epoch {history.epochs[-1]}{note}")
+
+    def _progress_bar(self) -> Any:
+        progress = self.config.progress
+        if progress is False or (progress is None and not sys.stderr.isatty()):
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm(
+            total=self.config.epochs,
+            unit="epoch",
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        )
+
+
+def fit(
+    model: Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    loss: str | Callable = "mse",
+    optimizer: Any = "sgd",
+    lr: float = 0.01,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    epochs: int = 10,
+    batch_size: int | None = None,
+    shuffle: bool = True,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    classification: bool | None = None,
+    callbacks: Sequence[Callback] = (),
+    scheduler: Any = None,
+    log_every: int | None = None,
+    progress: bool | None = None,
+    rng: Any = 0,
+    print_fn: Callable[[str], None] = print,
+    checkpoint: str | None = None,
+    checkpoint_every: int = 1,
+    checkpoint_steps: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    process: Any = None,
+    compile: bool = True,
+) -> History:
+    """Train `model` on (X, y) by mini-batch gradient descent and return the History.
+
+    - loss: a name from `chainrule.registry.LOSSES` (mse = mean((ŷ − y)²), half_mse = the
+      tutorial's ½·mean((ŷ − y)²), bce, bce_logits, cross_entropy, huber) or a function
+      `(output, target) -> Tensor`.
+    - optimizer: a name from `chainrule.registry.OPTIMIZERS` (sgd, adam, adamw, rmsprop,
+      adagrad), built with `lr`, `momentum` and `weight_decay`; or an Optimizer.
+    - epochs; batch_size (None: the full batch, as in the founding tutorial); shuffle (each epoch,
+      from `rng`, a seed or a numpy Generator).
+    - validation_data=(X_val, y_val): evaluated after each epoch (val_loss, val_accuracy).
+    - classification: report accuracy (None: yes for cross_entropy, bce, bce_logits).
+    - callbacks (e.g. `EarlyStopping`); scheduler: a name from `chainrule.registry.SCHEDULES`
+      (step, exponential, cosine, plateau) or a schedule object, stepped each epoch.
+    - log_every N: print `Epoch N, Loss: x.xxxx` every N epochs with `print_fn`; progress: a tqdm
+      bar (None: only when stderr is a terminal).
+    - checkpoint (a directory), checkpoint_every (epochs), checkpoint_steps (optimizer steps):
+      resumable checkpoints; resume=True continues from the newest one, bit-identical to a run
+      never stopped; a directory holding another run's checkpoints is refused unless resume or
+      overwrite is given.
+    - process: a `chainrule.distributed` process group for data-parallel training.
+    - compile: trace the step once and replay it (`chainrule.compile`); the numbers are the
+      eager step's. Data-parallel runs step eagerly.
+
+    Raises NonFiniteError when a loss or weight becomes NaN/Inf (naming the epoch, step and
+    parameter); warns with DivergenceWarning when the loss grows 1000× past its first epoch's.
+
+    >>> import numpy as np, chainrule as cr
+    >>> from chainrule import nn
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32)
+    >>> y = np.array([0, 1, 1, 0])
+    >>> model = nn.Sequential(nn.Linear(2, 8, rng=0), nn.Tanh(), nn.Linear(8, 2, rng=1))
+    >>> history = cr.fit(model, X, y, loss="cross_entropy", optimizer="adam", lr=0.05, epochs=200)
+    >>> history.metrics["accuracy"][-1]
+    1.0
+    """
+    config = FitConfig(
+        loss=loss,
+        optimizer=optimizer,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        classification=classification,
+        scheduler=scheduler,
+        log_every=log_every,
+        progress=progress,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        checkpoint_steps=checkpoint_steps,
+        resume=resume,
+        overwrite=overwrite,
+        compile=compile,
+    )
+    return fit_config(model, X, y, config, validation_data, callbacks, rng, print_fn, process)
+
+
+def fit_config(
+    model: Module,
+    X: np.ndarray,
+    y: np.ndarray,
+    config: FitConfig,
+    validation_data: tuple[np.ndarray, np.ndarray] | None = None,
+    callbacks: Sequence[Callback] = (),
+    rng: Any = 0,
+    print_fn: Callable[[str], None] = print,
+    process: Any = None,
+) -> History:
+    """`fit` with its settings given as one FitConfig (e.g. `dataclasses.replace`d from
+    another run's)."""
+    if not isinstance(config, FitConfig):
+        raise TypeError(f"fit_config needs a FitConfig, got {type(config).__name__}")
+    run = _Run(model, X, y, config, validation_data, callbacks, rng, print_fn, process)
+    return run.run()
