@@ -3,6 +3,8 @@
 This module re-exports the public API; it defines nothing itself.
 """
 
+from importlib import metadata as _metadata
+
 from chainrule.explain import Explanation, explain
 from chainrule.functional import concatenate, maximum, minimum, stack, where
 from chainrule.gradcheck import GradcheckError, gradcheck
@@ -11,7 +13,11 @@ from chainrule.random import manual_seed
 from chainrule.tensor import Tensor, is_grad_enabled, no_grad, tensor
 from chainrule.train import History, fit
 
-__version__ = "0.1.0"
+# The version is written once, in pyproject.toml; an uninstalled checkout has no metadata to read.
+try:
+    __version__ = _metadata.version("chainrule")
+except _metadata.PackageNotFoundError:
+    __version__ = "0+unknown"
 
 __all__ = [
     "Explanation",
