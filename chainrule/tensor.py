@@ -1,7 +1,7 @@
 """Tensor, the reverse-mode engine that runs backward(), and no_grad().
 
-The math of each operation lives in `chainrule.ops` (forward and vector-Jacobian product side by side);
-this module only records which op made which tensor and walks that record backward.
+The math of each operation lives in `chainrule.ops` (forward and vector-Jacobian product side by
+side); this module only records which op made which tensor and walks that record backward.
 """
 
 from __future__ import annotations
@@ -20,11 +20,19 @@ _grad_enabled = True
 
 
 def is_grad_enabled() -> bool:
+    """Whether operations record a graph now: False inside `no_grad()`, True elsewhere."""
     return _grad_enabled
 
 
 class no_grad:
-    """Context manager (and decorator) inside which no graph is recorded, as `torch.no_grad()`."""
+    """Context manager (and decorator) inside which no graph is recorded, as `torch.no_grad()`.
+
+    >>> x = tensor([1.0, 2.0], requires_grad=True)
+    >>> with no_grad():
+    ...     y = x * 2
+    >>> y.requires_grad
+    False
+    """
 
     def __enter__(self) -> None:
         global _grad_enabled
@@ -54,7 +62,7 @@ _FREED_MESSAGE = (
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
-    """Python numbers and lists become float32; NumPy arrays keep their dtype unless one is given."""
+    """Python numbers and lists become float32; NumPy arrays keep their dtype unless given one."""
     if isinstance(data, Tensor):
         data = data.data
     if isinstance(data, np.ndarray):
@@ -78,7 +86,16 @@ class Tensor:
     """A NumPy array that remembers how it was computed, so `backward()` can apply the chain rule.
 
     `.grad` is filled only for leaves (tensors made by the user with `requires_grad=True`), and for
-    non-leaves on which `retain_grad()` was called, as in PyTorch.
+    non-leaves on which `retain_grad()` was called, as in PyTorch. `.data` is the NumPy array;
+    Python numbers and lists become float32, NumPy arrays keep their dtype (see `tensor`).
+
+    >>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> y = (x * x).sum()  # y = Σ x², so dy/dx = 2x
+    >>> y
+    tensor(14., grad_fn=sum)
+    >>> y.backward()
+    >>> x.grad
+    array([2., 4., 6.], dtype=float32)
     """
 
     # How a non-leaf tensor was made is kept on the tensor itself (no separate node object, to keep
@@ -172,7 +189,7 @@ class Tensor:
         return self.astype(np.float64)
 
     def retain_grad(self) -> None:
-        """Keep `.grad` on this non-leaf tensor after backward(), for inspecting intermediate values."""
+        """Keep `.grad` on this non-leaf tensor after backward(), to inspect intermediate values."""
         self._retain_grad = True
 
     def zero_grad(self) -> None:
@@ -212,8 +229,16 @@ class Tensor:
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` by the chain rule.
 
-        A scalar's seed gradient is 1; a non-scalar needs `grad` of its own shape. The graph is freed
-        afterwards (pass `retain_graph=True` to call backward through it again).
+        A scalar's seed gradient is 1; a non-scalar needs `grad` of its own shape. The graph is
+        freed afterwards (pass `retain_graph=True` to call backward through it again). Gradients
+        add up across calls, as in PyTorch: clear them with `zero_grad()` (or an optimizer's).
+
+        >>> w = tensor([0.5, -1.0], requires_grad=True)
+        >>> x = tensor([2.0, 3.0])
+        >>> z = (w * x).sum()  # z = w·x, so ∂z/∂w = x
+        >>> z.backward()
+        >>> w.grad
+        array([2., 3.], dtype=float32)
         """
         if self._op is not None and self._backward is None:
             raise RuntimeError(_FREED_MESSAGE)
@@ -373,7 +398,19 @@ class Tensor:
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
-    """Make a Tensor. Python floats and lists become float32; NumPy arrays keep their dtype."""
+    """Make a Tensor. Python floats and lists become float32; NumPy arrays keep their dtype.
+
+    `dtype` converts on the way in; `requires_grad=True` (floating point only) makes it a leaf whose
+    `.grad` `backward()` fills.
+
+    >>> import numpy as np
+    >>> tensor([1, 2])
+    tensor([1., 2.])
+    >>> tensor(np.array([1.0, 2.0]))
+    tensor([1., 2.], dtype=float64)
+    >>> tensor([1.0, 2.0], requires_grad=True)
+    tensor([1., 2.], requires_grad=True)
+    """
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
@@ -398,7 +435,7 @@ def _plain_index(index: Any) -> Any:
 
 
 def _lift(value: Any, like: Tensor) -> Tensor:
-    """Wrap a Python number or array as a constant tensor; numbers take `like`'s dtype (no upcast)."""
+    """A Python number or array as a constant tensor; numbers take `like`'s dtype (no upcast)."""
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (numbers.Number, np.generic)) and like.data.dtype.kind == "f":
