@@ -37,8 +37,8 @@ PUBLIC_MODULES = [
     "chainrule.playground",
 ]
 
-# Whose methods must be documented too: every public class these packages export.
-METHOD_PACKAGES = ["chainrule.nn", "chainrule.optim"]
+# Whose methods must be documented too: every public class these modules export.
+METHOD_PACKAGES = ["chainrule.tensor", "chainrule.nn", "chainrule.optim"]
 
 # Public names still without a docstring, by the module that defines them. These modules are
 # being rewritten on other branches; whoever documents a name deletes its line here (and the
