@@ -109,7 +109,7 @@ def summarize(values: list[float], others: list[float]) -> dict:
 
 # ---- step timing -----------------------------------------------------------------------------
 def calibrate(runner: Runner, target_s: float, min_steps: int) -> int:
-    """Steps per repeat so that one repeat lasts about `target_s` (after a warm-up of a few steps)."""
+    """Steps per repeat so that one repeat lasts about `target_s` (after a warm-up of few steps)."""
     steps = runner.run(min(3, min_steps))  # first steps allocate optimizer state, caches, threads
     started = time.perf_counter()
     steps = runner.run(max(1, min_steps // 4))

@@ -1,6 +1,7 @@
 """Peak memory of one peer training one workload, measured alone in this fresh interpreter.
 
-Usage: python benchmarks/memory_probe.py WORKLOAD PEER STEPS {rss,tracemalloc}; prints one JSON line.
+Usage: python benchmarks/memory_probe.py WORKLOAD PEER STEPS {rss,tracemalloc}
+(prints one JSON line).
 
 rss: the peak resident set after training, minus the resident set after the imports and the data
 were made: what building the model and training it added. It counts every allocator (NumPy's,
@@ -55,7 +56,7 @@ def _status_kib(field: str) -> int | None:
 
 
 def _reset_peak() -> bool:
-    """Give freed heap back to the OS and make the peak the current size; False where unsupported."""
+    """Give freed heap back to the OS, make the peak the current size; False where unsupported."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
         Path("/proc/self/clear_refs").write_text("5")

@@ -21,7 +21,7 @@ class Unavailable(Exception):
 
 
 class Runner:
-    """`run(n)` trains n steps (sklearn: whole epochs, so at least n) and returns the steps trained."""
+    """`run(n)` trains n steps (sklearn: whole epochs, so at least n), returns the steps trained."""
 
     def __init__(
         self,

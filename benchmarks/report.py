@@ -84,7 +84,9 @@ def targets(rows: dict[str, dict], float32_checks: dict[str, dict]) -> list[dict
     ]
     found.append(
         {
-            "target": "float32 stays float32 (outputs, losses, parameters, gradients, optimizer state)",
+            "target": (
+                "float32 stays float32 (outputs, losses, parameters, gradients, optimizer state)"
+            ),
             "measured": None if not kept else float(all(kept)),
             "threshold": 1.0,
             "unit": "",

@@ -1,7 +1,8 @@
 """The networks every peer trains, and the seeded synthetic data they train on.
 
-A workload fixes everything that decides the work per step (layer sizes, activation, loss, optimizer,
-batch, dtype), so that the peers differ only in how they do that work. Timing lives in measure.py.
+A workload fixes everything that decides the work per step (layer sizes, activation, loss,
+optimizer, batch, dtype), so that the peers differ only in how they do that work. Timing lives in
+measure.py.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Workload:
-    """One network trained for a number of steps; a step is zero_grad, forward, loss, backward, step."""
+    """One network trained for some steps; a step is zero_grad, forward, loss, backward, step."""
 
     name: str
     sizes: tuple[int, ...]  # layer widths, input first: (2, 4, 1) is 2 inputs, 4 hidden, 1 output
@@ -39,7 +40,7 @@ class Workload:
 
     @property
     def flops_per_step(self) -> float:
-        """6 · parameters · batch: the forward GEMM (2·in·out per row) and the two backward GEMMs."""
+        """6 · parameters · batch: the forward GEMM (2·in·out per row) and two backward GEMMs."""
         return 6.0 * self.parameters * self.batch
 
     @property

@@ -21,8 +21,18 @@ def train_test_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Shuffle and split into `X_train, X_test, y_train, y_test` (sklearn's order).
 
+    X (samples, ...) and y (samples, ...) are split along their first axis, in the same order.
     test_size: a fraction in (0, 1) (rounded to the nearest count, at least 1) or a count.
+    rng: a Generator or a seed (the default 0 makes the split the same from run to run).
     stratify: keep each class's share of y the same in both parts (y must be class indices).
+
+    >>> import numpy as np
+    >>> X, y = np.arange(20.0).reshape(10, 2), np.arange(10) % 2
+    >>> X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, rng=1)
+    >>> X_train.shape, X_test.shape, y_train.shape, y_test.shape
+    ((7, 2), (3, 2), (7,), (3,))
+    >>> y_test
+    array([0, 0, 1])
     """
     X, y = _paired(X, y)
     train, test = split_indices(y, [test_size], ["test_size"], rng, stratify)
@@ -146,6 +156,7 @@ class Standardizer:
         self.std_: np.ndarray | None = None  # (features,) float64, never 0
 
     def fit(self, X: Any) -> Standardizer:
+        """Learn each feature's mean and standard deviation from X (samples, features)."""
         X = _features(X, "fit")
         if len(X) == 0:
             raise ValueError("Standardizer.fit: X has no samples")
@@ -162,6 +173,7 @@ class Standardizer:
         return (X - self.mean_.astype(X.dtype)) / self.std_.astype(X.dtype)
 
     def fit_transform(self, X: Any) -> np.ndarray:
+        """`fit(X)`, then `transform(X)`: the scaled copy of the data the statistics came from."""
         return self.fit(X).transform(X)
 
     def inverse_transform(self, X: Any) -> np.ndarray:
@@ -170,11 +182,13 @@ class Standardizer:
         return X * self.std_.astype(X.dtype) + self.mean_.astype(X.dtype)
 
     def state_dict(self) -> dict[str, np.ndarray]:
+        """The fitted statistics as copies: {'mean': (features,), 'std': (features,)}, float64."""
         if self.mean_ is None:
             raise RuntimeError("Standardizer is not fitted; call fit(X_train) first")
         return {"mean": self.mean_.copy(), "std": self.std_.copy()}
 
     def load_state_dict(self, state: dict[str, Any]) -> Standardizer:
+        """Take the statistics from `state_dict()`, checked (finite, std > 0, one shape)."""
         if set(state) != {"mean", "std"}:
             raise ValueError(f"Standardizer state needs keys 'mean' and 'std', got {sorted(state)}")
         mean = np.array(state["mean"], dtype=np.float64)
@@ -203,9 +217,13 @@ class Standardizer:
 
 
 def standardize(X_train: Any, *others: Any) -> tuple:
-    """Fit a Standardizer on X_train and apply it to every array given; the Standardizer comes last.
+    """Fit a Standardizer on X_train, apply it to every array given; the Standardizer comes last.
 
-    >>> X_train, X_test, scaler = standardize(X_train, X_test)
+    >>> import numpy as np
+    >>> X_train, X_test = np.array([[1.0], [3.0]]), np.array([[5.0]])
+    >>> X_train, X_test, scaler = standardize(X_train, X_test)  # mean 2, std 1
+    >>> X_train.ravel(), X_test.ravel()
+    (array([-1.,  1.]), array([3.]))
     """
     scaler = Standardizer().fit(X_train)
     return (*(scaler.transform(X) for X in (X_train, *others)), scaler)
@@ -280,6 +298,16 @@ class DataLoader:
     state as plain JSON-ready values; `load_state_dict()` on a loader over the same data resumes the
     same order, mid-epoch included. Other map-style datasets (`len` and `dataset[i]`) work too,
     sample by sample.
+
+    >>> import numpy as np
+    >>> X, y = np.zeros((10, 3), dtype=np.float32), np.arange(10)
+    >>> loader = DataLoader((X, y), batch_size=4, shuffle=True, rng=0)
+    >>> len(loader)  # batches per epoch: 4 + 4 + 2
+    3
+    >>> [(xb.shape, yb.shape) for xb, yb in loader]
+    [((4, 3), (4,)), ((4, 3), (4,)), ((2, 3), (2,))]
+    >>> np.sort(np.concatenate([yb for _, yb in loader]))  # each sample once per epoch
+    array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
     """
 
     def __init__(

@@ -23,22 +23,30 @@ def _tensor(x: Any) -> Tensor:
 
 # ---- elementwise math --------------------------------------------------------------------------
 def exp(x: Any) -> Tensor:
+    """eˣ elementwise; any shape in, the same shape out. Gradient: g·eˣ."""
     return apply(ops.exp, _tensor(x))
 
 
 def log(x: Any) -> Tensor:
+    """Natural logarithm ln x elementwise; the same shape out. Gradient: g / x."""
     return apply(ops.log, _tensor(x))
 
 
 def sqrt(x: Any) -> Tensor:
+    """√x elementwise; the same shape out. Gradient: g / (2√x)."""
     return apply(ops.sqrt, _tensor(x))
 
 
 def abs(x: Any) -> Tensor:
+    """|x| elementwise; the same shape out. Gradient: g·sign(x) (0 at x = 0)."""
     return apply(ops.abs, _tensor(x))
 
 
 def clip(x: Any, min: Any = None, max: Any = None) -> Tensor:
+    """x limited to [min, max] elementwise (either bound may be None); `clamp` is the same function.
+
+    The gradient passes where x is inside the bounds and is 0 where a bound was applied.
+    """
     return apply(ops.clip, _tensor(x), low=min, high=max)
 
 
@@ -46,17 +54,19 @@ clamp = clip
 
 
 def maximum(a: Any, b: Any) -> Tensor:
+    """The elementwise larger of a and b (broadcast); a Python number takes the other's dtype."""
     a, b = _pair(a, b)
     return apply(ops.maximum, a, b)
 
 
 def minimum(a: Any, b: Any) -> Tensor:
+    """The elementwise smaller of a and b (broadcast); a Python number takes the other's dtype."""
     a, b = _pair(a, b)
     return apply(ops.minimum, a, b)
 
 
 def where(condition: Any, x: Any, y: Any) -> Tensor:
-    """x where condition holds, else y; the condition carries no gradient."""
+    """x where condition holds, else y, broadcast together; the condition carries no gradient."""
     x, y = _pair(x, y)
     condition = condition.data if isinstance(condition, Tensor) else condition
     return apply(ops.where, x, y, condition=condition)
@@ -72,11 +82,16 @@ def _pair(a: Any, b: Any) -> tuple[Tensor, Tensor]:
 
 # ---- shape ---------------------------------------------------------------------------------
 def matmul(a: Any, b: Any) -> Tensor:
+    """The matrix product a @ b, with NumPy's `matmul` rules: (n, k) @ (k, m) -> (n, m)."""
     a, b = _tensor(a), _tensor(b)
     return apply(ops.matmul, a, b, needs=(a.requires_grad, b.requires_grad))
 
 
 def concatenate(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis, as `np.concatenate`; `cat` is the same function.
+
+    Shapes must agree except along `axis`; each input's gradient is its slice of the output's.
+    """
     if len(tensors) == 0:
         raise ValueError("concatenate needs at least one tensor")
     return apply(ops.concatenate, *[_tensor(t) for t in tensors], axis=axis)
@@ -86,6 +101,7 @@ cat = concatenate
 
 
 def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
+    """Join tensors of one shape along a new axis, as `np.stack`: k of shape s -> (k, *s)."""
     if len(tensors) == 0:
         raise ValueError("stack needs at least one tensor")
     return apply(ops.stack, *[_tensor(t) for t in tensors], axis=axis)
@@ -93,40 +109,57 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
 
 # ---- activations -------------------------------------------------------------------------
 def sigmoid(x: Any) -> Tensor:
+    """σ(x) = 1 / (1 + e⁻ˣ) elementwise; the gradient g·a·(1 − a) reuses the output a."""
     return apply(ops.sigmoid, _tensor(x))
 
 
 def tanh(x: Any) -> Tensor:
+    """tanh(x) elementwise; the gradient g·(1 − a²) reuses the output a."""
     return apply(ops.tanh, _tensor(x))
 
 
 def relu(x: Any) -> Tensor:
+    """max(x, 0) elementwise; the gradient is g where x > 0, else 0 (0 at x = 0, as PyTorch)."""
     return apply(ops.relu, _tensor(x))
 
 
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
+    """x where x > 0, else negative_slope·x, elementwise."""
     return apply(ops.leaky_relu, _tensor(x), negative_slope=negative_slope)
 
 
 def gelu(x: Any, approximate: str = "none") -> Tensor:
+    """GELU(x) = x·Φ(x), Φ the standard normal CDF, elementwise.
+
+    `approximate="tanh"` uses ½x(1 + tanh(√(2/π)(x + 0.044715x³))), faster and within about 1e-3.
+    """
     return apply(ops.gelu, _tensor(x), approximate=approximate)
 
 
 def softplus(x: Any) -> Tensor:
+    """ln(1 + eˣ) elementwise, exact for large |x|; its derivative is σ(x)."""
     return apply(ops.softplus, _tensor(x))
 
 
 def softmax(x: Any, axis: int = -1) -> Tensor:
+    """softmax(x)ᵢ = e^(xᵢ) / Σⱼ e^(xⱼ) along `axis`: the same shape out, each slice sums to 1.
+
+    >>> import chainrule as cr
+    >>> softmax(cr.tensor([[0.0, 0.0], [0.0, 10.0]])).data.round(4)
+    array([[0.5, 0.5],
+           [0. , 1. ]], dtype=float32)
+    """
     return apply(ops.softmax, _tensor(x), axis=axis)
 
 
 def log_softmax(x: Any, axis: int = -1) -> Tensor:
+    """ln softmax(x) along `axis`, computed without taking the log of 0: xᵢ − ln Σⱼ e^(xⱼ)."""
     return apply(ops.log_softmax, _tensor(x), axis=axis)
 
 
 # ---- layers ------------------------------------------------------------------------------
 def linear(x: Any, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """z = x·Wᵀ + b. x (batch, in), W (out, in), b (out,) -> z (batch, out)."""
+    """z = x·Wᵀ + b: x (batch, in), weight W (out, in), bias b (out,) or None -> z (batch, out)."""
     x = _tensor(x)
     if bias is None:
         return apply(ops.linear, x, weight, needs=(x.requires_grad, weight.requires_grad, False))
@@ -162,7 +195,7 @@ def _check_reduction(reduction: str) -> None:
 
 
 def _loss_operands(name: str, prediction: Any, target: Any) -> tuple[Tensor, Tensor]:
-    """Prediction and target as tensors of one dtype and one shape (targets take the prediction's)."""
+    """Prediction and target as tensors of one dtype and shape (targets take the prediction's)."""
     prediction = _tensor(prediction)
     if not isinstance(target, Tensor):
         target = Tensor(np.asarray(target, dtype=prediction.dtype))
@@ -177,13 +210,34 @@ def _loss_operands(name: str, prediction: Any, target: Any) -> tuple[Tensor, Ten
 
 
 def mse_loss(prediction: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """mean((ŷ − y)²), as torch.nn.functional.mse_loss."""
+    """Mean squared error L = mean((ŷ − y)²), as torch.nn.functional.mse_loss.
+
+    prediction and target of one shape (the target takes the prediction's dtype). `reduction`:
+    'mean' (a scalar, the default), 'sum', or 'none' (the squared error per element). dL/dŷ =
+    2(ŷ − y)/n for the mean over n elements. The founding tutorial's L = ½ Σ (ŷ − y)² is
+    `0.5 * mse_loss(y_hat, y, reduction="sum")`.
+
+    >>> import chainrule as cr
+    >>> y_hat = cr.tensor([1.0, 2.0], requires_grad=True)
+    >>> loss = mse_loss(y_hat, [0.0, 0.0])  # (1² + 2²) / 2
+    >>> loss
+    tensor(2.5, grad_fn=mse_loss)
+    >>> loss.backward()
+    >>> y_hat.grad  # 2(ŷ − y) / 2
+    array([1., 2.], dtype=float32)
+    """
     _check_reduction(reduction)
     prediction, target = _loss_operands("mse_loss", prediction, target)
     return apply(ops.mse_loss, prediction, target, reduction=reduction)
 
 
 def huber_loss(prediction: Any, target: Any, reduction: str = "mean", delta: float = 1.0) -> Tensor:
+    """Huber loss: ½d² where |d| <= delta, else delta·(|d| − ½·delta), with d = ŷ − y.
+
+    prediction and target of one shape; `reduction` is 'mean' (a scalar, the default), 'sum', or
+    'none' (one loss per element). The gradient is d clipped to ±delta: quadratic near the target,
+    linear (robust to outliers) far from it. As torch.nn.functional.huber_loss.
+    """
     _check_reduction(reduction)
     if delta <= 0:
         raise ValueError(f"huber_loss: delta must be positive, got {delta}")
@@ -192,6 +246,12 @@ def huber_loss(prediction: Any, target: Any, reduction: str = "mean", delta: flo
 
 
 def binary_cross_entropy(probability: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """L = −[y ln p + (1 − y) ln(1 − p)] for probabilities p in [0, 1] and targets y of p's shape.
+
+    Each log is floored at −100, as in PyTorch, so p of exactly 0 or 1 gives a finite loss.
+    `reduction`: 'mean' (default), 'sum' or 'none'. For raw scores use
+    `binary_cross_entropy_with_logits`, which is exact where σ saturates.
+    """
     _check_reduction(reduction)
     probability, target = _loss_operands("binary_cross_entropy", probability, target)
     data = probability.data
@@ -205,16 +265,37 @@ def binary_cross_entropy(probability: Any, target: Any, reduction: str = "mean")
 
 
 def binary_cross_entropy_with_logits(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
+    """Binary cross-entropy of σ(z), computed from the logits z: max(z, 0) − z·y + ln(1 + e^(−|z|)).
+
+    logits and targets of one shape; dL/dz = σ(z) − y. `reduction`: 'mean' (default), 'sum' or
+    'none'. Stable at any logit, unlike `binary_cross_entropy(sigmoid(z), y)`.
+
+    >>> import chainrule as cr
+    >>> round(binary_cross_entropy_with_logits(cr.tensor([0.0, 0.0]), [0.0, 1.0]).item(), 4)
+    0.6931
+    """
     _check_reduction(reduction)
     logits, target = _loss_operands("binary_cross_entropy_with_logits", logits, target)
     return apply(ops.binary_cross_entropy_with_logits, logits, target, reduction=reduction)
 
 
 def cross_entropy(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """Softmax cross-entropy from logits (batch, classes).
+    """Softmax cross-entropy from logits: L = −ln softmax(z)[y], averaged over the batch.
 
+    logits z (batch, classes), raw scores (no softmax before it: it is applied here, stably).
     target: class indices (batch,) as integers (NumPy array, list or Tensor), or class
-    probabilities (batch, classes).
+    probabilities (batch, classes). `reduction`: 'mean' (default), 'sum' or 'none' (one loss per
+    sample, shape (batch,)). dL/dz = softmax(z) − onehot(y), divided by the batch for the mean.
+
+    >>> import chainrule as cr
+    >>> logits = cr.tensor([[2.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    >>> loss = cross_entropy(logits, [0, 1])  # both rows right, with confidence σ(2) = 0.88
+    >>> round(loss.item(), 4)
+    0.1269
+    >>> loss.backward()
+    >>> logits.grad.round(4)  # (softmax(z) − onehot(y)) / batch
+    array([[-0.0596,  0.0596],
+           [ 0.0596, -0.0596]], dtype=float32)
     """
     _check_reduction(reduction)
     logits = _tensor(logits)
@@ -225,7 +306,12 @@ def cross_entropy(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
 
 
 def nll_loss(log_probabilities: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """Negative log-likelihood of class indices, given log-probabilities (batch, classes)."""
+    """Negative log-likelihood L = −log_probabilities[i, yᵢ], averaged over the batch.
+
+    log_probabilities (batch, classes), e.g. from `log_softmax`; target: integer class indices
+    (batch,). `reduction`: 'mean' (default), 'sum' or 'none' (shape (batch,)).
+    `nll_loss(log_softmax(z), y)` equals `cross_entropy(z, y)`.
+    """
     _check_reduction(reduction)
     log_probabilities = _tensor(log_probabilities)
     target_array = np.asarray(target.data if isinstance(target, Tensor) else target)

@@ -30,7 +30,13 @@ def _as_label_vector(y: np.ndarray) -> np.ndarray:
 
 
 def accuracy(prediction: np.ndarray, target: np.ndarray, threshold: float = 0.5) -> float:
-    """Fraction of samples whose predicted class equals the target class."""
+    """Fraction of samples whose predicted class equals the target class (see `to_labels`).
+
+    >>> import numpy as np
+    >>> scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])  # (samples, classes)
+    >>> accuracy(scores, np.array([0, 1, 1]))  # the arg-max is right twice in three
+    0.6666666666666666
+    """
     labels = to_labels(prediction, threshold)
     target = _as_label_vector(target)
     if labels.shape != target.shape:
@@ -52,6 +58,11 @@ def confusion_matrix(
 
 
 def mean_squared_error(prediction: np.ndarray, target: np.ndarray) -> float:
+    """mean((ŷ − y)²) in float64, the target reshaped to the prediction's shape.
+
+    >>> mean_squared_error([1.0, 2.0], [1.0, 4.0])
+    2.0
+    """
     prediction = np.asarray(prediction, dtype=np.float64)
     target = np.asarray(target, dtype=np.float64).reshape(prediction.shape)
     return float(np.mean((prediction - target) ** 2))

@@ -21,7 +21,7 @@ def manual_seed(seed: int) -> np.random.Generator:
 
 
 def get_rng(rng: Any = None) -> np.random.Generator:
-    """A Generator from `rng`: a Generator is used as is, an int seeds a new one, None is the default."""
+    """A Generator from `rng`: a Generator as is, an int seeds a new one, None gives the default."""
     if rng is None:
         return _default_generator
     if isinstance(rng, np.random.Generator):

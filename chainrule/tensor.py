@@ -1,7 +1,7 @@
 """Tensor, the reverse-mode engine that runs backward(), and no_grad().
 
-The math of each operation lives in `chainrule.ops` (forward and vector-Jacobian product side by side);
-this module only records which op made which tensor and walks that record backward.
+The math of each operation lives in `chainrule.ops` (forward and vector-Jacobian product side by
+side); this module only records which op made which tensor and walks that record backward.
 """
 
 from __future__ import annotations
@@ -20,11 +20,19 @@ _grad_enabled = True
 
 
 def is_grad_enabled() -> bool:
+    """Whether operations record a graph now: False inside `no_grad()`, True elsewhere."""
     return _grad_enabled
 
 
 class no_grad:
-    """Context manager (and decorator) inside which no graph is recorded, as `torch.no_grad()`."""
+    """Context manager (and decorator) inside which no graph is recorded, as `torch.no_grad()`.
+
+    >>> x = tensor([1.0, 2.0], requires_grad=True)
+    >>> with no_grad():
+    ...     y = x * 2
+    >>> y.requires_grad
+    False
+    """
 
     def __enter__(self) -> None:
         global _grad_enabled
@@ -54,7 +62,7 @@ _FREED_MESSAGE = (
 
 
 def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
-    """Python numbers and lists become float32; NumPy arrays keep their dtype unless one is given."""
+    """Python numbers and lists become float32; NumPy arrays keep their dtype unless given one."""
     if isinstance(data, Tensor):
         data = data.data
     if isinstance(data, np.ndarray):
@@ -78,7 +86,16 @@ class Tensor:
     """A NumPy array that remembers how it was computed, so `backward()` can apply the chain rule.
 
     `.grad` is filled only for leaves (tensors made by the user with `requires_grad=True`), and for
-    non-leaves on which `retain_grad()` was called, as in PyTorch.
+    non-leaves on which `retain_grad()` was called, as in PyTorch. `.data` is the NumPy array;
+    Python numbers and lists become float32, NumPy arrays keep their dtype (see `tensor`).
+
+    >>> x = Tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> y = (x * x).sum()  # y = Σ x², so dy/dx = 2x
+    >>> y
+    tensor(14., grad_fn=sum)
+    >>> y.backward()
+    >>> x.grad
+    array([2., 4., 6.], dtype=float32)
     """
 
     # How a non-leaf tensor was made is kept on the tensor itself (no separate node object, to keep
@@ -117,18 +134,22 @@ class Tensor:
     # ---- array-like attributes -------------------------------------------------------------
     @property
     def shape(self) -> tuple:
+        """The array's shape, as NumPy's."""
         return self.data.shape
 
     @property
     def dtype(self) -> np.dtype:
+        """The array's dtype: float32 by default, float64 on request."""
         return self.data.dtype
 
     @property
     def ndim(self) -> int:
+        """The number of axes."""
         return self.data.ndim
 
     @property
     def size(self) -> int:
+        """The number of elements."""
         return self.data.size
 
     def __len__(self) -> int:
@@ -136,6 +157,7 @@ class Tensor:
 
     @property
     def is_leaf(self) -> bool:
+        """True for tensors made by the user, not by an op: those whose `.grad` backward() fills."""
         return self._op is None
 
     @property
@@ -144,9 +166,11 @@ class Tensor:
         return self._op
 
     def numpy(self) -> np.ndarray:
+        """The underlying array itself (no copy)."""
         return self.data
 
     def item(self) -> float:
+        """The value of a one-element tensor as a Python number."""
         if self.data.size != 1:
             raise ValueError(
                 f"item() needs a tensor with one element, this one has shape {self.shape}"
@@ -154,6 +178,7 @@ class Tensor:
         return self.data.item()
 
     def tolist(self) -> Any:
+        """The values as nested Python lists."""
         return self.data.tolist()
 
     def detach(self) -> Tensor:
@@ -161,24 +186,29 @@ class Tensor:
         return Tensor(self.data)
 
     def astype(self, dtype: Any) -> Tensor:
+        """A copy in `dtype`, recorded in the graph (the gradient is cast back)."""
         from chainrule.ops import cast
 
         return apply(cast, self, dtype=np.dtype(dtype))
 
     def float(self) -> Tensor:
+        """A float32 copy (`astype(np.float32)`), recorded in the graph."""
         return self.astype(np.float32)
 
     def double(self) -> Tensor:
+        """A float64 copy (`astype(np.float64)`), recorded in the graph."""
         return self.astype(np.float64)
 
     def retain_grad(self) -> None:
-        """Keep `.grad` on this non-leaf tensor after backward(), for inspecting intermediate values."""
+        """Keep `.grad` on this non-leaf tensor after backward(), to inspect intermediate values."""
         self._retain_grad = True
 
     def zero_grad(self) -> None:
+        """Clear `.grad` (set it to None)."""
         self.grad = None
 
     def requires_grad_(self, flag: bool = True) -> Tensor:
+        """Set `requires_grad` in place (floating-point tensors only); returns self."""
         if flag and self.data.dtype.kind != "f":
             raise TypeError(
                 f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
@@ -212,8 +242,16 @@ class Tensor:
     def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf's `.grad` by the chain rule.
 
-        A scalar's seed gradient is 1; a non-scalar needs `grad` of its own shape. The graph is freed
-        afterwards (pass `retain_graph=True` to call backward through it again).
+        A scalar's seed gradient is 1; a non-scalar needs `grad` of its own shape. The graph is
+        freed afterwards (pass `retain_graph=True` to call backward through it again). Gradients
+        add up across calls, as in PyTorch: clear them with `zero_grad()` (or an optimizer's).
+
+        >>> w = tensor([0.5, -1.0], requires_grad=True)
+        >>> x = tensor([2.0, 3.0])
+        >>> z = (w * x).sum()  # z = w·x, so ∂z/∂w = x
+        >>> z.backward()
+        >>> w.grad
+        array([2., 3.], dtype=float32)
         """
         if self._op is not None and self._backward is None:
             raise RuntimeError(_FREED_MESSAGE)
@@ -299,81 +337,115 @@ class Tensor:
 
     # ---- methods that mirror chainrule.functional ------------------------------------------
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Sum over `axis` (all axes by default), as `np.sum`."""
         return apply(_ops().sum, self, axis=axis, keepdims=keepdims)
 
     def mean(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Mean over `axis` (all axes by default), as `np.mean`."""
         return apply(_ops().mean, self, axis=axis, keepdims=keepdims)
 
     def max(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Maximum over `axis` (all axes by default); tied maxima share the gradient equally."""
         return apply(_ops().max, self, axis=axis, keepdims=keepdims)
 
     def min(self, axis: Any = None, keepdims: bool = False) -> Tensor:
+        """Minimum over `axis` (all axes by default); tied minima share the gradient equally."""
         return -apply(_ops().max, -self, axis=axis, keepdims=keepdims)
 
     def reshape(self, *shape: Any) -> Tensor:
+        """The same values in a new shape: `t.reshape(2, 3)` or `t.reshape((2, 3))`, -1 inferred."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = tuple(shape[0])
         return apply(_ops().reshape, self, shape=shape)
 
     def flatten(self, start_dim: int = 0) -> Tensor:
+        """Merge the axes from `start_dim` on into one: (b, h, w) -> (b, h·w) with start_dim=1."""
         return self.reshape(*self.shape[:start_dim], -1)
 
     def transpose(self, *axes: Any) -> Tensor:
+        """Permute the axes (reverse them when none are given), as `np.transpose`."""
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         return apply(_ops().transpose, self, axes=axes or None)
 
     @property
     def T(self) -> Tensor:
+        """The tensor with its axes reversed: (m, n) -> (n, m)."""
         return apply(_ops().transpose, self, axes=None)
 
     def exp(self) -> Tensor:
+        """eˣ elementwise (see `functional.exp`)."""
         return apply(_ops().exp, self)
 
     def log(self) -> Tensor:
+        """ln x elementwise (see `functional.log`)."""
         return apply(_ops().log, self)
 
     def sqrt(self) -> Tensor:
+        """√x elementwise (see `functional.sqrt`)."""
         return apply(_ops().sqrt, self)
 
     def abs(self) -> Tensor:
+        """|x| elementwise (see `functional.abs`)."""
         return apply(_ops().abs, self)
 
     def clip(self, min: Any = None, max: Any = None) -> Tensor:
+        """x limited to [min, max] elementwise; `clamp` is the same (see `functional.clip`)."""
         return apply(_ops().clip, self, low=min, high=max)
 
     clamp = clip
 
     def sigmoid(self) -> Tensor:
+        """σ(x) = 1 / (1 + e⁻ˣ) elementwise (see `functional.sigmoid`)."""
         return apply(_ops().sigmoid, self)
 
     def tanh(self) -> Tensor:
+        """tanh(x) elementwise (see `functional.tanh`)."""
         return apply(_ops().tanh, self)
 
     def relu(self) -> Tensor:
+        """max(x, 0) elementwise (see `functional.relu`)."""
         return apply(_ops().relu, self)
 
     def leaky_relu(self, negative_slope: float = 0.01) -> Tensor:
+        """x where x > 0, else negative_slope·x (see `functional.leaky_relu`)."""
         return apply(_ops().leaky_relu, self, negative_slope=negative_slope)
 
     def gelu(self, approximate: str = "none") -> Tensor:
+        """x·Φ(x) elementwise (see `functional.gelu`)."""
         return apply(_ops().gelu, self, approximate=approximate)
 
     def softplus(self) -> Tensor:
+        """ln(1 + eˣ) elementwise (see `functional.softplus`)."""
         return apply(_ops().softplus, self)
 
     def softmax(self, axis: int = -1) -> Tensor:
+        """softmax along `axis`: each slice sums to 1 (see `functional.softmax`)."""
         return apply(_ops().softmax, self, axis=axis)
 
     def log_softmax(self, axis: int = -1) -> Tensor:
+        """ln softmax along `axis`, computed stably (see `functional.log_softmax`)."""
         return apply(_ops().log_softmax, self, axis=axis)
 
     def argmax(self, axis: Any = None) -> np.ndarray:
+        """Indices of the maxima along `axis`, as a NumPy array (no gradient)."""
         return self.data.argmax(axis=axis)
 
 
 def tensor(data: Any, requires_grad: bool = False, dtype: Any = None) -> Tensor:
-    """Make a Tensor. Python floats and lists become float32; NumPy arrays keep their dtype."""
+    """Make a Tensor. Python floats and lists become float32; NumPy arrays keep their dtype.
+
+    `dtype` converts on the way in; `requires_grad=True` (floating point only) makes it a leaf whose
+    `.grad` `backward()` fills.
+
+    >>> import numpy as np
+    >>> tensor([1, 2])
+    tensor([1., 2.])
+    >>> tensor(np.array([1.0, 2.0]))
+    tensor([1., 2.], dtype=float64)
+    >>> tensor([1.0, 2.0], requires_grad=True)
+    tensor([1., 2.], requires_grad=True)
+    """
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
@@ -398,7 +470,7 @@ def _plain_index(index: Any) -> Any:
 
 
 def lift(value: Any, like: Tensor) -> Tensor:
-    """Wrap a Python number or array as a constant tensor; numbers take `like`'s dtype (no upcast)."""
+    """A Python number or array as a constant tensor; numbers take `like`'s dtype (no upcast)."""
     if isinstance(value, Tensor):
         return value
     if isinstance(value, (numbers.Number, np.generic)) and like.data.dtype.kind == "f":

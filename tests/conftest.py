@@ -1,4 +1,4 @@
-"""Strict mode for every test: RuntimeWarnings are errors (pyproject), a seeded Generator fixture."""
+"""Strict mode for all tests: RuntimeWarnings are errors (pyproject); a seeded Generator fixture."""
 
 import numpy as np
 import pytest

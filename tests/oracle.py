@@ -1,4 +1,4 @@
-"""PyTorch as an oracle: run one computation in chainrule and in torch, compare values and gradients.
+"""PyTorch as an oracle: run a computation in chainrule and in torch, compare values and gradients.
 
 The gradient is compared along a random upstream direction g (a vector-Jacobian product), so a
 non-scalar output is checked without building its whole Jacobian.

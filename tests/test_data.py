@@ -1,4 +1,4 @@
-"""Splits, Standardizer, one_hot, TensorDataset and DataLoader: the contracts a training loop relies on."""
+"""Splits, Standardizer, one_hot, TensorDataset and DataLoader: what a training loop relies on."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Every differentiable op, checked against PyTorch (values and gradients) and finite differences."""
+"""Every differentiable op, checked against PyTorch (values, gradients) and finite differences."""
 
 import numpy as np
 import pytest

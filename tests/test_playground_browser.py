@@ -39,7 +39,10 @@ CANVAS_PIXELS = """() => {
   const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
   const out = [];
   for (let y = 5; y < canvas.height; y += 10)
-    for (let x = 5; x < canvas.width; x += 10) out.push(...data.slice(4 * (y * canvas.width + x), 4 * (y * canvas.width + x) + 3));
+    for (let x = 5; x < canvas.width; x += 10) {
+      const i = 4 * (y * canvas.width + x);
+      out.push(...data.slice(i, i + 3));
+    }
   return out;
 }"""
 # The midpoint of a weight's line on screen, and the weight whose line is on top there.
@@ -185,7 +188,8 @@ def test_a_screenshot_of_a_trained_network_is_saved_for_the_docs(session):
     post(server, "/api/select", {"weight": "2.weight[1,3]", "sample": 10})
     post(server, "/api/step", {"epochs": 150})
     page.wait_for_function(
-        "() => window.playground.last.epoch === 150 && window.playground.inspect.weight === '2.weight[1,3]'"
+        "() => window.playground.last.epoch === 150"
+        " && window.playground.inspect.weight === '2.weight[1,3]'"
     )
     picture = page.screenshot()
     if not _looks_the_same(picture, SCREENSHOT):

@@ -1,4 +1,4 @@
-"""The engine's contract: what backward() does, the semantics users know from PyTorch, and its errors."""
+"""The engine's contract: what backward() does, PyTorch's semantics, its errors."""
 
 import numpy as np
 import pytest

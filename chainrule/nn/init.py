@@ -44,23 +44,28 @@ def _fill(tensor: Tensor, values: np.ndarray) -> Tensor:
 
 
 def constant_(tensor: Tensor, value: float) -> Tensor:
+    """Fill `tensor` with `value` in place; returns it."""
     tensor.data[...] = value
     return tensor
 
 
 def zeros_(tensor: Tensor) -> Tensor:
+    """Fill `tensor` with 0 in place; returns it."""
     return constant_(tensor, 0.0)
 
 
 def ones_(tensor: Tensor) -> Tensor:
+    """Fill `tensor` with 1 in place; returns it."""
     return constant_(tensor, 1.0)
 
 
 def uniform_(tensor: Tensor, a: float = 0.0, b: float = 1.0, rng: Any = None) -> Tensor:
+    """Fill `tensor` in place from U(a, b), drawn from `rng` (Generator, seed, None); returns it."""
     return _fill(tensor, get_rng(rng).uniform(a, b, tensor.shape))
 
 
 def normal_(tensor: Tensor, mean: float = 0.0, std: float = 1.0, rng: Any = None) -> Tensor:
+    """Fill `tensor` in place from N(mean, std²), drawn from `rng`; returns it."""
     return _fill(tensor, get_rng(rng).normal(mean, std, tensor.shape))
 
 

@@ -25,10 +25,9 @@ def _check_dtype(dtype: Any) -> np.dtype:
 
 
 def _as_input(x: Any, dtype: np.dtype) -> Tensor:
-    """Inputs take the layer's dtype, so a float64 array never silently upcasts a float32 network."""
-    if (
-        type(x) is np.ndarray and x.dtype == dtype
-    ):  # the common case: a float array, no checks needed
+    """Inputs take the layer's dtype: a float64 array never silently upcasts a float32 network."""
+    # The common case: a float array of the right dtype, no checks needed.
+    if type(x) is np.ndarray and x.dtype == dtype:
         return wrap(x)
     if isinstance(x, Tensor):
         return x if x.dtype == dtype else x.astype(dtype)
@@ -36,9 +35,25 @@ def _as_input(x: Any, dtype: np.dtype) -> Tensor:
 
 
 class Linear(Module):
-    """z = x·Wᵀ + b. weight (out_features, in_features), bias (out_features,).
+    """Fully connected layer z = x·Wᵀ + b: x (batch, in_features) -> z (batch, out_features).
 
-    Initialised as PyTorch does: W and b ~ U(−1/√in, 1/√in).
+    weight W (out_features, in_features), bias b (out_features,), or no bias with `bias=False`.
+    Initialised as PyTorch does: W and b ~ U(−1/√in, 1/√in), drawn from `rng` (a Generator, a
+    seed, or None for the library's default). `dtype` is float32 (default) or float64; inputs
+    are converted to it.
+
+    >>> import numpy as np
+    >>> from chainrule import nn
+    >>> layer = nn.Linear(3, 2, rng=0)
+    >>> layer.weight.shape, layer.bias.shape
+    ((2, 3), (2,))
+    >>> z = layer(np.ones((5, 3)))  # (batch, in_features) -> (batch, out_features)
+    >>> z.shape, z.dtype
+    ((5, 2), dtype('float32'))
+    >>> z.sum().backward()
+    >>> layer.weight.grad  # ∂Σz/∂W[j, i] = Σ over the batch of x[:, i]
+    array([[5., 5., 5.],
+           [5., 5., 5.]], dtype=float32)
     """
 
     def __init__(
@@ -61,6 +76,7 @@ class Linear(Module):
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng: Any = None) -> None:
+        """Draw W and b again from U(−1/√in, 1/√in); `rng` is a Generator, a seed, or None."""
         rng = get_rng(rng)  # one generator for both, so an int seed does not repeat its numbers
         bound = 1.0 / math.sqrt(self.in_features)
         init.uniform_(self.weight, -bound, bound, rng)
@@ -68,11 +84,15 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound, rng)
 
     def forward(self, x: Any) -> Tensor:
+        """z = x·Wᵀ + b: x (batch, in_features) -> z (batch, out_features), in the layer's dtype."""
         # ops.linear checks the feature count and names Linear(in, out) and the input's shape.
         return F.linear(_as_input(x, self.weight.dtype), self.weight, self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"bias={self.bias is not None}"
+        )
 
 
 class _Activation(Module):
@@ -83,22 +103,32 @@ class _Activation(Module):
 
 
 class Sigmoid(_Activation):
+    """σ(x) = 1 / (1 + e⁻ˣ) elementwise, as a module (see `functional.sigmoid`)."""
+
     function = staticmethod(F.sigmoid)
 
 
 class Tanh(_Activation):
+    """tanh(x) elementwise, as a module (see `functional.tanh`)."""
+
     function = staticmethod(F.tanh)
 
 
 class ReLU(_Activation):
+    """max(x, 0) elementwise, as a module (see `functional.relu`)."""
+
     function = staticmethod(F.relu)
 
 
 class Softplus(_Activation):
+    """ln(1 + eˣ) elementwise, a smooth ReLU, as a module (see `functional.softplus`)."""
+
     function = staticmethod(F.softplus)
 
 
 class LeakyReLU(Module):
+    """x where x > 0, else negative_slope·x, elementwise (see `functional.leaky_relu`)."""
+
     def __init__(self, negative_slope: float = 0.01) -> None:
         self.negative_slope = float(negative_slope)
 
@@ -110,6 +140,11 @@ class LeakyReLU(Module):
 
 
 class GELU(Module):
+    """x·Φ(x) elementwise, Φ the standard normal CDF (see `functional.gelu`).
+
+    `approximate='tanh'` uses the faster tanh formula.
+    """
+
     def __init__(self, approximate: str = "none") -> None:
         if approximate not in ("none", "tanh"):
             raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -123,6 +158,11 @@ class GELU(Module):
 
 
 class Softmax(Module):
+    """softmax along `dim` (default: the last axis, one row per sample): each slice sums to 1.
+
+    For training, prefer `CrossEntropyLoss` on the logits over Softmax followed by a log.
+    """
+
     def __init__(self, dim: int = -1) -> None:
         self.dim = dim
 
@@ -134,12 +174,14 @@ class Softmax(Module):
 
 
 class Identity(Module):
+    """Returns its input unchanged (as a Tensor): a placeholder where a layer is optional."""
+
     def forward(self, x: Any) -> Tensor:
         return x if isinstance(x, Tensor) else Tensor(x)
 
 
 class Flatten(Module):
-    """(batch, d1, d2, ...) -> (batch, d1·d2·...)."""
+    """Flatten all but the first axis: (batch, d1, d2, ...) -> (batch, d1·d2·...)."""
 
     def forward(self, x: Any) -> Tensor:
         x = x if isinstance(x, Tensor) else Tensor(x)
@@ -147,7 +189,11 @@ class Flatten(Module):
 
 
 class Dropout(Module):
-    """Zeroes inputs with probability p while training (scaling the rest by 1/(1−p)); identity in eval."""
+    """Zeroes inputs with probability p while training, scaling the rest by 1/(1−p).
+
+    In eval mode (`model.eval()`) it passes inputs through. `rng`: a Generator, a seed, or None for
+    the library's default; any shape in, the same shape out.
+    """
 
     def __init__(self, p: float = 0.5, rng: Any = None) -> None:
         if not 0 <= p < 1:
@@ -167,7 +213,7 @@ class Dropout(Module):
 
 
 class BatchNorm1d(Module):
-    """Normalise each feature over the batch: ŷ = γ·(x − μ_B)/√(σ²_B + ε) + β.
+    """Normalise each feature over the batch: ŷ = γ·(x − μ_B)/√(σ²_B + ε) + β; x (batch, features).
 
     Training uses the batch statistics (biased variance) and updates running estimates with
     `momentum` (the unbiased variance, as PyTorch); eval uses the running estimates.
@@ -195,8 +241,8 @@ class BatchNorm1d(Module):
         x = _as_input(x, dtype)
         if x.ndim != 2 or x.shape[1] != self.num_features:
             raise ValueError(
-                f"BatchNorm1d({self.num_features}) expects inputs of shape (batch, {self.num_features}), "
-                f"got {x.shape}"
+                f"BatchNorm1d({self.num_features}) expects inputs of shape "
+                f"(batch, {self.num_features}), got {x.shape}"
             )
         if self.training:
             if x.shape[0] < 2:
@@ -224,7 +270,10 @@ class BatchNorm1d(Module):
 
 
 class LayerNorm(Module):
-    """Normalise each sample over its last dimensions: γ·(x − μ)/√(σ² + ε) + β."""
+    """Normalise each sample over its last dimensions: γ·(x − μ)/√(σ² + ε) + β.
+
+    `normalized_shape` is those trailing dimensions (an int for one); γ and β have that shape.
+    """
 
     def __init__(
         self,
@@ -248,7 +297,8 @@ class LayerNorm(Module):
         k = len(self.normalized_shape)
         if tuple(x.shape[-k:]) != self.normalized_shape:
             raise ValueError(
-                f"LayerNorm{self.normalized_shape} expects inputs ending in {self.normalized_shape}, got {x.shape}"
+                f"LayerNorm{self.normalized_shape} expects inputs ending in "
+                f"{self.normalized_shape}, got {x.shape}"
             )
         axes = tuple(range(x.ndim - k, x.ndim))
         mean = x.mean(axis=axes, keepdims=True)

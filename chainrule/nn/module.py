@@ -31,7 +31,24 @@ class Parameter(Tensor):
 class Module:
     """Base class for layers and networks, with PyTorch's names.
 
-    Subclasses set parameters and sub-modules as attributes in `__init__` and define `forward`.
+    Subclasses set parameters and sub-modules as attributes in `__init__` and define `forward`;
+    `module(x)` calls `forward(x)`. Parameters are found by walking the attributes, so a network
+    is ordinary Python:
+
+    >>> import numpy as np
+    >>> from chainrule import nn
+    >>> class TwoLayer(nn.Module):
+    ...     def __init__(self):
+    ...         self.hidden = nn.Linear(2, 4, rng=0)
+    ...         self.out = nn.Linear(4, 1, rng=1)
+    ...
+    ...     def forward(self, x):
+    ...         return self.out(self.hidden(x).sigmoid())
+    >>> model = TwoLayer()
+    >>> [name for name, _ in model.named_parameters()]
+    ['hidden.weight', 'hidden.bias', 'out.weight', 'out.bias']
+    >>> model(np.zeros((3, 2), dtype=np.float32)).shape
+    (3, 1)
     """
 
     training: bool = True
@@ -40,10 +57,15 @@ class Module:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The module's computation; subclasses define it, and `module(x)` calls it."""
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     # ---- discovery -------------------------------------------------------------------------
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """(name, module) pairs of the direct sub-modules, in the order they were set as attributes.
+
+        A list or tuple of modules held in one attribute yields each as 'name.i'.
+        """
         for name, value in vars(self).items():
             if isinstance(value, Module):
                 yield name, value
@@ -56,15 +78,18 @@ class Module:
                     yield f"{name}.{i}", child
 
     def children(self) -> Iterator[Module]:
+        """The direct sub-modules, in the order they were set as attributes."""
         for _, child in self.named_children():
             yield child
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(name, module) pairs of this module (named `prefix`) and every module below it."""
         yield prefix, self
         for name, child in self.named_children():
             yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
 
     def modules(self) -> Iterator[Module]:
+        """This module and every module below it, depth first."""
         for _, module in self.named_modules():
             yield module
 
@@ -80,34 +105,46 @@ class Module:
                     yield (f"{module_name}.{name}" if module_name else name), value
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """Every trainable Parameter, each once (even if shared): what an optimizer takes."""
         for _, parameter in self.named_parameters(recurse=recurse):
             yield parameter
 
     def register_buffer(self, name: str, value: np.ndarray) -> None:
-        """Keep `value` as state that is saved and loaded but not trained (e.g. running statistics)."""
+        """Keep `value` as state that is saved and loaded but not trained (e.g. running means)."""
         buffers = vars(self).setdefault("_buffer_names", [])
         if name not in buffers:
             buffers.append(name)
         setattr(self, name, value)
 
     def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """(name, array) pairs of the buffers (`register_buffer`) here and in every module below."""
         for module_name, module in self.named_modules(prefix):
             for name in vars(module).get("_buffer_names", []):
                 yield (f"{module_name}.{name}" if module_name else name), getattr(module, name)
 
     def num_parameters(self) -> int:
+        """The number of trainable numbers: the total size of `parameters()`."""
         return sum(p.data.size for p in self.parameters())
 
     # ---- training state --------------------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
+        """Set training mode here and below; returns self.
+
+        In training mode Dropout drops and BatchNorm1d normalises with the batch's statistics.
+        """
         for module in self.modules():
             module.training = mode
         return self
 
     def eval(self) -> Module:
+        """Set evaluation mode here and below (`train(False)`); returns self.
+
+        In evaluation mode Dropout passes inputs through; BatchNorm1d uses its running statistics.
+        """
         return self.train(False)
 
     def zero_grad(self) -> None:
+        """Clear every parameter's `.grad` (set it to None) before the next backward pass."""
         for parameter in self.parameters():
             parameter.grad = None
 
@@ -149,7 +186,8 @@ class Module:
         for name, array in arrays.items():
             owner, current = targets[name]
             if isinstance(owner, Parameter):
-                # In place: anything holding the array (a flat gradient buffer, an optimizer) sees it.
+                # In place: anything holding the array (a flat gradient buffer, an optimizer)
+                # sees it.
                 owner.data[...] = array
             else:
                 module, attribute = owner
@@ -191,19 +229,23 @@ class Module:
                 setattr(self, attribute, value.astype(dtype))
 
     def double(self) -> Module:
+        """Convert parameters and floating buffers to float64 (`to(np.float64)`); returns self."""
         return self.to(np.float64)
 
     def float(self) -> Module:
+        """Convert parameters and floating buffers to float32 (`to(np.float32)`); returns self."""
         return self.to(np.float32)
 
     @property
     def dtype(self) -> np.dtype:
+        """The dtype of the first parameter (float32 for a module without parameters)."""
         for parameter in self.parameters():
             return parameter.dtype
         return np.dtype(np.float32)
 
     # ---- display ---------------------------------------------------------------------------
     def extra_repr(self) -> str:
+        """The settings shown inside the module's repr, e.g. 'in_features=2, out_features=4'."""
         return ""
 
     def __repr__(self) -> str:
@@ -222,7 +264,24 @@ class Module:
 
 
 class Sequential(Module):
-    """Layers applied one after another; children are named '0', '1', ... as in PyTorch."""
+    """Layers applied one after another; children are named '0', '1', ... as in PyTorch.
+
+    The input of each layer is the output of the one before; `model[i]` is layer i, `model[a:b]`
+    a Sequential of those layers.
+
+    >>> import numpy as np
+    >>> from chainrule import nn
+    >>> model = nn.Sequential(nn.Linear(2, 4, rng=0), nn.Sigmoid(), nn.Linear(4, 1, rng=1))
+    >>> model
+    Sequential(
+      (0): Linear(in_features=2, out_features=4, bias=True)  # 12 parameters
+      (1): Sigmoid()
+      (2): Linear(in_features=4, out_features=1, bias=True)  # 5 parameters
+    )  # 17 parameters in all
+    >>> x = np.zeros((8, 2), dtype=np.float32)  # (batch, features)
+    >>> model(x).shape  # (batch, outputs)
+    (8, 1)
+    """
 
     def __init__(self, *layers: Module) -> None:
         for i, layer in enumerate(layers):
@@ -231,10 +290,12 @@ class Sequential(Module):
         self.layers = list(layers)
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """('0', first layer), ('1', second layer), ...: named by position, as in PyTorch."""
         for i, layer in enumerate(self.layers):
             yield str(i), layer
 
     def forward(self, x: Any) -> Any:
+        """Apply the layers in order: layer n's output is layer n + 1's input."""
         for layer in self.layers:
             x = layer(x)
         return x
@@ -251,5 +312,6 @@ class Sequential(Module):
         return iter(self.layers)
 
     def append(self, layer: Module) -> Sequential:
+        """Add a layer at the end (named by its position); returns self."""
         self.layers.append(layer)
         return self

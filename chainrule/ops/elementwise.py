@@ -146,7 +146,7 @@ def clip(a, low=None, high=None):
 
 
 def _pick(op, a, b, a_wins):
-    """maximum / minimum: the gradient goes to the chosen input; ties split it in half (as PyTorch)."""
+    """maximum / minimum: the gradient goes to the chosen input; ties split it in half (PyTorch)."""
     try:
         out = op(a, b)
     except ValueError:

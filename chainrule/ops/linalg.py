@@ -17,8 +17,8 @@ def _alignment_error(a, b):
     inner_b = b.shape[-2] if b.ndim >= 2 else b.shape[0]
     if a.shape[-1] != inner_b:
         return ValueError(
-            f"matmul: shapes {a.shape} and {b.shape} are not aligned: "
-            f"{a.shape[-1]} (last dimension of the first) != {inner_b} (its dimension in the second)"
+            f"matmul: shapes {a.shape} and {b.shape} are not aligned: {a.shape[-1]} "
+            f"(last dimension of the first) != {inner_b} (its dimension in the second)"
         )
     return ValueError(
         f"matmul: the batch dimensions of {a.shape} and {b.shape} cannot be broadcast"
@@ -63,7 +63,8 @@ def linear(x, weight, bias=None, needs=(True, True, True)):
     """z = x · Wᵀ + b, the tutorial's `z = w·a_prev + b` for a batch of rows.
 
     One node instead of three (matmul, transpose, add); the gradients are the tutorial's:
-    dL/dx = g · W,  dL/dW = gᵀ · x,  dL/db = Σ_rows g.   Shapes: x (batch, in), W (out, in), b (out,).
+    dL/dx = g · W,  dL/dW = gᵀ · x,  dL/db = Σ_rows g.
+    Shapes: x (batch, in), W (out, in), b (out,).
     """
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(

@@ -46,7 +46,7 @@ def mse_loss(prediction, target, reduction="mean"):
 
 
 def huber_loss(prediction, target, reduction="mean", delta=1.0):
-    """½d² where |d| <= delta, else delta·(|d| − ½·delta); d = ŷ − y. Gradient: d clipped to ±delta."""
+    """½d² where |d| <= delta, else delta·(|d| − ½·delta); d = ŷ − y. Gradient: clip(d, ±delta)."""
     diff = prediction - target
     absolute = np.abs(diff)
     per_element = np.where(absolute <= delta, 0.5 * diff * diff, delta * (absolute - 0.5 * delta))
