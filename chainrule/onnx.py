@@ -891,7 +891,8 @@ def _walk(proto: onnx.ModelProto, path: str) -> tuple[dict, dict[str, np.ndarray
             raise chain.fail(
                 node,
                 f"{domain}{node.op_type[:80]} is not an operation chainrule has; it loads "
-                f"{', '.join(sorted(IMPORTERS))} (and Add after MatMul)",
+                f"{', '.join(sorted(set(IMPORTERS) - {'Div', 'Pow'}))} (and MatMul+Add, and the "
+                "nodes opsets before 20 write for GELU)",
             )
         layer, tensors, used, shape = importer(chain, nodes, i)
         group = nodes[i : i + used]
