@@ -504,7 +504,7 @@ def test_huge_declared_input_shape_is_refused(tmp_path):
 
 def test_files_over_the_size_limit_are_refused_before_reading(tmp_path, monkeypatch, exported):
     _, _, path = exported("Linear", np.float32, 17)
-    monkeypatch.setattr("chainrule.onnx.MAX_FILE_BYTES", 100)
+    monkeypatch.setattr("chainrule.onnx.reading.MAX_FILE_BYTES", 100)
     with pytest.raises(OnnxImportError, match="over the 100 limit"):
         load(path)
 
