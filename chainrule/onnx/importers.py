@@ -26,6 +26,11 @@ class OnnxImportError(ModelFileError):
     chainrule does not have. A ValueError whose message starts with the file's path."""
 
 
+def shown(text: str) -> str:
+    """A name from the file as one short line: control characters escaped, at most 80 kept."""
+    return repr(text[:80])[1:-1]
+
+
 def _short_float(value: float) -> float:
     """A float32 attribute as the shortest decimal that gives it back: 1e-05, not 9.99999974e-06."""
     return float(str(np.float32(value)))
@@ -49,7 +54,8 @@ class _Chain:
     shape: tuple[int | None, ...]
 
     def fail(self, node: onnx.NodeProto, defect: str) -> OnnxImportError:
-        return OnnxImportError(self.path, f"node {node.name!r} ({node.op_type}): {defect}")
+        where = f"node '{shown(node.name)}' ({shown(node.op_type)})"
+        return OnnxImportError(self.path, f"{where}: {defect}")
 
     def attributes(self, node: onnx.NodeProto, defaults: dict[str, Any]) -> dict[str, Any]:
         """The node's attributes over `defaults`; an attribute it does not list is refused."""
@@ -244,10 +250,10 @@ def _import_prelu(chain: _Chain, nodes: list[onnx.NodeProto], i: int) -> Importe
     chain.attributes(nodes[i], {})
     slope = chain.constant(nodes[i], names[1])
     if slope.size != 1:
-        raise chain.fail(
-            nodes[i], "a slope per channel is not a layer chainrule has (one slope is)"
-        )
-    return {"type": "LeakyReLU", "negative_slope": float(slope.reshape(()))}, {}, 1, chain.shape
+        raise chain.fail(nodes[i], "a slope per channel is not a layer chainrule has (one is)")
+    slope = float(slope.reshape(()))
+    slope = _short_float(slope) if chain.dtype == np.float32 else slope
+    return {"type": "LeakyReLU", "negative_slope": slope}, {}, 1, chain.shape
 
 
 def _import_gelu(chain: _Chain, nodes: list[onnx.NodeProto], i: int) -> Imported:
@@ -256,34 +262,44 @@ def _import_gelu(chain: _Chain, nodes: list[onnx.NodeProto], i: int) -> Imported
     return {"type": "GELU", "approximate": approximate}, {}, 1, chain.shape
 
 
-# GELU as opsets before 20 write it: (op, inputs), with "x" the layer's input, an int k the output
-# of the pattern's k-th node, and a float a scalar constant. Add and Mul match either input order.
-_GELU_PATTERNS = {
-    "none": [  # chainrule: z · 0.5·(1 + erf(z/√2))
-        ("Div", ("x", SQRT_2)),
-        ("Erf", (0,)),
-        ("Add", (1, 1.0)),
-        ("Mul", (2, 0.5)),
-        ("Mul", ("x", 3)),
-    ],
-    "none ": [  # torch.onnx before opset 20: (z · (1 + erf(z/√2))) · 0.5
-        ("Div", ("x", SQRT_2)),
-        ("Erf", (0,)),
-        ("Add", (1, 1.0)),
-        ("Mul", ("x", 2)),
-        ("Mul", (3, 0.5)),
-    ],
-    "tanh": [  # chainrule: 0.5·z · (1 + tanh(√(2/π)·(z + 0.044715·z³)))
-        ("Pow", ("x", 3.0)),
-        ("Mul", (0, 0.044715)),
-        ("Add", ("x", 1)),
-        ("Mul", (2, SQRT_2_OVER_PI)),
-        ("Tanh", (3,)),
-        ("Add", (4, 1.0)),
-        ("Mul", ("x", 0.5)),
-        ("Mul", (6, 5)),
-    ],
-}
+# GELU as opsets before 20 write it: (approximate, nodes), each node (op, inputs) with "x" the
+# layer's input, an int k the output of the pattern's k-th node, a float a scalar constant. Add and
+# Mul match either input order.
+_GELU_PATTERNS = [
+    (  # chainrule: z · 0.5·(1 + erf(z/√2))
+        "none",
+        [
+            ("Div", ("x", SQRT_2)),
+            ("Erf", (0,)),
+            ("Add", (1, 1.0)),
+            ("Mul", (2, 0.5)),
+            ("Mul", ("x", 3)),
+        ],
+    ),
+    (  # torch.onnx before opset 20: (z · (1 + erf(z/√2))) · 0.5
+        "none",
+        [
+            ("Div", ("x", SQRT_2)),
+            ("Erf", (0,)),
+            ("Add", (1, 1.0)),
+            ("Mul", ("x", 2)),
+            ("Mul", (3, 0.5)),
+        ],
+    ),
+    (  # chainrule: 0.5·z · (1 + tanh(√(2/π)·(z + 0.044715·z³)))
+        "tanh",
+        [
+            ("Pow", ("x", 3.0)),
+            ("Mul", (0, 0.044715)),
+            ("Add", ("x", 1)),
+            ("Mul", (2, SQRT_2_OVER_PI)),
+            ("Tanh", (3,)),
+            ("Add", (4, 1.0)),
+            ("Mul", ("x", 0.5)),
+            ("Mul", (6, 5)),
+        ],
+    ),
+]
 
 
 def _matches(chain: _Chain, pattern: list, nodes: list[onnx.NodeProto], i: int) -> bool:
@@ -317,6 +333,8 @@ def _inputs_match(
             tensor = chain.constants.get(name)
             if tensor is None or tensor.data_type != ELEMENT_TYPES[chain.dtype]:
                 return False
+            if len(tensor.dims) > 1 or math.prod(tensor.dims) != 1:
+                return False
             value = chain.scalar(node, name)
             if value != float(chain.dtype.type(want)):
                 return False
@@ -324,9 +342,8 @@ def _inputs_match(
 
 
 def _import_gelu_pattern(chain: _Chain, nodes: list[onnx.NodeProto], i: int) -> Imported:
-    for name, pattern in _GELU_PATTERNS.items():
+    for approximate, pattern in _GELU_PATTERNS:
         if _matches(chain, pattern, nodes, i):
-            approximate = name.strip()
             return {"type": "GELU", "approximate": approximate}, {}, len(pattern), chain.shape
     raise chain.fail(
         nodes[i], "is not an operation chainrule has (outside the GELU patterns it recognises)"

@@ -24,7 +24,7 @@ from chainrule.architecture import (
     _parse_node,
 )
 from chainrule.onnx.exporters import MAX_FILE_BYTES, MAX_OPSET, METADATA_KEY
-from chainrule.onnx.importers import IMPORTERS, MAX_RANK, OnnxImportError, _Chain
+from chainrule.onnx.importers import IMPORTERS, MAX_RANK, OnnxImportError, _Chain, shown
 from chainrule.safetensors_format import ModelFileError, parse_json
 
 MIN_IMPORT_OPSET = 13  # Softmax over one axis (before 13 it flattened to 2-D first)
@@ -84,7 +84,7 @@ def _walk(proto: onnx.ModelProto, path: str) -> tuple[dict, dict[str, np.ndarray
             continue
         value = node.attribute[0] if len(node.attribute) == 1 else None
         if len(node.output) != 1 or value is None or value.type != AttributeProto.TENSOR:
-            raise fail(f"node {node.name!r} (Constant): chainrule reads tensor constants only")
+            raise fail(f"node '{shown(node.name)}' (Constant): chainrule reads tensors only")
         define_constant(node.output[0], value.t)
 
     inputs = [value for value in graph.input if value.name not in constants]
@@ -116,10 +116,10 @@ def _walk(proto: onnx.ModelProto, path: str) -> tuple[dict, dict[str, np.ndarray
         node = nodes[i]
         importer = IMPORTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if importer is None:
-            domain = f"{node.domain}." if node.domain else ""
+            domain = f"{shown(node.domain)}." if node.domain else ""
             raise chain.fail(
                 node,
-                f"{domain}{node.op_type[:80]} is not an operation chainrule has; it loads "
+                f"{domain}{shown(node.op_type)} is not an operation chainrule has; it loads "
                 f"{', '.join(sorted(set(IMPORTERS) - {'Div', 'Pow'}))} (and MatMul+Add, and the "
                 "nodes opsets before 20 write for GELU)",
             )
@@ -202,12 +202,13 @@ def load(path: str | os.PathLike) -> nn.Sequential:
 
 def _value_text(value: onnx.ValueInfoProto) -> str:
     tensor_type = value.type.tensor_type
-    element = TensorProto.DataType.Name(tensor_type.elem_type).lower()
+    element = {**_DTYPES, TensorProto.UNDEFINED: "?"}.get(tensor_type.elem_type)
+    element = f"type {tensor_type.elem_type}" if element is None else str(element)
     dims = [
-        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-        for d in tensor_type.shape.dim
+        str(d.dim_value) if d.HasField("dim_value") else shown(d.dim_param or "?")
+        for d in tensor_type.shape.dim[: MAX_RANK + 1]
     ]
-    return f"{value.name[:80]}: {element} [{', '.join(map(str, dims))}]"
+    return f"{shown(value.name)}: {element} [{', '.join(dims)}]"
 
 
 def describe_onnx(path: str | os.PathLike) -> str:
@@ -217,13 +218,13 @@ def describe_onnx(path: str | os.PathLike) -> str:
     proto = _read_proto(path)
     graph = proto.graph
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in proto.opset_import)
-    producer = f"{proto.producer_name} {proto.producer_version}".strip() or "an unknown producer"
+    producer = shown(f"{proto.producer_name} {proto.producer_version}".strip()) or "unknown"
     lines = [f"{name}: ONNX model, IR version {proto.ir_version}, opset {opsets}, from {producer}"]
-    lines += [f"  input  {_value_text(v)}" for v in graph.input][:10]
-    lines += [f"  output {_value_text(v)}" for v in graph.output][:10]
+    lines += [f"  input  {_value_text(v)}" for v in graph.input[:10]]
+    lines += [f"  output {_value_text(v)}" for v in graph.output[:10]]
     operations = Counter(node.op_type for node in graph.node)
-    counted = ", ".join(f"{op} x{n}" for op, n in operations.most_common(20))
-    values = sum(math.prod(t.dims) for t in graph.initializer)
+    counted = ", ".join(f"{shown(op)} x{n}" for op, n in operations.most_common(20))
+    values = sum(math.prod(t.dims) for t in graph.initializer if min(t.dims, default=0) >= 0)
     lines.append(f"  {len(graph.node)} nodes ({counted}); {values:,} values in initializers")
     try:
         architecture, _ = _walk(proto, name)
@@ -240,5 +241,7 @@ def describe_onnx(path: str | os.PathLike) -> str:
         metadata = _metadata(proto, name)
     except OnnxImportError as error:
         metadata = {"(unreadable)": error.defect}
-    lines += [f"  metadata {key}: {json.dumps(value)[:200]}" for key, value in metadata.items()]
+    lines += [
+        f"  metadata {shown(key)}: {json.dumps(value)[:200]}" for key, value in metadata.items()
+    ]
     return "\n".join(lines)
