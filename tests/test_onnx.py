@@ -37,7 +37,7 @@ def _random_state(model: nn.Module, rng: np.random.Generator) -> nn.Module:
     for parameter in model.parameters():
         parameter.data[...] = rng.uniform(-1, 1, parameter.shape)
     for module in model.modules():
-        if type(module) is nn.BatchNorm1d:
+        if type(module).__name__ in ("BatchNorm1d", "BatchNorm2d"):
             module.running_mean = rng.normal(size=module.num_features).astype(
                 module.running_mean.dtype
             )
@@ -222,6 +222,55 @@ def test_export_leaves_the_training_mode_as_it_was(tmp_path):
     model = nn.Sequential(nn.Linear(3, 2), nn.Dropout(0.5))
     export(model, tmp_path / "m.onnx", np.zeros((1, 3)))
     assert all(module.training for module in model.modules())
+
+
+# ---- images: exported once chainrule has conv layers (merged from the conv branch) --------------
+def _conv_networks():
+    if not hasattr(nn, "Conv2d"):
+        return {}
+    return {
+        "Conv2d(stride, padding)": lambda d: [nn.Conv2d(2, 4, 3, stride=2, padding=1, dtype=d)],
+        "Conv2d(same, dilation)": lambda d: [
+            nn.Conv2d(2, 4, (3, 2), padding="same", dilation=2, dtype=d)
+        ],
+        "Conv2d(groups, no bias)": lambda d: [nn.Conv2d(2, 4, 3, groups=2, bias=False, dtype=d)],
+        "MaxPool2d": lambda d: [nn.Conv2d(2, 3, 1, dtype=d), nn.MaxPool2d(2, padding=1)],
+        "AvgPool2d": lambda d: [nn.Conv2d(2, 3, 1, dtype=d), nn.AvgPool2d(3, stride=2, padding=1)],
+        "AvgPool2d(count_include_pad=False)": lambda d: [
+            nn.Conv2d(2, 3, 1, dtype=d),
+            nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+        ],
+        "BatchNorm2d, Dropout2d, global average": lambda d: [
+            nn.Conv2d(2, 3, 3, dtype=d),
+            nn.BatchNorm2d(3, dtype=d),
+            nn.Dropout2d(0.2),
+            nn.AdaptiveAvgPool2d(1),
+        ],
+    }
+
+
+@pytest.mark.skipif(not hasattr(nn, "Conv2d"), reason="chainrule has no conv layers yet")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(_conv_networks()) or ["none"])
+def test_conv_layers_run_in_onnx_runtime_as_in_chainrule(name, dtype, tmp_path):
+    model = _random_state(
+        nn.Sequential(*_conv_networks()[name](dtype), nn.Flatten()), np.random.default_rng(0)
+    )
+    x = np.random.default_rng(1).normal(size=(7, 2, 7, 8)).astype(dtype)
+    export(model, tmp_path / "conv.onnx", x[:1])
+    try:
+        session = _session(tmp_path / "conv.onnx")
+    except Exception as error:
+        if dtype is np.float64 and "NOT_IMPLEMENTED" in str(error):  # checked with onnxruntime 1.32
+            pytest.skip(
+                "onnxruntime's CPU provider has no float64 Conv, AveragePool, GlobalAveragePool"
+            )
+        raise
+    for batch in (1, 7):
+        (actual,) = session.run(None, {"input": x[:batch]})
+        np.testing.assert_allclose(
+            actual, model(x[:batch]).data, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype]
+        )
 
 
 # ---- graphs as other frameworks write them ------------------------------------------------------

@@ -188,6 +188,77 @@ EXPORTERS: dict[type, Exporter] = {
 }
 
 
+# ---- images: Conv2d and friends, registered only when chainrule has them -----------------------
+def _conv_pads(layer: Any) -> list[int]:
+    """ONNX pads (all the starts, then all the ends) for PyTorch's padding argument."""
+    if layer.padding == "valid":
+        return [0] * 2 * len(layer.kernel_size)
+    if layer.padding == "same":  # as PyTorch: any odd total padding goes at the end
+        totals = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
+        return [t // 2 for t in totals] + [t - t // 2 for t in totals]
+    padding = layer.padding if isinstance(layer.padding, tuple) else (layer.padding,)
+    return [int(p) for p in padding] * 2
+
+
+def _export_conv(layer: Any, graph: _Graph, where: str) -> None:
+    inputs = [graph.x, graph.constant(_name(where, "weight"), layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(graph.constant(_name(where, "bias"), layer.bias.data))
+    graph.apply(
+        "Conv",
+        inputs,
+        where,
+        kernel_shape=list(layer.kernel_size),
+        strides=list(layer.stride),
+        dilations=list(layer.dilation),
+        pads=_conv_pads(layer),
+        group=layer.groups,
+    )
+
+
+def _pool_attributes(layer: Any) -> dict[str, Any]:
+    return {
+        "kernel_shape": list(layer.kernel_size),
+        "strides": list(layer.stride),
+        "pads": list(layer.padding) * 2,
+    }
+
+
+def _export_max_pool(layer: Any, graph: _Graph, where: str) -> None:
+    graph.apply("MaxPool", [graph.x], where, **_pool_attributes(layer))
+
+
+def _export_avg_pool(layer: Any, graph: _Graph, where: str) -> None:
+    count_include_pad = int(layer.count_include_pad)
+    attributes = _pool_attributes(layer)
+    graph.apply("AveragePool", [graph.x], where, count_include_pad=count_include_pad, **attributes)
+
+
+def _export_adaptive_avg_pool(layer: Any, graph: _Graph, where: str) -> None:
+    if tuple(layer.output_size) != (1, 1):
+        raise ValueError(
+            f"cannot export {where}: AdaptiveAvgPool2d exports for output_size 1 (global average "
+            f"pooling) only, got {layer.output_size}"
+        )
+    graph.apply("GlobalAveragePool", [graph.x], where)
+
+
+if hasattr(nn, "Conv2d"):
+    EXPORTERS[nn.Conv2d] = _export_conv
+if hasattr(nn, "Conv1d"):
+    EXPORTERS[nn.Conv1d] = _export_conv
+if hasattr(nn, "MaxPool2d"):
+    EXPORTERS[nn.MaxPool2d] = _export_max_pool
+if hasattr(nn, "AvgPool2d"):
+    EXPORTERS[nn.AvgPool2d] = _export_avg_pool
+if hasattr(nn, "AdaptiveAvgPool2d"):
+    EXPORTERS[nn.AdaptiveAvgPool2d] = _export_adaptive_avg_pool
+if hasattr(nn, "BatchNorm2d"):
+    EXPORTERS[nn.BatchNorm2d] = _export_batch_norm  # BatchNormalization takes (N, C, ...) too
+if hasattr(nn, "Dropout2d"):
+    EXPORTERS[nn.Dropout2d] = _export_dropout  # an identity at inference, like Dropout
+
+
 def _export_module(module: nn.Module, graph: _Graph, where: str) -> None:
     exporter = EXPORTERS.get(type(module))
     if exporter is None:
@@ -305,8 +376,25 @@ def export(
             f"export: the model needs {size:,} bytes; an ONNX file holds at most "
             f"{MAX_FILE_BYTES:,} without external data, which chainrule does not write"
         )
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+        raise ValueError(f"export: the ONNX checker refuses the graph written: {error}") from None
     atomic_write(path, proto.SerializeToString())
+
+
+_SAME_SHAPE = {
+    nn.Sequential,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.ReLU,
+    nn.Softplus,
+    nn.Identity,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.Softmax,
+    nn.Dropout,
+}
 
 
 def infer_input_shape(model: nn.Module) -> tuple[int, ...]:
@@ -316,13 +404,14 @@ def infer_input_shape(model: nn.Module) -> tuple[int, ...]:
     (4,)
     """
     for module in model.modules():
-        if type(module) is nn.Linear:
+        kind = type(module)
+        if kind is nn.Linear:
             return (module.in_features,)
-        if type(module) is nn.BatchNorm1d:
+        if kind is nn.BatchNorm1d:
             return (module.num_features,)
-        if type(module) is nn.LayerNorm:
+        if kind is nn.LayerNorm:
             return tuple(module.normalized_shape)
-        if type(module) is nn.Flatten:
+        if kind not in _SAME_SHAPE:  # a Flatten or a convolution: the sizes before it are unknown
             break
     raise ValueError(
         "cannot tell the model's input shape from its layers; give it (e.g. --input-shape 1,28,28)"
