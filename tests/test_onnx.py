@@ -379,6 +379,57 @@ def test_torch_style_gelu_before_opset_20_loads_as_gelu(tmp_path, rng):
     np.testing.assert_allclose(model(x).data, expected, rtol=1e-5, atol=1e-6)
 
 
+TORCH_ACTIVATIONS = {
+    "ReLU": lambda torch: torch.nn.ReLU(),
+    "GELU": lambda torch: torch.nn.GELU(),
+    "GELU(tanh)": lambda torch: torch.nn.GELU("tanh"),
+    "Tanh": lambda torch: torch.nn.Tanh(),
+    "Sigmoid": lambda torch: torch.nn.Sigmoid(),
+    "LeakyReLU": lambda torch: torch.nn.LeakyReLU(0.1),
+    "Softplus": lambda torch: torch.nn.Softplus(),
+}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's own
+@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("activation", TORCH_ACTIVATIONS)
+def test_an_mlp_exported_by_torch_loads_and_predicts_as_torch(activation, opset, tmp_path):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 8),
+        torch.nn.BatchNorm1d(8),
+        TORCH_ACTIVATIONS[activation](torch),
+        torch.nn.Dropout(0.2),
+        torch.nn.LayerNorm(8),
+        torch.nn.Linear(8, 3),
+        torch.nn.Softmax(dim=1),
+    ).eval()
+    with torch.no_grad():
+        net[2].running_mean.uniform_(-1, 1)
+        net[2].running_var.uniform_(0.5, 2)
+    path = tmp_path / "torch.onnx"
+    torch.onnx.export(
+        net,
+        (torch.zeros(2, 2, 2),),
+        str(path),
+        opset_version=opset,
+        dynamo=False,  # the TorchScript exporter: the dynamo one needs onnxscript
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}},
+    )
+    model = load(path)
+    # torch leaves Dropout out of an eval graph.
+    layers = f"Flatten Linear BatchNorm1d {activation.split('(')[0]} LayerNorm Linear Softmax"
+    assert [type(layer).__name__ for layer in model] == layers.split()
+    x = np.random.default_rng(0).normal(size=(7, 2, 2)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(model(x).data, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.fixture
 def foreign_model(tmp_path, rng):
     W1, W2 = _weights(rng, 8, 4, dtype=np.float64), _weights(rng, 2, 8, dtype=np.float64)

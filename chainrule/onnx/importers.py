@@ -299,6 +299,20 @@ _GELU_PATTERNS = [
             ("Mul", (6, 5)),
         ],
     ),
+    (  # torch.onnx before opset 20: 0.5 · (z · (1 + tanh(√(2/π)·(z + 0.044715·(z·z·z)))))
+        "tanh",
+        [
+            ("Mul", ("x", "x")),
+            ("Mul", ("x", 0)),
+            ("Mul", (1, 0.044715)),
+            ("Add", ("x", 2)),
+            ("Mul", (3, SQRT_2_OVER_PI)),
+            ("Tanh", (4,)),
+            ("Add", (5, 1.0)),
+            ("Mul", ("x", 6)),
+            ("Mul", (7, 0.5)),
+        ],
+    ),
 ]
 
 
@@ -465,6 +479,7 @@ IMPORTERS: dict[str, Importer] = {
     "Gelu": _import_gelu,
     "Div": _import_gelu_pattern,
     "Pow": _import_gelu_pattern,
+    "Mul": _import_gelu_pattern,
     "Softmax": _import_softmax,
     "Flatten": _import_flatten,
     "Reshape": _import_reshape,
@@ -472,3 +487,8 @@ IMPORTERS: dict[str, Importer] = {
     "BatchNormalization": _import_batch_norm,
     "LayerNormalization": _import_layer_norm,
 }
+# What `load` reads, for messages: the table less the first nodes of the GELU patterns.
+LOADABLE = (
+    ", ".join(sorted(set(IMPORTERS) - {"Div", "Pow", "Mul"}))
+    + " (and MatMul+Add, and the nodes opsets before 20 write for GELU)"
+)

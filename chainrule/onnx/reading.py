@@ -24,7 +24,7 @@ from chainrule.architecture import (
     _parse_node,
 )
 from chainrule.onnx.exporters import MAX_FILE_BYTES, MAX_OPSET, METADATA_KEY
-from chainrule.onnx.importers import IMPORTERS, MAX_RANK, OnnxImportError, _Chain, shown
+from chainrule.onnx.importers import IMPORTERS, LOADABLE, MAX_RANK, OnnxImportError, _Chain, shown
 from chainrule.safetensors_format import ModelFileError, parse_json
 
 MIN_IMPORT_OPSET = 13  # Softmax over one axis (before 13 it flattened to 2-D first)
@@ -79,7 +79,19 @@ def _walk(proto: onnx.ModelProto, path: str) -> tuple[dict, dict[str, np.ndarray
         define_constant(tensor.name, tensor)
     nodes = []
     for node in graph.node:
-        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+        standard = node.domain in ("", "ai.onnx")
+        if (
+            standard
+            and node.op_type == "Identity"
+            and len(node.input) == 1
+            and node.input[0] in constants
+        ):
+            # torch.onnx writes Identity(initializer) where two layers hold equal tensors.
+            if len(node.output) != 1 or node.attribute:
+                raise fail(f"node '{shown(node.name)}' (Identity) must have one output")
+            define_constant(node.output[0], constants[node.input[0]])
+            continue
+        if node.op_type != "Constant" or not standard:
             nodes.append(node)
             continue
         value = node.attribute[0] if len(node.attribute) == 1 else None
@@ -120,8 +132,7 @@ def _walk(proto: onnx.ModelProto, path: str) -> tuple[dict, dict[str, np.ndarray
             raise chain.fail(
                 node,
                 f"{domain}{shown(node.op_type)} is not an operation chainrule has; it loads "
-                f"{', '.join(sorted(set(IMPORTERS) - {'Div', 'Pow'}))} (and MatMul+Add, and the "
-                "nodes opsets before 20 write for GELU)",
+                f"{LOADABLE}",
             )
         layer, tensors, used, shape = importer(chain, nodes, i)
         group = nodes[i : i + used]
