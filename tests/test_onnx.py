@@ -197,6 +197,30 @@ def test_export_then_load_keeps_every_layer_argument(exported, name):
     assert list(_leaves(describe_model(load(path)))) == list(_leaves(describe_model(model)))
 
 
+@pytest.mark.parametrize("opset", [17, 20])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_random_deep_network_of_every_layer_type_round_trips(seed, opset, tmp_path):
+    rng = np.random.default_rng(seed)
+    width = lambda: int(rng.integers(2, 7))  # noqa: E731
+    activations = [nn.Sigmoid, nn.Tanh, nn.ReLU, nn.Softplus, nn.Identity]
+    activations += [lambda: nn.LeakyReLU(0.05), lambda: nn.GELU("tanh"), nn.GELU]
+    activations += [lambda: nn.Dropout(0.1), lambda: nn.Softmax(dim=1)]
+    layers, features = [nn.Flatten()], 6
+    for _ in range(8):
+        out = width()
+        kind = rng.integers(3)
+        layers.append(nn.Linear(features, out, bias=bool(rng.integers(2))))
+        norm = [nn.BatchNorm1d(out), nn.LayerNorm(out), nn.Sequential(nn.Identity())][kind]
+        layers += [norm, activations[rng.integers(len(activations))]()]
+        features = out
+    model = _random_state(nn.Sequential(*layers[:5], nn.Sequential(*layers[5:])), rng)
+    export(model, tmp_path / "deep.onnx", np.zeros((1, 2, 3), np.float32), opset=opset)
+    x = rng.normal(size=(7, 2, 3)).astype(np.float32)
+    (actual,) = _session(tmp_path / "deep.onnx").run(None, {"input": x})
+    np.testing.assert_allclose(actual, model(x).data, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(load(tmp_path / "deep.onnx")(x).data, model(x).data)
+
+
 def test_the_file_passes_the_full_check_and_has_a_dynamic_batch(exported):
     _, _, path = exported("BatchNorm1d", np.float32, 17)
     proto = onnx.load(str(path))
@@ -628,6 +652,17 @@ def test_without_the_onnx_package_the_import_error_names_the_extra(monkeypatch):
     monkeypatch.delitem(sys.modules, "chainrule.onnx")
     with pytest.raises(ImportError, match=r'pip install "chainrule\[onnx\]"'):
         importlib.import_module("chainrule.onnx")
+
+
+def test_without_the_onnx_package_the_commands_say_so_in_one_line(tmp_path):
+    code = (
+        "import sys; sys.modules['onnx'] = None; from chainrule.cli import main; "
+        f"sys.exit(main(['import', {str(tmp_path / 'm.onnx')!r}, 'out.safetensors']))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    line = assert_one_line_error(result)
+    assert 'pip install "chainrule[onnx]"' in line
 
 
 def test_the_core_and_the_cli_never_import_onnx():
