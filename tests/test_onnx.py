@@ -228,6 +228,7 @@ def test_the_file_passes_the_full_check_and_has_a_dynamic_batch(exported):
     (value,) = proto.graph.input
     assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
     assert proto.opset_import[0].version == 17
+    assert proto.ir_version == 8  # the oldest that carries opset 17: older runtimes read it too
     assert [node.op_type for node in proto.graph.node] == ["Gemm", "BatchNormalization", "Gemm"]
     assert proto.graph.node[0].attribute[0].name == "transB"
 
