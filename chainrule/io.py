@@ -97,7 +97,7 @@ def _checksum(description: dict, tensors: Mapping[str, np.ndarray]) -> str:
 
 
 # ---- save ---------------------------------------------------------------------------------------
-def _json_metadata(value: Any, where: str = "metadata") -> Any:
+def json_metadata(value: Any, where: str = "metadata") -> Any:
     """User metadata as plain JSON: str keys, finite numbers; arrays and tuples become lists."""
     if isinstance(value, np.ndarray):
         value = value.tolist()
@@ -107,9 +107,9 @@ def _json_metadata(value: Any, where: str = "metadata") -> Any:
         for key in value:
             if not isinstance(key, str):
                 raise TypeError(f"{where} keys must be strings, got {key!r}")
-        return {key: _json_metadata(item, f"{where}[{key!r}]") for key, item in value.items()}
+        return {key: json_metadata(item, f"{where}[{key!r}]") for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_metadata(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [json_metadata(item, f"{where}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where} is {value}; metadata numbers must be finite")
     if value is None or isinstance(value, (str, bool, int, float)):
@@ -148,7 +148,7 @@ def save(
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
         "architecture": architecture,
-        "metadata": _json_metadata({} if metadata is None else dict(metadata)),
+        "metadata": json_metadata({} if metadata is None else dict(metadata)),
     }
     description["sha256"] = _checksum(description, state)
     header_metadata = {METADATA_KEY: _canonical(description).decode()}

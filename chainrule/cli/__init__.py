@@ -9,11 +9,11 @@ import os
 import sys
 from typing import NoReturn
 
-from chainrule.cli import datasets, demo, explain, info, playground, predict, train
+from chainrule.cli import datasets, demo, explain, export, import_, info, playground, predict, train
 from chainrule.version import __version__
 
 # Each module defines `register(commands)`, adding its sub-parser with `set_defaults(run=...)`.
-COMMANDS = [train, predict, info, explain, playground, datasets, demo]
+COMMANDS = [train, predict, info, explain, playground, datasets, demo, export, import_]
 
 
 class UsageError(Exception):
