@@ -19,8 +19,8 @@ import pytest
 
 import chainrule
 from chainrule.datasets import DATASETS, digits
-from chainrule.registry import HIDDEN_ACTIVATIONS as ACTIVATIONS, OPTIMIZERS
-from chainrule.registry import LOSSES
+from chainrule.registry import HIDDEN_ACTIVATIONS as ACTIVATIONS
+from chainrule.registry import LOSSES, OPTIMIZERS
 
 REPO = Path(chainrule.__file__).resolve().parent.parent
 SUMMARY = re.compile(

@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from chainrule import nn
-from chainrule.registry import HIDDEN_ACTIVATIONS as ACTIVATIONS, OPTIMIZERS
 from chainrule.explain import explain
 from chainrule.playground import load_csv_data, make_server
 from chainrule.playground.session import BUILT_IN
+from chainrule.registry import HIDDEN_ACTIVATIONS as ACTIVATIONS
+from chainrule.registry import OPTIMIZERS
 
 SMALL = {
     "dataset": "moons",

@@ -1,5 +1,6 @@
 """One table of names: every face — fit, the command line, explain, the playground, the
-scikit-learn adapter — offers exactly the registry's names, and a name means one thing everywhere."""
+scikit-learn adapter — offers exactly the registry's names, and a name means one thing
+everywhere."""
 
 import numpy as np
 import pytest

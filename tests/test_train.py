@@ -1,4 +1,5 @@
-"""fit(): it trains, logs in the tutorial's format, stops early, restores the best weights, guards NaN."""
+"""fit(): it trains, logs in the tutorial's format, stops early, restores the best weights,
+guards NaN."""
 
 import numpy as np
 import pytest
@@ -152,7 +153,10 @@ def test_early_stopping_on_a_metric_the_run_lacks_is_a_clear_error():
 def test_nan_guard_names_epoch_step_and_parameter():
     X, y = moons(n_samples=64, rng=0)
     model = nn.Sequential(nn.Linear(2, 32, rng=0), nn.ReLU(), nn.Linear(32, 1, rng=1))
-    where = r"(weight \d\.(weight|bias)|gradient of \d\.(weight|bias)|output of layer \d \(\w+\)|the loss)"
+    where = (
+        r"(weight \d\.(weight|bias)|gradient of \d\.(weight|bias)"
+        r"|output of layer \d \(\w+\)|the loss)"
+    )
     with pytest.raises(NonFiniteError, match=rf"epoch \d+, step \d+: .*{where}"):
         fit(model, X * 1e3, y.reshape(-1, 1) * 1e3, loss="mse", lr=1e6, epochs=50, batch_size=8)
 
