@@ -594,8 +594,8 @@ def test_a_flat_groups_state_is_views_of_one_buffer_so_nothing_converts(name, kw
         if key == "step":
             assert all(s["step"] is value for s in states)  # one counter for the whole group
         else:
-            bases = {id(s[key].base) for s in states}
-            assert len(bases) == 1 and None not in {s[key].base for s in states}
+            assert all(s[key].base is not None for s in states)
+            assert len({id(s[key].base) for s in states}) == 1
     before = opt.state_dict()
     set_gradients(params)
     opt.step()
