@@ -3,6 +3,7 @@
 This module re-exports the public API; it defines nothing itself.
 """
 
+from chainrule.compile import CompileError, compile
 from chainrule.explain import Explanation, explain
 from chainrule.functional import concatenate, maximum, minimum, stack, where
 from chainrule.gradcheck import GradcheckError, gradcheck
@@ -14,11 +15,13 @@ from chainrule.train import History, fit
 __version__ = "0.1.0"
 
 __all__ = [
+    "CompileError",
     "Explanation",
     "GradcheckError",
     "History",
     "ModelFileError",
     "Tensor",
+    "compile",
     "concatenate",
     "explain",
     "fit",

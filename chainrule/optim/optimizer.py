@@ -207,6 +207,12 @@ class Optimizer:
         for group in self.param_groups:
             for p in group["params"]:
                 p.grad = None if set_to_none else np.zeros_like(p.data)
+        if tracing.active is not None:
+            params = [p for group in self.param_groups for p in group["params"]]
+            if set_to_none:
+                tracing.active.forget_grads(params)
+            else:
+                tracing.active.effect(lambda: self.zero_grad(False))
 
     # ---- state dict -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
