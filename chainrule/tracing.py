@@ -42,8 +42,14 @@ class Recorder(Protocol):
     def call(self, function: Callable, inputs: tuple, outputs: tuple) -> None:
         """`outputs` = function(*inputs) on arrays outside the ops, to be re-run at replay."""
 
-    def effect(self, function: Callable[[], Any], inputs: tuple = ()) -> None:
-        """A side effect `function(*inputs)` (optimizer update, clipping, running statistics)."""
+    def effect(
+        self, function: Callable[[], Any], inputs: tuple = (), native: Callable | None = None
+    ) -> None:
+        """A side effect `function(*inputs)` (optimizer update, clipping, running statistics).
+
+        `native`, where given, describes the same effect to the C interpreter (the optimizers':
+        see `Optimizer._native_updates`); without one, a step with this effect replays in NumPy.
+        """
 
     def forget_grads(self, leaves: list) -> None:
         """`zero_grad()` set these leaves' `.grad` to None."""

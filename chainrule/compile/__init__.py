@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import numbers
-import os
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -86,15 +85,10 @@ class CompiledFunction:
         positional = arguments[: len(args)]
         keywords = dict(zip(names, arguments[len(args) :]))
         result, trace = record(lambda *a: self.function(*positional, **keywords), [], arrays)
-        self._store(signature, Program(trace, self._kind()))
+        self._store(signature, Program(trace, self.backend))
         self._counts["traces"] += 1
         self.last_replay = "trace"
         return result
-
-    def _kind(self) -> str:
-        if self.backend in ("auto", "c"):
-            return "numpy"  # the C interpreter is chosen in Program when it is built
-        return self.backend
 
     def _store(self, signature: tuple, program: Program) -> None:
         self._cache.setdefault(signature, []).insert(0, program)
@@ -169,6 +163,3 @@ def _signature(args: tuple, kwargs: dict) -> tuple[list[Any], list[np.ndarray], 
             key.append(("array", value.shape, value.dtype.str))
         arguments.append(value)
     return arguments, arrays, (tuple(kwargs), tuple(key))
-
-
-_NO_C = bool(os.environ.get("CHAINRULE_NO_KERNELS"))

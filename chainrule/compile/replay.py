@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from chainrule.compile import numpy_ops
+from chainrule.compile import native, numpy_ops
 from chainrule.compile.trace import SlotRef, Trace
 from chainrule.tensor import _accumulate_into_leaf, unbroadcast, wrap
 
@@ -21,14 +21,15 @@ from chainrule.tensor import _accumulate_into_leaf, unbroadcast, wrap
 class Program:
     """A runnable replay of one trace. `run(arrays)` takes the call's argument arrays."""
 
-    def __init__(self, trace: Trace, kind: str = "numpy") -> None:
+    def __init__(self, trace: Trace, backend: str = "auto") -> None:
         self.trace = trace
-        self.kind = kind
         self.values: list[Any] = [None] * trace.slot_count
         for slot, array in trace.constants.items():
             self.values[slot] = array
         self._buffers: set[int] = set()
-        self.steps = self._build(kind == "numpy")
+        self.steps = self._build(backend != "python")
+        self.native = native.build(trace) if backend in ("auto", "c") else None
+        self.kind = "c" if self.native is not None else "python" if backend == "python" else "numpy"
 
     # ---- guards ----------------------------------------------------------------------------
     def matches(self) -> bool:
@@ -47,6 +48,10 @@ class Program:
 
     # ---- running ---------------------------------------------------------------------------
     def run(self, arrays: list[np.ndarray]) -> Any:
+        if self.native is not None:
+            done, result = self.native.run(arrays)
+            if done:
+                return result
         v = self.values
         for slot, array in zip(self.trace.arg_slots, arrays):
             v[slot] = array
@@ -273,7 +278,7 @@ def _call(event: tuple, events: list, program: Program, fast: bool) -> Callable:
 
 
 def _effect(event: tuple, events: list, program: Program, fast: bool) -> Callable:
-    _, function, ins = event
+    _, function, ins, _ = event
     if not ins:
 
         def run(v: list) -> None:

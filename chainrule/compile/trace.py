@@ -41,7 +41,7 @@ class Trace:
     ("forget", tensors)                                     zero_grad: tensor.grad = None
     ("source", make, out_slot)                              out = make() (Dropout's mask)
     ("call", function, in_slots, out_slots)                 outs = function(*ins)
-    ("effect", function, in_slots)                          function(*ins), for its side effect
+    ("effect", function, in_slots, native)                  function(*ins), for its side effect
     """
 
     events: list[tuple] = field(default_factory=list)
@@ -168,8 +168,11 @@ class Recorder:
         ins = tuple(self._find(a) for a in inputs)
         self.trace.events.append(("call", function, ins, tuple(self._new(a) for a in outputs)))
 
-    def effect(self, function: Callable[[], Any], inputs: tuple = ()) -> None:
-        self.trace.events.append(("effect", function, tuple(self._find(a) for a in inputs)))
+    def effect(
+        self, function: Callable[[], Any], inputs: tuple = (), native: Callable | None = None
+    ) -> None:
+        ins = tuple(self._find(a) for a in inputs)
+        self.trace.events.append(("effect", function, ins, native))
 
     def guard(self, read: Callable[[], Any]) -> None:
         self.trace.guards.append((read, read()))

@@ -79,6 +79,26 @@ class Adam(Optimizer):
             state["max_exp_avg_sq"] = np.zeros_like(p)
         return state
 
+    _native_rule = "adam"
+
+    def _native_arrays(self, state: dict[str, Any], group: dict[str, Any]) -> tuple:
+        v_max = state["max_exp_avg_sq"] if group["amsgrad"] else None
+        return (state["exp_avg"], state["exp_avg_sq"], v_max, state["step"])
+
+    def _native_layout(self, group: dict[str, Any]) -> tuple:
+        return (group["amsgrad"],)
+
+    def _native_scalars(self, group: dict[str, Any]) -> tuple:
+        beta1, beta2 = group["betas"]
+        return (
+            float(group["lr"]),
+            beta1,
+            beta2,
+            group["eps"],
+            group["weight_decay"],
+            float(group["decoupled_weight_decay"]),
+        )
+
     def _update(
         self, p: np.ndarray, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
     ) -> None:

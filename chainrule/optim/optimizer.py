@@ -135,7 +135,7 @@ class Optimizer:
         self._apply_updates()
         if tracing.active is not None:
             # A compiled step replays the whole loop (hyper-parameters read from the groups then).
-            tracing.active.effect(self._apply_updates)
+            tracing.active.effect(self._apply_updates, native=self._native_updates)
         return loss
 
     def _apply_updates(self) -> None:
@@ -147,6 +147,44 @@ class Optimizer:
         self, p: np.ndarray, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
     ) -> None:
         """Apply the rule once to `p` in place (its state updated in place or added to)."""
+        raise NotImplementedError
+
+    # The C replay interpreter runs these rules itself (mirroring the pure functions through the
+    # same fused kernels); None means this optimizer has no such rule there.
+    _native_rule: str | None = None
+
+    def _native_updates(self) -> list[tuple] | None:
+        """For chainrule.compile's C interpreter: per group, (rule, [(parameter, state arrays)],
+        scalars) where scalars() gives the group's hyper-parameters as numbers at each replay, or
+        None once the state's layout no longer fits (the replay then runs in NumPy)."""
+        if self._native_rule is None:
+            return None
+        state_mapping = self.state
+        described = []
+        for group in self.param_groups:
+            entries = []
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state is not None:
+                    entries.append((p, self._native_arrays(state, group)))
+            layout = self._native_layout(group)
+
+            def scalars(group: dict = group, layout: tuple = layout) -> tuple | None:
+                if self.state is not state_mapping or self._native_layout(group) != layout:
+                    return None
+                return self._native_scalars(group)
+
+            described.append((self._native_rule, entries, scalars))
+        return described
+
+    def _native_arrays(self, state: dict[str, Any], group: dict[str, Any]) -> tuple:
+        raise NotImplementedError
+
+    def _native_layout(self, group: dict[str, Any]) -> tuple:
+        """What decides which state arrays the rule touches (momentum on or off, amsgrad)."""
+        return ()
+
+    def _native_scalars(self, group: dict[str, Any]) -> tuple:
         raise NotImplementedError
 
     def _with_grads(

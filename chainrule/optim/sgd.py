@@ -65,6 +65,23 @@ class SGD(Optimizer):
         # The momentum buffer starts as the first gradient (not zeros), so it is made on step 1.
         return {}
 
+    _native_rule = "sgd"
+
+    def _native_arrays(self, state: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return (state.get("momentum_buffer") if group["momentum"] != 0 else None,)
+
+    def _native_layout(self, group: dict[str, Any]) -> tuple:
+        return (group["momentum"] != 0,)
+
+    def _native_scalars(self, group: dict[str, Any]) -> tuple:
+        return (
+            float(group["lr"]),
+            group["momentum"],
+            group["dampening"],
+            group["weight_decay"],
+            float(group["nesterov"]),
+        )
+
     def _update(
         self, p: np.ndarray, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
     ) -> None:
