@@ -81,7 +81,12 @@ def make_chainrule(workload: Workload, data: Data) -> Runner:
         loss = loss_fn(output, y)
         loss.backward()
         opt.step()
-        state = [a for s in opt.state.values() for a in s.values() if isinstance(a, np.ndarray)]
+        state = [  # the arrays of moments and buffers (the step counter is an integer)
+            a
+            for s in opt.state.values()
+            for a in s.values()
+            if isinstance(a, np.ndarray) and a.dtype.kind == "f"
+        ]
         seen = {
             "output": output.dtype,
             "loss": loss.dtype,

@@ -3,6 +3,7 @@
 This module re-exports the public API; it defines nothing itself.
 """
 
+from chainrule.compile import CompileError, compile
 from chainrule.explain import Explanation, explain
 from chainrule.functional import concatenate, maximum, minimum, stack, where
 from chainrule.gradcheck import GradcheckError, gradcheck
@@ -13,12 +14,14 @@ from chainrule.train import History, fit
 from chainrule.version import __version__
 
 __all__ = [
+    "CompileError",
     "Explanation",
     "GradcheckError",
     "__version__",
     "History",
     "ModelFileError",
     "Tensor",
+    "compile",
     "concatenate",
     "explain",
     "fit",

@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <math.h>
+#include <stdint.h>
 
 /* Wider vector units where the CPU has them (chosen once, at load time), baseline SSE2 elsewhere. */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
@@ -290,11 +291,286 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
     return done(&arrays, 1);
 }
 
+/* ==== The replay interpreter (chainrule/compile/native.py) =====================================
+ * Runs a whole recorded training step in one call: a program of int64 words, each instruction an
+ * opcode and its operands (array addresses, sizes, an index into a float64 array of scalars that
+ * Python refreshes before each call: learning rates are read at every replay). Built for small
+ * networks, where a step is dozens of NumPy calls of ~1 µs each and little arithmetic; the Python
+ * side hands larger matrix products to NumPy/BLAS instead (it declines the whole program).
+ *
+ * Each instruction is the arithmetic of its op in chainrule/ops (the reference), agreeing with it
+ * to rounding, not bit for bit: the sums of products run in another order than BLAS's. The update
+ * rules call the fused kernels above, so they match sgd_update/adam_update exactly. Subnormal
+ * floats are kept (no flush-to-zero): flushing would change results against NumPy; on tiny
+ * networks after ~20k steps they may cost time, never correctness.
+ */
+enum {
+    R_END = 0,
+    R_LINEAR = 1,       /* x, W, b|0, z, n, in, out */
+    R_LINEAR_BACK = 2,  /* g, x, W, gx|0, gW|0, gb|0, n, in, out */
+    R_RELU = 3,         /* z, a, count */
+    R_RELU_BACK = 4,    /* g, z, gz, count */
+    R_SIGMOID = 5,      /* z, a, count */
+    R_SIGMOID_BACK = 6, /* g, a, gz, count */
+    R_TANH = 7,         /* z, a, count */
+    R_TANH_BACK = 8,    /* g, a, gz, count */
+    R_ADD = 9,          /* a, b, out, count */
+    R_SUB = 10,         /* a, b, out, count */
+    R_MUL = 11,         /* a, b, out, count */
+    R_NEG = 12,         /* a, out, count */
+    R_COPY = 13,        /* a, out, count */
+    R_MSE = 14,         /* p, t, diff, loss, count, mean */
+    R_MSE_BACK = 15,    /* g, diff, gp|0, gt|0, count, mean */
+    R_CE = 16,          /* z, target (int64), e, sums, loss, batch, classes, mean */
+    R_CE_BACK = 17,     /* g, e, sums, target, gz, batch, classes, mean */
+    R_SGD = 18,         /* p, grad, buffer|0, count, scalars: lr momentum dampening decay nesterov */
+    R_ADAM = 19,        /* p, grad, m, v, vmax|0, step (int64), count, scalars: lr b1 b2 eps decay
+                           decoupled; counts: whether to advance the step (a flat group's
+                           parameters share one counter, advanced once per step) */
+};
+
+/* NumPy's logaddexp(0, x), as ops.sigmoid uses it: exact for large |x|. */
+#define LOGADDEXP0(T, EXP, LOG1P, x) ((x) > 0 ? (x) + LOG1P(EXP(-(x))) : LOG1P(EXP(x)))
+
+#define INTERPRETER(NAME, T, EXP, LOG, LOG1P, TANH, SQRT, POW, ADAM, SGD)                          \
+    static int NAME(const int64_t *code, const double *scalars) {                                 \
+        for (;;) {                                                                                \
+            const int64_t *o = code + 1;                                                          \
+            switch (code[0]) {                                                                    \
+            case R_END:                                                                           \
+                return 1;                                                                         \
+            case R_LINEAR: {                                                                      \
+                const T *x = (const T *)o[0], *W = (const T *)o[1], *b = (const T *)o[2];         \
+                T *z = (T *)o[3];                                                                 \
+                int64_t n = o[4], in = o[5], out = o[6];                                          \
+                for (int64_t i = 0; i < n; i++)                                                   \
+                    for (int64_t j = 0; j < out; j++) {                                           \
+                        T sum = 0;                                                                \
+                        for (int64_t k = 0; k < in; k++) sum += x[i * in + k] * W[j * in + k];    \
+                        z[i * out + j] = b ? sum + b[j] : sum;                                    \
+                    }                                                                             \
+                code += 8;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_LINEAR_BACK: {                                                                 \
+                const T *g = (const T *)o[0], *x = (const T *)o[1], *W = (const T *)o[2];         \
+                T *gx = (T *)o[3], *gW = (T *)o[4], *gb = (T *)o[5];                              \
+                int64_t n = o[6], in = o[7], out = o[8];                                          \
+                if (gx)                                                                           \
+                    for (int64_t i = 0; i < n; i++)                                               \
+                        for (int64_t k = 0; k < in; k++) {                                        \
+                            T sum = 0;                                                            \
+                            for (int64_t j = 0; j < out; j++) sum += g[i * out + j] * W[j * in + k]; \
+                            gx[i * in + k] = sum;                                                 \
+                        }                                                                         \
+                if (gW)                                                                           \
+                    for (int64_t j = 0; j < out; j++)                                             \
+                        for (int64_t k = 0; k < in; k++) {                                        \
+                            T sum = 0;                                                            \
+                            for (int64_t i = 0; i < n; i++) sum += g[i * out + j] * x[i * in + k]; \
+                            gW[j * in + k] = sum;                                                 \
+                        }                                                                         \
+                if (gb)                                                                           \
+                    for (int64_t j = 0; j < out; j++) {                                           \
+                        T sum = 0;                                                                \
+                        for (int64_t i = 0; i < n; i++) sum += g[i * out + j];                    \
+                        gb[j] = sum;                                                              \
+                    }                                                                             \
+                code += 10;                                                                       \
+                break;                                                                            \
+            }                                                                                     \
+            case R_RELU: {                                                                        \
+                const T *z = (const T *)o[0];                                                     \
+                T *a = (T *)o[1];                                                                 \
+                for (int64_t i = 0; i < o[2]; i++) a[i] = (z[i] <= 0) ? (T)0 : z[i];              \
+                code += 4;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_RELU_BACK: {                                                                   \
+                const T *g = (const T *)o[0], *z = (const T *)o[1];                               \
+                T *gz = (T *)o[2];                                                                \
+                for (int64_t i = 0; i < o[3]; i++) gz[i] = g[i] * (T)(z[i] > 0);                  \
+                code += 5;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_SIGMOID: {                                                                     \
+                const T *z = (const T *)o[0];                                                     \
+                T *a = (T *)o[1];                                                                 \
+                for (int64_t i = 0; i < o[2]; i++) {                                              \
+                    T m = -z[i];                                                                  \
+                    a[i] = EXP(-LOGADDEXP0(T, EXP, LOG1P, m));                                    \
+                }                                                                                 \
+                code += 4;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_SIGMOID_BACK: {                                                                \
+                const T *g = (const T *)o[0], *a = (const T *)o[1];                               \
+                T *gz = (T *)o[2];                                                                \
+                for (int64_t i = 0; i < o[3]; i++) gz[i] = (g[i] * a[i]) * ((T)1 - a[i]);         \
+                code += 5;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_TANH: {                                                                        \
+                const T *z = (const T *)o[0];                                                     \
+                T *a = (T *)o[1];                                                                 \
+                for (int64_t i = 0; i < o[2]; i++) a[i] = TANH(z[i]);                             \
+                code += 4;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_TANH_BACK: {                                                                   \
+                const T *g = (const T *)o[0], *a = (const T *)o[1];                               \
+                T *gz = (T *)o[2];                                                                \
+                for (int64_t i = 0; i < o[3]; i++) gz[i] = g[i] * ((T)1 - a[i] * a[i]);           \
+                code += 5;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_ADD:                                                                           \
+            case R_SUB:                                                                           \
+            case R_MUL: {                                                                         \
+                const T *a = (const T *)o[0], *b = (const T *)o[1];                               \
+                T *out = (T *)o[2];                                                               \
+                int64_t op = code[0];                                                             \
+                for (int64_t i = 0; i < o[3]; i++)                                                \
+                    out[i] = op == R_ADD ? a[i] + b[i] : op == R_SUB ? a[i] - b[i] : a[i] * b[i]; \
+                code += 5;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_NEG:                                                                           \
+            case R_COPY: {                                                                        \
+                const T *a = (const T *)o[0];                                                     \
+                T *out = (T *)o[1];                                                               \
+                int neg = code[0] == R_NEG;                                                       \
+                for (int64_t i = 0; i < o[2]; i++) out[i] = neg ? -a[i] : a[i];                   \
+                code += 4;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_MSE: {                                                                         \
+                const T *p = (const T *)o[0], *t = (const T *)o[1];                               \
+                T *diff = (T *)o[2], *loss = (T *)o[3];                                           \
+                int64_t count = o[4];                                                             \
+                T sum = 0;                                                                        \
+                for (int64_t i = 0; i < count; i++) {                                             \
+                    diff[i] = p[i] - t[i];                                                        \
+                    sum += diff[i] * diff[i];                                                     \
+                }                                                                                 \
+                *loss = o[5] ? sum / (T)(count > 1 ? count : 1) : sum;                            \
+                code += 7;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_MSE_BACK: {                                                                    \
+                const T *g = (const T *)o[0], *diff = (const T *)o[1];                            \
+                T *gp = (T *)o[2], *gt = (T *)o[3];                                               \
+                int64_t count = o[4];                                                             \
+                T scale = o[5] ? (T)(1.0 / (double)(count > 1 ? count : 1)) : (T)1;               \
+                T s = (g[0] * scale) * (T)2;                                                      \
+                for (int64_t i = 0; i < count; i++) {                                             \
+                    T d = s * diff[i];                                                            \
+                    if (gp) gp[i] = d;                                                            \
+                    if (gt) gt[i] = -d;                                                           \
+                }                                                                                 \
+                code += 7;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_CE: {                                                                          \
+                const T *z = (const T *)o[0];                                                     \
+                const int64_t *target = (const int64_t *)o[1];                                    \
+                T *e = (T *)o[2], *sums = (T *)o[3], *loss = (T *)o[4];                           \
+                int64_t batch = o[5], classes = o[6];                                             \
+                T total = 0;                                                                      \
+                for (int64_t i = 0; i < batch; i++) {                                             \
+                    const T *row = z + i * classes;                                               \
+                    T top = row[0];                                                               \
+                    for (int64_t j = 1; j < classes; j++)                                         \
+                        if (row[j] > top || row[j] != row[j]) {                                   \
+                            top = row[j];                                                         \
+                            if (top != top) break;                                                \
+                        }                                                                         \
+                    T sum = 0;                                                                    \
+                    for (int64_t j = 0; j < classes; j++) {                                       \
+                        e[i * classes + j] = EXP(row[j] - top);                                   \
+                        sum += e[i * classes + j];                                                \
+                    }                                                                             \
+                    int64_t c = target[i];                                                        \
+                    if (c < 0 || c >= classes) return 0;                                          \
+                    sums[i] = sum;                                                                \
+                    total += LOG(sum) - (row[c] - top);                                           \
+                }                                                                                 \
+                *loss = o[7] ? total / (T)(batch > 1 ? batch : 1) : total;                        \
+                code += 9;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_CE_BACK: {                                                                     \
+                const T *g = (const T *)o[0], *e = (const T *)o[1], *sums = (const T *)o[2];      \
+                const int64_t *target = (const int64_t *)o[3];                                    \
+                T *gz = (T *)o[4];                                                                \
+                int64_t batch = o[5], classes = o[6];                                             \
+                T scale = o[7] ? (T)(1.0 / (double)(batch > 1 ? batch : 1)) : (T)1;               \
+                T upstream = g[0] * scale;                                                        \
+                for (int64_t i = 0; i < batch; i++)                                               \
+                    for (int64_t j = 0; j < classes; j++) {                                       \
+                        T s = e[i * classes + j] / sums[i];                                       \
+                        if (j == target[i]) s = s - (T)1;                                         \
+                        gz[i * classes + j] = s * upstream;                                       \
+                    }                                                                             \
+                code += 9;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_SGD: {                                                                         \
+                const double *k = scalars + o[4];                                                 \
+                double lr = k[0], momentum = k[1], dampening = k[2], decay = k[3];                \
+                SGD(o[3], (T *)o[0], (const T *)o[1], (T *)o[2], decay != 0.0, (T)decay, 0,       \
+                    dampening != 0.0, (T)momentum, (T)(1.0 - dampening), k[4] != 0.0, (T)lr);     \
+                code += 6;                                                                        \
+                break;                                                                            \
+            }                                                                                     \
+            case R_ADAM: {                                                                        \
+                const double *k = scalars + o[7];                                                 \
+                double lr = k[0], beta1 = k[1], beta2 = k[2], eps = k[3], decay = k[4];           \
+                int64_t t = o[8] ? ++*(int64_t *)o[5] : *(int64_t *)o[5], count = o[6];           \
+                T *p = (T *)o[0];                                                                 \
+                if (decay != 0.0 && k[5] != 0.0) {                                                \
+                    T shrink = (T)(1.0 - lr * decay);                                             \
+                    for (int64_t i = 0; i < count; i++) p[i] *= shrink;                           \
+                }                                                                                 \
+                double coupled = k[5] != 0.0 ? 0.0 : decay;                                       \
+                double root_c2 = sqrt(1.0 - pow(beta2, (double)t));                               \
+                double step_size = lr * root_c2 / (1.0 - pow(beta1, (double)t));                  \
+                ADAM(count, p, (const T *)o[1], (T *)o[2], (T *)o[3], (T *)o[4], coupled != 0.0,  \
+                     (T)coupled, (T)(1.0 - beta1), (T)beta2, (T)(1.0 - beta2), (T)(eps * root_c2), \
+                     (T)step_size);                                                               \
+                code += 10;                                                                       \
+                break;                                                                            \
+            }                                                                                     \
+            default:                                                                              \
+                return 0;                                                                         \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+INTERPRETER(run_float, float, expf, logf, log1pf, tanhf, sqrtf, powf, adam_float, sgd_float)
+INTERPRETER(run_double, double, exp, log, log1p, tanh, sqrt, pow, adam_double, sgd_double)
+
+/* replay(code, scalars, is_double) -> bool: run a program; False if it met a bad class label (the
+ * caller then replays in NumPy, which raises the op's own error) or an unknown opcode. */
+static PyObject *replay(PyObject *self, PyObject *args) {
+    Py_buffer code, scalars;
+    int is_double;
+    if (!PyArg_ParseTuple(args, "y*y*p", &code, &scalars, &is_double)) return NULL;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    ok = is_double ? run_double(code.buf, scalars.buf) : run_float(code.buf, scalars.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&code);
+    PyBuffer_Release(&scalars);
+    return PyBool_FromLong(ok);
+}
+
 static PyMethodDef methods[] = {
     {"adam", adam, METH_VARARGS, "One fused Adam update in place; False if the arrays do not fit."},
     {"sgd", sgd, METH_VARARGS, "One fused SGD update in place; False if the arrays do not fit."},
     {"relu", relu, METH_VARARGS, "out = max(z, 0); False if the arrays do not fit."},
     {"relu_backward", relu_backward, METH_VARARGS, "out = g·(z > 0); False if the arrays do not fit."},
+    {"replay", replay, METH_VARARGS, "Run a recorded step (see the replay interpreter section)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from chainrule import ops
+from chainrule import ops, tracing
 from chainrule.ops.losses import REDUCTIONS
 from chainrule.random import get_rng
 from chainrule.tensor import Tensor, apply, lift
@@ -182,7 +182,14 @@ def dropout(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> T
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    keep = (get_rng(rng).random(x.shape) >= p).astype(x.dtype) / (1 - p)
+    shape, dtype = x.shape, x.dtype
+
+    def draw() -> np.ndarray:
+        return (get_rng(rng).random(shape) >= p).astype(dtype) / (1 - p)
+
+    keep = draw()
+    if tracing.active is not None:  # a compiled step draws anew, from the same generator
+        tracing.active.source(keep, draw)
     return x * Tensor(keep)
 
 

@@ -1,8 +1,9 @@
 """The fused C kernels (`_kernels.c`) when they were built, else stand-ins that decline.
 
-`adam(...)` and `sgd(...)` update in place, `relu(z, out)` and `relu_backward(g, z, out)` fill `out`;
-each returns True, or returns False having touched nothing (kernels not built, or arrays that are
-not all C-contiguous float32 or all float64 of one size), and the caller then runs its NumPy code,
+`adam(...)` and `sgd(...)` update in place, `relu(z, out)` and `relu_backward(g, z, out)` fill
+`out`; each returns True, or returns False having touched nothing (kernels not built, or arrays
+that are not all C-contiguous float32 or all float64 of one size), and the caller then runs its
+NumPy code,
 which is the reference: the kernels match it bit for bit. Set CHAINRULE_NO_KERNELS=1 to run the
 NumPy code always (to compare, or to debug).
 """
@@ -27,3 +28,6 @@ adam = _kernels.adam if AVAILABLE else _decline
 sgd = _kernels.sgd if AVAILABLE else _decline
 relu = _kernels.relu if AVAILABLE else _decline
 relu_backward = _kernels.relu_backward if AVAILABLE else _decline
+# The replay interpreter of chainrule.compile (a whole recorded step in one call); None when absent,
+# so a compiled step replays in NumPy instead.
+replay = getattr(_kernels, "replay", None) if AVAILABLE else None

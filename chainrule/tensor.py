@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from chainrule import tracing
+
 DEFAULT_DTYPE = np.float32
 
 _grad_enabled = True
@@ -165,12 +167,18 @@ class Tensor:
         """The name of the op that made this tensor (None for leaves)."""
         return self._op
 
+    # Reading a value in Python is refused while a step is traced (tracing.refuse): a replay
+    # would not run the Python that depends on it.
     def numpy(self) -> np.ndarray:
         """The underlying array itself (no copy)."""
+        if tracing.active is not None:
+            tracing.refuse(".numpy()")
         return self.data
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python number."""
+        if tracing.active is not None:
+            tracing.refuse(".item()")
         if self.data.size != 1:
             raise ValueError(
                 f"item() needs a tensor with one element, this one has shape {self.shape}"
@@ -179,6 +187,8 @@ class Tensor:
 
     def tolist(self) -> Any:
         """The values as nested Python lists."""
+        if tracing.active is not None:
+            tracing.refuse(".tolist()")
         return self.data.tolist()
 
     def detach(self) -> Tensor:
@@ -228,12 +238,18 @@ class Tensor:
         return "tensor(" + ", ".join([body, *extras]) + ")"
 
     def __bool__(self) -> bool:
+        if tracing.active is not None:
+            tracing.refuse("bool() (an `if` or `while` on a tensor)")
         return bool(self.data)
 
     def __float__(self) -> float:
+        if tracing.active is not None:
+            tracing.refuse("float()")
         return float(self.item())
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if tracing.active is not None:
+            tracing.refuse("np.asarray(tensor)")
         return self.data if dtype is None else self.data.astype(dtype)
 
     __hash__ = object.__hash__
@@ -324,16 +340,16 @@ class Tensor:
 
     # Comparisons give plain boolean tensors (no gradient), as in PyTorch.
     def __lt__(self, other: Any) -> Tensor:
-        return Tensor(self.data < _raw(other))
+        return _compare(np.less, self, other)
 
     def __le__(self, other: Any) -> Tensor:
-        return Tensor(self.data <= _raw(other))
+        return _compare(np.less_equal, self, other)
 
     def __gt__(self, other: Any) -> Tensor:
-        return Tensor(self.data > _raw(other))
+        return _compare(np.greater, self, other)
 
     def __ge__(self, other: Any) -> Tensor:
-        return Tensor(self.data >= _raw(other))
+        return _compare(np.greater_equal, self, other)
 
     # ---- methods that mirror chainrule.functional ------------------------------------------
     def sum(self, axis: Any = None, keepdims: bool = False) -> Tensor:
@@ -461,6 +477,19 @@ def _raw(value: Any) -> Any:
     return value.data if isinstance(value, Tensor) else value
 
 
+def _compare(ufunc: Callable, a: Tensor, other: Any) -> Tensor:
+    b = _raw(other)
+    out = ufunc(a.data, b)
+    if tracing.active is not None:  # not an op (no gradient), so a compiled step re-runs it
+        inputs = (a.data, b) if isinstance(b, np.ndarray) else (a.data,)
+        tracing.active.call(
+            (lambda x, y: (ufunc(x, y),)) if len(inputs) == 2 else (lambda x: (ufunc(x, b),)),
+            inputs,
+            (out,),
+        )
+    return Tensor(out)
+
+
 def _plain_index(index: Any) -> Any:
     if isinstance(index, Tensor):
         return index.data
@@ -487,6 +516,8 @@ def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
     """
     out, backward = op(*[t.data for t in inputs], **params)
     result = wrap(out)
+    if tracing.active is not None:
+        tracing.active.op(op, inputs, params, result)
     if _grad_enabled:
         for t in inputs:
             if t.requires_grad:
@@ -535,8 +566,11 @@ def _run_backward(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
     decreasing creation order (a heap keyed by sequence number, as PyTorch's engine does) needs no
     separate topological sort.
     """
+    recorder = tracing.active  # a compiled step's trace hears each event of the walk
     if root._op is None:  # backward() called on a leaf itself
-        _accumulate_into_leaf(root, seed, None)
+        if recorder is not None:
+            recorder.leaf(root, seed, None, root.grad is None)
+        accumulate_into_leaf(root, seed, None)
         return
     # Each non-leaf gathers its incoming gradient in `_pending` until it is popped from the queue.
     root._pending = seed
@@ -551,22 +585,36 @@ def _run_backward(root: Tensor, seed: np.ndarray, retain_graph: bool) -> None:
             tensor_._backward = None
             tensor_._parents = ()
         if tensor_._retain_grad:
-            _accumulate_into_leaf(tensor_, g, g)
-        for parent, parent_grad in zip(parents, backward(g)):
+            if recorder is not None:
+                recorder.leaf(tensor_, g, g, tensor_.grad is None)
+            accumulate_into_leaf(tensor_, g, g)
+        grads = backward(g)
+        if recorder is not None:
+            recorder.backward_node(tensor_, parents, g, grads)
+        for parent, parent_grad in zip(parents, grads):
             if parent_grad is None or not parent.requires_grad:
                 continue
             if parent_grad.shape != parent.data.shape:
-                parent_grad = unbroadcast(parent_grad, parent.data.shape)
+                before, parent_grad = parent_grad, unbroadcast(parent_grad, parent.data.shape)
+                if recorder is not None:
+                    recorder.unbroadcast(before, parent_grad)
             if parent._op is None:
-                _accumulate_into_leaf(parent, parent_grad, g)
+                if recorder is not None:
+                    recorder.leaf(parent, parent_grad, g, parent.grad is None)
+                accumulate_into_leaf(parent, parent_grad, g)
             elif parent._pending is None:
                 parent._pending = parent_grad
                 heappush(queue, (-parent._sequence, parent))
             else:
-                parent._pending = parent._pending + parent_grad
+                total = parent._pending + parent_grad
+                if recorder is not None:
+                    recorder.pending_sum(parent._pending, parent_grad, total)
+                parent._pending = total
 
 
-def _accumulate_into_leaf(leaf: Tensor, g: np.ndarray, incoming: np.ndarray | None) -> None:
+def accumulate_into_leaf(leaf: Tensor, g: np.ndarray, incoming: np.ndarray | None) -> None:
+    """Add the gradient `g` to `leaf.grad` (in the leaf's dtype); `incoming` is the array that
+    arrived at the node, which the leaf must not keep as its own .grad."""
     if g.dtype != leaf.data.dtype:
         g = g.astype(leaf.data.dtype)
     if leaf.grad is None:

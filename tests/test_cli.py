@@ -109,10 +109,18 @@ def test_info_prints_the_architecture_and_parameter_count(digits_run):
     assert f"{count:,} parameters in all" in result.stdout
 
 
-def test_datasets_lists_every_builtin():
+def test_datasets_lists_every_builtin_and_each_preset():
+    from chainrule.experiment import PRESETS
+
     result = cli("datasets")
     assert result.returncode == 0, result.stderr
-    assert [line.split()[0] for line in result.stdout.splitlines()] == list(DATASETS)
+    lines = result.stdout.splitlines()
+    named = [line.split()[0] for line in lines if line and not line.startswith(" ")]
+    assert named[: len(DATASETS)] == list(DATASETS)
+    presets = [line for line in lines if line.strip().startswith("preset:")]
+    assert len(presets) == len([name for name in DATASETS if name in PRESETS])
+    assert "--hidden 4 --activation sigmoid --loss half_mse" in presets[0]  # xor's
+    assert any("--val-split 0.2 --early-stopping" in line for line in lines)  # a data file's
 
 
 def _epoch_lines(text: str) -> list[str]:

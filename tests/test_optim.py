@@ -580,3 +580,37 @@ def test_state_dict_is_a_snapshot_that_later_steps_leave_alone():
     set_gradients(params)
     opt.step()
     np.testing.assert_array_equal(saved["state"][0]["momentum_buffer"], buffer)
+
+
+# ---- one form of state --------------------------------------------------------------------------
+@pytest.mark.parametrize(("name", "kwargs"), CONFIGS, ids=CONFIG_IDS)
+def test_a_flat_groups_state_is_views_of_one_buffer_so_nothing_converts(name, kwargs):
+    params = [nn.Parameter(a) for a in starting_arrays()]
+    opt = getattr(optim, name)(params, **kwargs)
+    set_gradients(params)
+    opt.step()
+    states = [opt.state[p] for p in params]
+    for key, value in states[0].items():
+        if key == "step":
+            assert all(s["step"] is value for s in states)  # one counter for the whole group
+        else:
+            assert all(s[key].base is not None for s in states)
+            assert len({id(s[key].base) for s in states}) == 1
+    arrays = [k for k, v in states[0].items() if k != "step"]
+    before = [opt.state_dict()["state"][0][k] for k in arrays]
+    set_gradients(params)
+    opt.step()
+    after = opt.state_dict()["state"][0]  # state_dict reads the views the update moved
+    for key, old in zip(arrays, before):
+        assert not np.array_equal(after[key], old)
+
+
+@pytest.mark.parametrize("rule", ["sgd_update", "adam_update", "rmsprop_update", "adagrad_update"])
+def test_each_rule_is_a_public_pure_function_over_arrays(rule):
+    assert callable(getattr(optim, rule))
+
+
+def test_sgd_update_worked_by_hand():
+    p, g = np.array([1.0, 2.0]), np.array([0.5, -1.0])
+    optim.sgd_update(p, g, None, lr=0.1)
+    np.testing.assert_allclose(p, [0.95, 2.1])

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from chainrule import functional as F
+from chainrule import tracing
 from chainrule.nn import init
 from chainrule.nn.module import Module, Parameter
 from chainrule.random import get_rng
@@ -206,6 +207,8 @@ class Dropout(Module):
         )
 
     def forward(self, x: Any) -> Tensor:
+        if tracing.active is not None:  # a compiled step is traced once per mode
+            tracing.active.guard(lambda: self.training)
         return F.dropout(x, self.p, self.training, self.rng)
 
     def extra_repr(self) -> str:
@@ -244,6 +247,8 @@ class BatchNorm1d(Module):
                 f"BatchNorm1d({self.num_features}) expects inputs of shape "
                 f"(batch, {self.num_features}), got {x.shape}"
             )
+        if tracing.active is not None:  # a compiled step is traced once per mode
+            tracing.active.guard(lambda: self.training)
         if self.training:
             if x.shape[0] < 2:
                 raise ValueError("BatchNorm1d needs more than one sample per batch while training")
@@ -252,15 +257,25 @@ class BatchNorm1d(Module):
             variance = (centred * centred).mean(axis=0)
             n = x.shape[0]
             m = self.momentum
-            self.running_mean = ((1 - m) * self.running_mean + m * mean.data).astype(dtype)
-            self.running_var = (
-                (1 - m) * self.running_var + m * variance.data * n / (n - 1)
-            ).astype(dtype)
+
+            def update_running(mean: np.ndarray, variance: np.ndarray) -> None:
+                self.running_mean = ((1 - m) * self.running_mean + m * mean).astype(dtype)
+                self.running_var = ((1 - m) * self.running_var + m * variance * n / (n - 1)).astype(
+                    dtype
+                )
+
+            update_running(mean.data, variance.data)
+            if tracing.active is not None:  # a side effect outside the graph: replayed too
+                tracing.active.effect(update_running, (mean.data, variance.data))
             normalized = centred / (variance + self.eps).sqrt()
         else:
-            normalized = (x - Tensor(self.running_mean)) / Tensor(
-                np.sqrt(self.running_var + self.eps)
-            )
+            running_mean = self.running_mean
+            root_var = np.sqrt(self.running_var + self.eps)
+            if tracing.active is not None:  # read afresh at each replay: training moves them
+                eps = self.eps
+                tracing.active.source(running_mean, lambda: self.running_mean)
+                tracing.active.source(root_var, lambda: np.sqrt(self.running_var + eps))
+            normalized = (x - Tensor(running_mean)) / Tensor(root_var)
         if self.weight is not None:
             normalized = normalized * self.weight + self.bias
         return normalized

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from chainrule import tracing
 from chainrule.tensor import Tensor
 
 
@@ -22,6 +23,12 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data: Any, dtype: Any = None) -> None:
+        if tracing.active is not None:
+            raise tracing.CompileError(
+                "a Parameter (or a layer) was created while chainrule.compile traced the step; a "
+                "replay would reuse the first one. Build the model and optimizer before the "
+                "compiled function and pass or close over them"
+            )
         super().__init__(data, requires_grad=True, dtype=dtype)
 
     def __repr__(self) -> str:
@@ -145,8 +152,11 @@ class Module:
 
     def zero_grad(self) -> None:
         """Clear every parameter's `.grad` (set it to None) before the next backward pass."""
-        for parameter in self.parameters():
+        parameters = list(self.parameters())
+        for parameter in parameters:
             parameter.grad = None
+        if tracing.active is not None:
+            tracing.active.forget_grads(parameters)
 
     # ---- state dict ------------------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, np.ndarray]:

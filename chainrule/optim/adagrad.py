@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from chainrule.optim.optimizer import Optimizer
-from chainrule.tensor import Tensor
 from chainrule.validation import check_number
 
 
@@ -53,27 +52,48 @@ class Adagrad(Optimizer):
             group[key] = check_number(name, key, group[key])
         return group
 
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        return {"step": 0, "sum": np.full_like(p.data, group["initial_accumulator_value"])}
+    def _init_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
+        return {"step": np.array(0), "sum": np.full_like(p, group["initial_accumulator_value"])}
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            lr = float(group["lr"])
-            lr_decay, weight_decay, eps = group["lr_decay"], group["weight_decay"], group["eps"]
-            for p, g, state in self._with_grads(group):
-                state["step"] += 1
-                if weight_decay != 0:
-                    decayed = np.multiply(p, weight_decay)
-                    decayed += g
-                    g = decayed
-                step_size = lr / (1.0 + (state["step"] - 1) * lr_decay)
-                total = state["sum"]
-                work = np.multiply(g, g)
-                total += work
-                np.sqrt(total, out=work)
-                work += eps
-                np.divide(g, work, out=work)
-                work *= step_size
-                p -= work
-        return loss
+    def _update(
+        self, p: np.ndarray, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        state["step"] += 1
+        adagrad_update(
+            p,
+            grad,
+            state["sum"],
+            step=int(state["step"]),
+            lr=float(group["lr"]),
+            lr_decay=group["lr_decay"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+        )
+
+
+def adagrad_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    total: np.ndarray,
+    *,
+    step: int,
+    lr: float,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+) -> None:
+    """One Adagrad step (the rule in the class docstring) in place; `total` is the running sum of
+    squared gradients, `step` is t counted from 1."""
+    p, g = param, grad
+    if weight_decay != 0:
+        decayed = np.multiply(p, weight_decay)
+        decayed += g
+        g = decayed
+    step_size = lr / (1.0 + (step - 1) * lr_decay)
+    work = np.multiply(g, g)
+    total += work
+    np.sqrt(total, out=work)
+    work += eps
+    np.divide(g, work, out=work)
+    work *= step_size
+    p -= work

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from chainrule import tracing
 from chainrule.tensor import Tensor
 
 
@@ -44,6 +45,15 @@ def clip_grad_norm_(
     skipped. Returns `total`, measured before clipping, as a Python float.
     """
     params = _parameters("clip_grad_norm_", parameters)
+    if tracing.active is not None:  # a compiled step clips at each replay (returns no norm)
+        arguments = (params, max_norm, norm_type, error_if_nonfinite)
+        tracing.active.effect(lambda: _clip_grad_norm(*arguments))
+    return _clip_grad_norm(params, max_norm, norm_type, error_if_nonfinite)
+
+
+def _clip_grad_norm(
+    params: list[Tensor], max_norm: float, norm_type: float, error_if_nonfinite: bool
+) -> float:
     max_norm = float(max_norm)
     norm_type = float(norm_type)
     if not max_norm >= 0:
@@ -73,6 +83,12 @@ def clip_grad_norm_(
 def clip_grad_value_(parameters: Tensor | Iterable[Tensor], clip_value: float) -> None:
     """Clamp each gradient entry to [−clip_value, clip_value]; skip parameters without one."""
     params = _parameters("clip_grad_value_", parameters)
+    if tracing.active is not None:  # a compiled step clips at each replay
+        tracing.active.effect(lambda: _clip_grad_value(params, clip_value))
+    _clip_grad_value(params, clip_value)
+
+
+def _clip_grad_value(params: list[Tensor], clip_value: float) -> None:
     clip_value = float(clip_value)
     if not clip_value >= 0:
         raise ValueError(f"clip_grad_value_: clip_value must be >= 0, got {clip_value}")

@@ -4,6 +4,10 @@ the parameters at once instead of a few per parameter.
 A small network's step is dominated by per-call overhead, not arithmetic: Adam on a 2-4-1 network
 is ~14 NumPy calls per parameter. With the parameters as views of one array (and their gradients
 gathered into another with one `concatenate`), it is ~14 calls per step.
+
+The optimizer state of such a group lives in flat arrays too; each parameter's state dict holds
+views of them (and shares the one `step` counter), so the per-parameter form that `state_dict`
+reads and the flat form the update writes are the same memory: nothing is ever converted.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class FlatGroup:
 
     Parameters keep their identity and shape; only their `.data` becomes a view. If any `.data`
     is later replaced (e.g. `Module.to`), the group is no longer intact and the optimizer falls
-    back to updating parameter by parameter.
+    back to updating parameter by parameter (the state views stay valid).
     """
 
     def __init__(self, params: list[Tensor]) -> None:
@@ -68,33 +72,32 @@ class FlatGroup:
         np.concatenate(grads, out=self.grad)
         return self.grad
 
-    def per_parameter_state(self) -> list[dict[str, Any]]:
-        """The flat state as one dict per parameter (array entries are views; scalars shared)."""
+    def share_into(self, states: dict[Tensor, dict[str, Any]]) -> None:
+        """Make each parameter's state dict hold views of the flat state (entries it lacks are
+        added; the `step` counter, a 0-d array, is shared by all)."""
         assert self.state is not None
-        result: list[dict[str, Any]] = [{} for _ in self.params]
+        for p in self.params:
+            states.setdefault(p, {})
         for key, value in self.state.items():
-            parts = (
-                self.split(value)
-                if _is_flat_array(value, self.data)
-                else [value] * len(self.params)
-            )
-            for entry, part in zip(result, parts):
-                entry[key] = part
-        return result
+            if isinstance(value, np.ndarray) and value.shape == self.data.shape:
+                parts = self.split(value)
+            else:
+                parts = [value] * len(self.params)
+            for p, part in zip(self.params, parts):
+                states[p][key] = part
 
-    def set_state(self, states: list[dict[str, Any]]) -> None:
-        """Join per-parameter states (all with the same keys) into the flat state."""
+    def adopt(self, states: list[dict[str, Any]]) -> None:
+        """Move per-parameter states (all with the same keys, as after `load_state_dict`) into flat
+        arrays, and point each state dict at views of them."""
         flat: dict[str, Any] = {}
-        for key in states[0]:
-            first = states[0][key]
-            if isinstance(first, np.ndarray):
+        for key, first in states[0].items():
+            if key == "step":
+                flat[key] = np.array(int(first))
+            elif isinstance(first, np.ndarray):
                 flat[key] = np.concatenate([s[key].reshape(-1) for s in states]).astype(
                     self.data.dtype
                 )
             else:
                 flat[key] = first
         self.state = flat
-
-
-def _is_flat_array(value: Any, data: np.ndarray) -> bool:
-    return isinstance(value, np.ndarray) and value.shape == data.shape
+        self.share_into(dict(zip(self.params, states)))

@@ -1,5 +1,5 @@
 """Optimizer: the base class every update rule shares (parameter groups, per-parameter state,
-zero_grad, state_dict), and the checks that name a bad hyper-parameter. The rules live one per file.
+zero_grad, step's loop, state_dict). The rules live one per file, each a pure function over arrays.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from chainrule import tracing
 from chainrule.optim.flat import FlatGroup
 from chainrule.tensor import Tensor
 
@@ -23,7 +24,11 @@ class Optimizer:
     `params` is an iterable of Parameters, or of dicts `{"params": [...], "lr": 0.01, ...}` whose
     options override `defaults` for that group, as in PyTorch. Subclasses implement
     `_check_group` (validate and normalise hyper-parameters), `_init_state` (fresh state of one
-    parameter) and `step`, and list their array-valued state names in `_state_arrays`.
+    parameter) and `_update` (one call of their rule's pure function), and list their
+    array-valued state names in `_state_arrays`.
+
+    State has one form: `state[p]` is a dict per parameter. For a group updated as one flat
+    buffer (see flat.py) its arrays are views of the flat state and its `step` a shared 0-d array.
     """
 
     _state_arrays: tuple[str, ...] = ()
@@ -33,7 +38,8 @@ class Optimizer:
         self.param_groups: list[dict[str, Any]] = []
         self.state: dict[Tensor, dict[str, Any]] = {}
         # Per group (by id of its dict): its parameters as views of one buffer, while every step
-        # gives each of them a gradient; the update then runs once over the whole buffer.
+        # gives each of them a gradient; the update then runs once over the whole buffer, and
+        # `state[p]` holds views of the flat state.
         self._flat: dict[int, FlatGroup] = {}
         self._scratch: dict[tuple, np.ndarray] = {}
         if isinstance(params, (Tensor, dict)) or not isinstance(params, Iterable):
@@ -125,6 +131,60 @@ class Optimizer:
     # ---- the update loop --------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient; returns closure() if one is given."""
+        loss = None if closure is None else closure()
+        self._apply_updates()
+        if tracing.active is not None:
+            # A compiled step replays the whole loop (hyper-parameters read from the groups then).
+            tracing.active.effect(self._apply_updates, native=self._native_updates)
+        return loss
+
+    def _apply_updates(self) -> None:
+        for group in self.param_groups:
+            for p, grad, state in self._with_grads(group):
+                self._update(p, grad, state, group)
+
+    def _update(
+        self, p: np.ndarray, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        """Apply the rule once to `p` in place (its state updated in place or added to)."""
+        raise NotImplementedError
+
+    # The C replay interpreter runs these rules itself (mirroring the pure functions through the
+    # same fused kernels); None means this optimizer has no such rule there.
+    _native_rule: str | None = None
+
+    def _native_updates(self) -> list[tuple] | None:
+        """For chainrule.compile's C interpreter: per group, (rule, [(parameter, state arrays)],
+        scalars) where scalars() gives the group's hyper-parameters as numbers at each replay, or
+        None once the state's layout no longer fits (the replay then runs in NumPy)."""
+        if self._native_rule is None:
+            return None
+        state_mapping = self.state
+        described = []
+        for group in self.param_groups:
+            entries = []
+            for p in group["params"]:
+                state = self.state.get(p)
+                if state is not None:
+                    entries.append((p, self._native_arrays(state, group)))
+            layout = self._native_layout(group)
+
+            def scalars(group: dict = group, layout: tuple = layout) -> tuple | None:
+                if self.state is not state_mapping or self._native_layout(group) != layout:
+                    return None
+                return self._native_scalars(group)
+
+            described.append((self._native_rule, entries, scalars))
+        return described
+
+    def _native_arrays(self, state: dict[str, Any], group: dict[str, Any]) -> tuple:
+        raise NotImplementedError
+
+    def _native_layout(self, group: dict[str, Any]) -> tuple:
+        """What decides which state arrays the rule touches (momentum on or off, amsgrad)."""
+        return ()
+
+    def _native_scalars(self, group: dict[str, Any]) -> tuple:
         raise NotImplementedError
 
     def _with_grads(
@@ -140,12 +200,13 @@ class Optimizer:
             grad = flat.gather_grads() if flat.intact() else None
             if grad is not None:
                 if flat.state is None:
-                    flat.state = self._init_state(Tensor(flat.data), group)
+                    flat.state = self._init_state(flat.data, group)
+                known = len(flat.state)
                 yield flat.data, grad, flat.state
+                if len(flat.state) != known or flat.params[0] not in self.state:
+                    flat.share_into(self.state)  # the rule added an array (SGD's momentum)
                 return
-            self._unflatten(
-                group
-            )  # a parameter without a gradient, or one whose array was replaced
+            self._unflatten(group)  # a parameter without a gradient, or an array replaced
         for p in group["params"]:
             grad = p.grad
             if grad is None:
@@ -157,7 +218,7 @@ class Optimizer:
                 )
             state = self.state.get(p)
             if state is None:
-                state = self.state[p] = self._init_state(p, group)
+                state = self.state[p] = self._init_state(p.data, group)
             yield p.data, grad, state
 
     def _scratch_like(self, array: np.ndarray) -> np.ndarray:
@@ -170,27 +231,26 @@ class Optimizer:
         return work
 
     def _unflatten(self, group: dict[str, Any]) -> None:
-        """Go on parameter by parameter for good: move the flat state into per-parameter state."""
+        """Go on parameter by parameter for good. The state dicts already hold views of the flat
+        state; only the shared step counter is split, since the parameters now step apart."""
         flat = self._flat.pop(id(group))
         if flat.state is not None:
-            for p, state in zip(flat.params, flat.per_parameter_state()):
-                self.state[p] = {
-                    k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()
-                }
-
-    def _states(self) -> dict[Tensor, dict[str, Any]]:
-        """Every parameter's state, the flat groups' included (their arrays as views)."""
-        states = dict(self.state)
-        for flat in self._flat.values():
-            if flat.state is not None:
-                states.update(zip(flat.params, flat.per_parameter_state()))
-        return states
+            for p in flat.params:
+                state = self.state[p]
+                if "step" in state:
+                    state["step"] = np.array(int(state["step"]))
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Forget every gradient (`.grad = None`), or set it to a fresh array of zeros."""
         for group in self.param_groups:
             for p in group["params"]:
                 p.grad = None if set_to_none else np.zeros_like(p.data)
+        if tracing.active is not None:
+            params = [p for group in self.param_groups for p in group["params"]]
+            if set_to_none:
+                tracing.active.forget_grads(params)
+            else:
+                tracing.active.effect(lambda: self.zero_grad(False))
 
     # ---- state dict -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -214,13 +274,11 @@ class Optimizer:
             }
             groups.append({**options, "params": indices})
         state = {}
-        states = self._states()
         for group in self.param_groups:
             for p in group["params"]:
-                if p in states:
+                if p in self.state:
                     state[index_of[id(p)]] = {
-                        name: value.copy() if isinstance(value, np.ndarray) else value
-                        for name, value in states[p].items()
+                        name: _snapshot(name, value) for name, value in self.state[p].items()
                     }
         return {"state": state, "param_groups": groups}
 
@@ -281,9 +339,7 @@ class Optimizer:
             elif any(s is None or set(s) != set(saved[0]) for s in saved):
                 continue  # only some parameters have state: stay parameter by parameter
             else:
-                flat.set_state(saved)
-                for p in flat.params:
-                    del self.state[p]
+                flat.adopt(saved)
             self._flat[id(group)] = flat
 
     def _load_parameter_state(
@@ -297,13 +353,13 @@ class Optimizer:
                 f"{where} has unexpected state {unknown[0]!r} "
                 f"(expected {', '.join(sorted(allowed))})"
             )
-        missing = sorted(set(self._init_state(p, group)) - set(saved))
+        missing = sorted(set(self._init_state(p.data, group)) - set(saved))
         if missing:
             raise ValueError(f"{where} lacks the state {missing[0]!r}")
         state: dict[str, Any] = {}
         for key, value in saved.items():
             if key == "step":
-                state[key] = int(np.asarray(value))
+                state[key] = np.array(int(np.asarray(value)))
                 continue
             array = np.asarray(value)
             if array.shape != p.data.shape:
@@ -322,3 +378,10 @@ class Optimizer:
                 lines.append(f"    {key}: {group[key]}")
         lines.append(")")
         return "\n".join(lines)
+
+
+def _snapshot(name: str, value: Any) -> Any:
+    """A state entry as `state_dict` gives it: arrays copied, the step counter a Python int."""
+    if name == "step":
+        return int(value)
+    return value.copy() if isinstance(value, np.ndarray) else value

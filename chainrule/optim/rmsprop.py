@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from chainrule.optim.optimizer import Optimizer
-from chainrule.tensor import Tensor
 from chainrule.validation import check_flag, check_number
 
 
@@ -61,49 +60,74 @@ class RMSprop(Optimizer):
         group["centered"] = check_flag(name, "centered", group["centered"])
         return group
 
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        state: dict[str, Any] = {"step": 0, "square_avg": np.zeros_like(p.data)}
+    def _init_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
+        state: dict[str, Any] = {"step": np.array(0), "square_avg": np.zeros_like(p)}
         if group["momentum"] > 0:
-            state["momentum_buffer"] = np.zeros_like(p.data)
+            state["momentum_buffer"] = np.zeros_like(p)
         if group["centered"]:
-            state["grad_avg"] = np.zeros_like(p.data)
+            state["grad_avg"] = np.zeros_like(p)
         return state
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            lr = float(group["lr"])
-            alpha, eps = group["alpha"], group["eps"]
-            weight_decay, momentum = group["weight_decay"], group["momentum"]
-            for p, g, state in self._with_grads(group):
-                state["step"] += 1
-                if weight_decay != 0:
-                    decayed = np.multiply(p, weight_decay)
-                    decayed += g
-                    g = decayed
-                v = state["square_avg"]
-                work = np.multiply(g, g)
-                work *= 1.0 - alpha
-                v *= alpha
-                v += work
-                if group["centered"]:
-                    mean = state["grad_avg"]  # ḡ ← ḡ + (1 − α)(g − ḡ), PyTorch's lerp
-                    np.subtract(g, mean, out=work)
-                    work *= 1.0 - alpha
-                    mean += work
-                    np.multiply(mean, mean, out=work)
-                    np.subtract(v, work, out=work)
-                    np.sqrt(work, out=work)
-                else:
-                    np.sqrt(v, out=work)
-                work += eps
-                np.divide(g, work, out=work)
-                if momentum > 0:
-                    buffer = state["momentum_buffer"]
-                    buffer *= momentum
-                    buffer += work
-                    work = np.multiply(buffer, lr, out=work)
-                else:
-                    work *= lr
-                p -= work
-        return loss
+    def _update(
+        self, p: np.ndarray, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        state["step"] += 1
+        momentum = group["momentum"]
+        rmsprop_update(
+            p,
+            grad,
+            state["square_avg"],
+            state["grad_avg"] if group["centered"] else None,
+            state["momentum_buffer"] if momentum > 0 else None,
+            lr=float(group["lr"]),
+            alpha=group["alpha"],
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            momentum=momentum,
+        )
+
+
+def rmsprop_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    grad_avg: np.ndarray | None,
+    momentum_buffer: np.ndarray | None,
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+) -> None:
+    """One RMSprop step (the rule in the class docstring) in place: centered when `grad_avg` is
+    given, with momentum when `momentum_buffer` is."""
+    p, g, v = param, grad, square_avg
+    if weight_decay != 0:
+        decayed = np.multiply(p, weight_decay)
+        decayed += g
+        g = decayed
+    work = np.multiply(g, g)
+    work *= 1.0 - alpha
+    v *= alpha
+    v += work
+    if grad_avg is not None:
+        mean = grad_avg  # ḡ ← ḡ + (1 − α)(g − ḡ), PyTorch's lerp
+        np.subtract(g, mean, out=work)
+        work *= 1.0 - alpha
+        mean += work
+        np.multiply(mean, mean, out=work)
+        np.subtract(v, work, out=work)
+        np.sqrt(work, out=work)
+    else:
+        np.sqrt(v, out=work)
+    work += eps
+    np.divide(g, work, out=work)
+    if momentum_buffer is not None:
+        buffer = momentum_buffer
+        buffer *= momentum
+        buffer += work
+        work = np.multiply(buffer, lr, out=work)
+    else:
+        work *= lr
+    p -= work

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from chainrule import kernels
 from chainrule.optim.optimizer import Optimizer
-from chainrule.tensor import Tensor
 from chainrule.validation import check_flag, check_number
 
 
@@ -62,44 +61,89 @@ class SGD(Optimizer):
             )
         return group
 
-    def _init_state(self, p: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+    def _init_state(self, p: np.ndarray, group: dict[str, Any]) -> dict[str, Any]:
         # The momentum buffer starts as the first gradient (not zeros), so it is made on step 1.
         return {}
 
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None if closure is None else closure()
-        for group in self.param_groups:
-            lr = float(group["lr"])
-            momentum, dampening = group["momentum"], group["dampening"]
-            weight_decay, nesterov = group["weight_decay"], group["nesterov"]
-            for p, grad, state in self._with_grads(group):
-                buffer = state.get("momentum_buffer") if momentum != 0 else None
-                first = momentum != 0 and buffer is None
-                if first:
-                    buffer = np.empty_like(p)
-                if kernels.sgd(
-                    p, grad, buffer, first, weight_decay, momentum, dampening, nesterov, lr
-                ):
-                    if first:
-                        state["momentum_buffer"] = buffer
-                    continue  # the same arithmetic in one pass (see kernels.py)
-                g = grad
-                if weight_decay != 0:
-                    g = np.multiply(p, weight_decay)
-                    g += grad
-                direction = g
-                if momentum != 0:
-                    if first:
-                        buffer = state["momentum_buffer"] = g.copy() if g is grad else g
-                    else:
-                        buffer *= momentum
-                        buffer += g if dampening == 0 else (1.0 - dampening) * g
-                    if nesterov:
-                        direction = np.multiply(buffer, momentum)
-                        direction += g
-                    else:
-                        direction = buffer
-                work = self._scratch_like(p)
-                np.multiply(direction, lr, out=work)
-                p -= work
-        return loss
+    _native_rule = "sgd"
+
+    def _native_arrays(self, state: dict[str, Any], group: dict[str, Any]) -> tuple:
+        return (state.get("momentum_buffer") if group["momentum"] != 0 else None,)
+
+    def _native_layout(self, group: dict[str, Any]) -> tuple:
+        return (group["momentum"] != 0,)
+
+    def _native_scalars(self, group: dict[str, Any]) -> tuple:
+        return (
+            float(group["lr"]),
+            group["momentum"],
+            group["dampening"],
+            group["weight_decay"],
+            float(group["nesterov"]),
+        )
+
+    def _update(
+        self, p: np.ndarray, grad: np.ndarray, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        momentum = group["momentum"]
+        buffer, first = None, False
+        if momentum != 0:
+            buffer = state.get("momentum_buffer")
+            first = buffer is None
+            if first:
+                buffer = state["momentum_buffer"] = np.empty_like(p)
+        sgd_update(
+            p,
+            grad,
+            buffer,
+            lr=float(group["lr"]),
+            momentum=momentum,
+            dampening=group["dampening"],
+            weight_decay=group["weight_decay"],
+            nesterov=group["nesterov"],
+            first=first,
+            work=self._scratch_like(p),
+        )
+
+
+def sgd_update(
+    param: np.ndarray,
+    grad: np.ndarray,
+    momentum_buffer: np.ndarray | None,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    first: bool = False,
+    work: np.ndarray | None = None,
+) -> None:
+    """One SGD step on `param` in place (the rule in the class docstring); `grad` is only read.
+
+    `momentum_buffer` is None without momentum; with it, `first` fills the buffer with the
+    (decayed) gradient instead of decaying it. `work`, an array like `param`, saves an allocation.
+    The C kernel does this arithmetic in one pass, bit for bit (see kernels.py); this is the
+    reference it mirrors and the code that runs where it declines.
+    """
+    p, buffer = param, momentum_buffer
+    if kernels.sgd(p, grad, buffer, first, weight_decay, momentum, dampening, nesterov, lr):
+        return
+    g = grad
+    if weight_decay != 0:
+        g = np.multiply(p, weight_decay)
+        g += grad
+    direction = g
+    if buffer is not None:
+        if first:
+            np.copyto(buffer, g)
+        else:
+            buffer *= momentum
+            buffer += g if dampening == 0 else (1.0 - dampening) * g
+        if nesterov:
+            direction = np.multiply(buffer, momentum)
+            direction += g
+        else:
+            direction = buffer
+    work = np.multiply(direction, lr, out=work)
+    p -= work

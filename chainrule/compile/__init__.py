@@ -1,0 +1,165 @@
+"""`chainrule.compile`: trace a step once, then replay it without building a graph or running the
+step's Python per op. Knows the engine and the ops; never nn, optim or train by name (they report
+what they do through `chainrule.tracing`).
+
+    step = chainrule.compile(train_step)     # or @chainrule.compile above `def train_step`
+    loss = step(x, y)                        # first call with these shapes: traced (eager run)
+    loss = step(x, y)                        # later calls: replayed
+
+What a replay reproduces: every op, the backward walk, `optimizer.step()` (hyper-parameters read
+from `param_groups` at each replay, so schedules and changed learning rates apply), `zero_grad`,
+`optim.clip_grad_norm_`/`clip_grad_value_`, Dropout's draws (the same Generator, the same order as
+eager) and BatchNorm's running statistics.
+
+What it cannot: Python that depends on a value computed in the step. `.item()`, `float()`,
+`bool()` (an `if` on a tensor), `.numpy()`, `.tolist()` or `np.asarray` on a tensor while
+tracing raise `CompileError`, as does creating a Parameter (build the model and the optimizer
+before compiling). Other Python in the step runs once, at the trace: a branch on a Python value
+other than the arguments' shapes and dtypes and the layers' train/eval mode is frozen, and an
+array made outside chainrule's ops (other than from the arguments) is a constant.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from chainrule import tracing
+from chainrule.compile.replay import Program
+from chainrule.compile.trace import record
+from chainrule.tensor import Tensor
+
+CompileError = tracing.CompileError
+
+BACKENDS = ("auto", "c", "numpy", "python")
+
+__all__ = ["BACKENDS", "CompileError", "CompiledFunction", "compile"]
+
+
+class CompiledFunction:
+    """A function traced once per signature and replayed after; see `chainrule.compile`.
+
+    `last_replay` says how the latest call ran: "trace" (the eager run that recorded it), or the
+    replay used: "c" (the C interpreter, one call for the whole step), "numpy" (NumPy with
+    preallocated buffers), "python" (each op's own function). `cache_info()` counts them.
+    """
+
+    def __init__(self, function: Callable, cache_size: int = 8, backend: str = "auto") -> None:
+        if not callable(function):
+            raise TypeError(f"compile expects a function, got {type(function).__name__}")
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"compile: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+            )
+        if not isinstance(cache_size, int) or cache_size < 1:
+            raise ValueError(f"compile: cache_size must be a positive int, got {cache_size!r}")
+        self.function = function
+        self.cache_size = cache_size
+        self.backend = backend
+        self._cache: OrderedDict[tuple, list[Program]] = OrderedDict()
+        self.last_replay: str | None = None
+        self._counts = {"traces": 0, "replays": 0}
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if tracing.active is not None:
+            raise CompileError(
+                "a compiled function was called inside another one being traced; compile only "
+                "the outer function"
+            )
+        arguments, arrays, signature = _signature(args, kwargs)
+        programs = self._cache.get(signature)
+        if programs is not None:
+            for program in programs:
+                if program.matches():
+                    self._cache.move_to_end(signature)
+                    self._counts["replays"] += 1
+                    self.last_replay = program.kind
+                    return program.run(arrays)
+        names = list(kwargs)
+        positional = arguments[: len(args)]
+        keywords = dict(zip(names, arguments[len(args) :]))
+        result, trace = record(lambda *a: self.function(*positional, **keywords), [], arrays)
+        self._store(signature, Program(trace, self.backend))
+        self._counts["traces"] += 1
+        self.last_replay = "trace"
+        return result
+
+    def _store(self, signature: tuple, program: Program) -> None:
+        self._cache.setdefault(signature, []).insert(0, program)
+        self._cache.move_to_end(signature)
+        while sum(len(programs) for programs in self._cache.values()) > self.cache_size:
+            oldest = next(iter(self._cache))
+            self._cache[oldest].pop()
+            if not self._cache[oldest]:
+                del self._cache[oldest]
+
+    def cache_info(self) -> dict[str, Any]:
+        """Traces made, replays run, traces kept, and how each kept trace replays."""
+        kept = [program for programs in self._cache.values() for program in programs]
+        return {
+            **self._counts,
+            "cached": len(kept),
+            "replay": [program.kind for program in kept],
+        }
+
+    def clear(self) -> None:
+        """Forget every trace (the next call traces again)."""
+        self._cache.clear()
+
+
+def compile(function: Callable | None = None, *, cache_size: int = 8, backend: str = "auto") -> Any:
+    """Compile a step (or any function of tensors): trace on the first call per signature, then
+    replay. Usable as `compile(f)`, `@compile` or `@compile(backend="numpy")`.
+
+    The signature is the arguments' kinds, shapes and dtypes (Python numbers and strings by
+    value); a trace is also redone when a parameter's array is replaced, a layer switches between
+    train and eval, or a `.grad` the step adds to appears or disappears. The `cache_size` latest
+    traces are kept. `backend`: "auto" (the C interpreter where the extension was built and the
+    step fits it, else NumPy), "numpy", "python" (each op's own function; the slowest replay and
+    the reference), or "c" (as auto). CHAINRULE_NO_KERNELS=1 disables the C interpreter too.
+
+    Returns a `CompiledFunction`; its results are fresh Tensors without a graph.
+
+    >>> import numpy as np, chainrule as cr
+    >>> double = cr.compile(lambda x: cr.tensor(x) * 2.0)
+    >>> double(np.ones(2)).tolist(), double(np.arange(2.0)).tolist()
+    ([2.0, 2.0], [0.0, 2.0])
+    """
+    if function is None:
+        return lambda f: CompiledFunction(f, cache_size, backend)
+    return CompiledFunction(function, cache_size, backend)
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple[list[Any], list[np.ndarray], tuple]:
+    """The arguments as the function will get them, their arrays (slots of the trace), and the
+    hashable key a trace is cached under."""
+    arguments, arrays, key = [], [], []
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Tensor):
+            arrays.append(value.data)
+            key.append(("tensor", value.data.shape, value.data.dtype.str, value.requires_grad))
+        elif isinstance(value, np.ndarray):
+            arrays.append(value)
+            key.append(("array", value.shape, value.dtype.str))
+        elif value is None or isinstance(value, (numbers.Number, str, bytes)):
+            key.append(("value", type(value).__name__, value))
+        else:
+            try:
+                value = np.asarray(value)
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"compiled function: an argument of type {type(value).__name__} is neither "
+                    f"a tensor, an array nor a number: {error}"
+                ) from None
+            if value.dtype == object:
+                raise TypeError("compiled function: an argument converts to an object array")
+            arrays.append(value)
+            key.append(("array", value.shape, value.dtype.str))
+        arguments.append(value)
+    return arguments, arrays, (tuple(kwargs), tuple(key))

@@ -1,0 +1,386 @@
+"""The C replay: a Trace translated into a program for the interpreter in `_kernels.c`, so that a
+small network's whole step (forward, backward, update) runs in one call instead of dozens of
+NumPy calls.
+
+Only a trace the interpreter covers is translated: one float dtype; linear layers small enough
+that plain loops beat a BLAS call (larger ones stay with NumPy, which hands them to BLAS); relu,
+sigmoid, tanh; same-shape add, sub, mul; mse and cross-entropy on class indices; gradients into
+leaves that zero_grad reset; Dropout's draws; SGD and Adam. Anything else (and a build without
+a C compiler, or CHAINRULE_NO_KERNELS=1) leaves the trace to the NumPy replay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from chainrule import kernels, ops
+from chainrule.compile.trace import SlotRef, Trace, _converted
+from chainrule.tensor import wrap
+
+# Opcodes, as in _kernels.c.
+(
+    LINEAR,
+    LINEAR_BACK,
+    RELU,
+    RELU_BACK,
+    SIGMOID,
+    SIGMOID_BACK,
+    TANH,
+    TANH_BACK,
+    ADD,
+    SUB,
+    MUL,
+    NEG,
+    COPY,
+    MSE,
+    MSE_BACK,
+    CE,
+    CE_BACK,
+    SGD,
+    ADAM,
+) = range(1, 20)
+
+# Multiply-adds of one linear layer above which its products go to BLAS (the NumPy replay):
+# measured, plain loops win below about 32k on the machines we run on, and lose 5-20x above 1M.
+MAX_LINEAR_WORK = 2**16
+
+_UNARY = {
+    ops.relu: (RELU, RELU_BACK),
+    ops.sigmoid: (SIGMOID, SIGMOID_BACK),
+    ops.tanh: (TANH, TANH_BACK),
+}
+_BINARY = {ops.add: ADD, ops.sub: SUB, ops.mul: MUL}
+
+
+class Decline(Exception):
+    """The trace holds something the interpreter does not run."""
+
+
+def build(trace: Trace) -> NativeProgram | None:
+    """A C program for the trace, or None where the interpreter is absent or does not cover it."""
+    if kernels.replay is None:
+        return None
+    try:
+        return NativeProgram(trace)
+    except Decline:
+        return None
+
+
+class NativeProgram:
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        dtypes = {info[1] for info in trace.shapes if info is not None and info[1].kind == "f"}
+        if len(dtypes) != 1 or (dtype := dtypes.pop()) not in (np.float32, np.float64):
+            raise Decline
+        self.dtype = dtype
+        self.buffers: dict[int, np.ndarray] = {}
+        self.owned: set[int] = set()  # slots whose buffer this program allocated
+        self.keep: list[np.ndarray] = []  # arrays whose addresses the code holds
+        self.code: list[int] = []
+        self.prologue: list[Callable[[list], None]] = []
+        self.epilogue: list[tuple] = []
+        self.scalar_sources: list[tuple[int, Callable]] = []
+        self.scalar_count = 0
+        self._translate()
+        # A leaf's .grad may keep its buffer only if no other slot shares it.
+        self.epilogue = [
+            ("leaf", a[1], self.buffers[a[2]], a[2] in self.owned and self._unique(a[2]))
+            if a[0] == "leaf"
+            else a
+            for a in self.epilogue
+        ]
+        self.code.append(0)
+        self.program = np.array(self.code, dtype=np.int64)
+        self.scalars = np.zeros(max(self.scalar_count, 1), dtype=np.float64)
+
+    # ---- buffers -----------------------------------------------------------------------------
+    def _address(self, slot: int | None) -> int:
+        if slot is None:
+            return 0
+        return self._array(slot).__array_interface__["data"][0]
+
+    def _array(self, slot: int) -> np.ndarray:
+        array = self.buffers.get(slot)
+        if array is not None:
+            return array
+        if slot in self.trace.constants:
+            array = self.trace.constants[slot]
+            if not array.flags.c_contiguous or array.dtype != self.dtype:
+                raise Decline
+        else:
+            shape, dtype = self.trace.shapes[slot]
+            array = np.empty(shape, dtype)
+            self.owned.add(slot)
+        self.buffers[slot] = array
+        self.keep.append(array)
+        return array
+
+    def _scratch(self, shape: tuple, dtype: Any = None) -> int:
+        array = np.empty(shape, dtype or self.dtype)
+        self.keep.append(array)
+        return array.__array_interface__["data"][0]
+
+    def _alias(self, slot: int, to: int) -> None:
+        """Let `slot` name the same buffer as `to` (a gradient passed on unchanged)."""
+        self.buffers[slot] = self._array(to)
+
+    # ---- translation -----------------------------------------------------------------------
+    def _translate(self) -> None:
+        trace, events = self.trace, self.trace.events
+        for slot in trace.arg_slots:
+            if trace.shapes[slot][1].kind == "f" and trace.shapes[slot][1] != self.dtype:
+                raise Decline
+        vjp_of = {e[1]: e for e in events if e[0] == "vjp"}
+        self.leaf_slot: dict[int, int] = {}
+        forgotten: set[int] = set()
+        for index, event in enumerate(events):
+            kind = event[0]
+            if kind == "op":
+                self._op(event, vjp_of.get(index))
+            elif kind == "vjp":
+                self._vjp(event, events[event[1]])
+            elif kind == "sum":
+                _, a, b, total = event
+                self._emit(ADD, self._address(a), self._address(b), self._address(total))
+                self.code.append(int(np.prod(trace.shapes[total][0])))
+            elif kind == "leaf":
+                _, tensor, g, _ = event
+                if id(tensor) not in forgotten or id(tensor) in self.leaf_slot:
+                    raise Decline  # accumulating into an existing .grad: the NumPy replay
+                if tensor.data.dtype != trace.shapes[g][1]:
+                    raise Decline
+                self.leaf_slot[id(tensor)] = g
+                self._array(g)
+                self.epilogue.append(("leaf", tensor, g))
+            elif kind == "forget":
+                forgotten.update(id(t) for t in event[1])
+                self.epilogue.append(("forget", event[1]))
+            elif kind == "source":
+                self._source(event)
+            elif kind == "call":
+                self._call(event)
+            elif kind == "effect":
+                self._effect(event)
+            else:
+                raise Decline
+        self._check_output(trace.output)
+
+    def _emit(self, *words: int) -> None:
+        self.code.extend(int(w) for w in words)
+
+    def _size(self, slot: int) -> int:
+        return int(np.prod(self.trace.shapes[slot][0]))
+
+    def _op(self, event: tuple, vjp: tuple | None) -> None:
+        _, op, ins, params, out, _ = event
+        if any(isinstance(v, SlotRef) for v in params.values()):
+            raise Decline
+        shapes = self.trace.shapes
+        if op is ops.linear:
+            x, w = ins[0], ins[1]
+            b = ins[2] if len(ins) == 3 else None
+            if len(shapes[x][0]) != 2:
+                raise Decline
+            n, n_in = shapes[x][0]
+            n_out = shapes[w][0][0]
+            if n * n_in * n_out > MAX_LINEAR_WORK:
+                raise Decline
+            self._emit(LINEAR, *map(self._address, (x, w, b, out)), n, n_in, n_out)
+        elif op in _UNARY:
+            if params:
+                raise Decline
+            self._emit(_UNARY[op][0], self._address(ins[0]), self._address(out), self._size(out))
+        elif op in _BINARY:
+            a, b = ins
+            if not shapes[a][0] == shapes[b][0] == shapes[out][0]:
+                raise Decline
+            self._emit(_BINARY[op], *map(self._address, (a, b, out)), self._size(out))
+        elif op is ops.mse_loss:
+            reduction = params.get("reduction", "mean")
+            p, t = ins
+            if reduction not in ("mean", "sum") or shapes[p][0] != shapes[t][0]:
+                raise Decline
+            self._diff = self._scratch(shapes[p][0])
+            self._emit(MSE, self._address(p), self._address(t), self._diff, self._address(out))
+            self._emit(self._size(p), reduction == "mean")
+        elif op is ops.cross_entropy:
+            reduction = params.get("reduction", "mean")
+            z, t = ins
+            if reduction not in ("mean", "sum") or len(shapes[z][0]) != 2:
+                raise Decline
+            if shapes[t][0] != shapes[z][0][:1] or shapes[t][1] != np.int64:
+                raise Decline
+            batch, classes = shapes[z][0]
+            self._ce = (self._scratch((batch, classes)), self._scratch((batch,)))
+            self._emit(CE, self._address(z), self._address(t), *self._ce, self._address(out))
+            self._emit(batch, classes, reduction == "mean")
+        else:
+            raise Decline
+
+    def _vjp(self, event: tuple, op_event: tuple) -> None:
+        _, _, g, outs = event
+        _, op, ins, params, out, _ = op_event
+        shapes = self.trace.shapes
+        if op is ops.linear:
+            x, w = ins[0], ins[1]
+            n, n_in = shapes[x][0]
+            n_out = shapes[w][0][0]
+            gb = outs[2] if len(outs) == 3 else None
+            targets = map(self._address, (g, x, w, outs[0], outs[1], gb))
+            self._emit(LINEAR_BACK, *targets, n, n_in, n_out)
+        elif op in _UNARY:
+            if outs[0] is None:
+                return
+            saved = ins[0] if op is ops.relu else out  # relu's mask reads z; the others, a
+            self._emit(_UNARY[op][1], self._address(g), self._address(saved))
+            self._emit(self._address(outs[0]), self._size(outs[0]))
+        elif op is ops.add or op is ops.sub:
+            if outs[0] is not None:
+                self._alias(outs[0], g)
+            if outs[1] is not None:
+                if op is ops.add:
+                    self._alias(outs[1], g)
+                else:
+                    self._emit(NEG, self._address(g), self._address(outs[1]), self._size(g))
+        elif op is ops.mul:
+            a, b = ins
+            for target, other in ((outs[0], b), (outs[1], a)):
+                if target is not None:
+                    self._emit(MUL, *map(self._address, (g, other, target)), self._size(target))
+        elif op is ops.mse_loss:
+            p = ins[0]
+            reduction = params.get("reduction", "mean")
+            self._emit(MSE_BACK, self._address(g), self._diff, *map(self._address, outs))
+            self._emit(self._size(p), reduction == "mean")
+        elif op is ops.cross_entropy:
+            z, t = ins
+            batch, classes = shapes[z][0]
+            reduction = params.get("reduction", "mean")
+            if outs[0] is None:
+                return
+            self._emit(CE_BACK, self._address(g), *self._ce, self._address(t))
+            self._emit(self._address(outs[0]), batch, classes, reduction == "mean")
+        else:
+            raise Decline
+
+    def _source(self, event: tuple) -> None:
+        _, make, out = event
+        buffer = self._array(out)
+
+        def draw(v: list) -> None:
+            np.copyto(buffer, make())
+
+        self.prologue.append(draw)
+
+    def _call(self, event: tuple) -> None:
+        _, function, ins, outs = event
+        if getattr(function, "func", None) is not _converted or ins[0] not in self.trace.arg_slots:
+            raise Decline  # only an argument's conversion runs before the program
+        position = self.trace.arg_slots.index(ins[0])
+        buffer = self._array(outs[0])
+
+        def convert(arrays: list) -> None:
+            np.copyto(buffer, arrays[position], casting="unsafe")
+
+        self.prologue.append(convert)
+
+    def _effect(self, event: tuple) -> None:
+        _, _, _, native = event
+        described = native() if native is not None else None
+        if described is None:
+            raise Decline
+        for rule, entries, scalars in described:
+            index = self.scalar_count
+            values = scalars()
+            if values is None:
+                raise Decline
+            self.scalar_count += len(values)
+            self.scalar_sources.append((index, scalars))
+            counters: set[int] = set()
+            for tensor, arrays in entries:
+                g = self.leaf_slot.get(id(tensor))
+                if g is None:
+                    continue  # no gradient this step: the rule skips it, as eager does
+                param = tensor.data
+                for array in (param, *arrays):
+                    if (
+                        isinstance(array, np.ndarray)
+                        and array.ndim
+                        and (not array.flags.c_contiguous or array.dtype != self.dtype)
+                    ):
+                        raise Decline
+                self.keep.extend(a for a in (param, *arrays) if isinstance(a, np.ndarray))
+                address = _address_of
+                if rule == "sgd":
+                    (buffer,) = arrays
+                    self._emit(SGD, address(param), self._address(g), address(buffer))
+                    self._emit(param.size, index)
+                elif rule == "adam":
+                    m, v, v_max, step = arrays
+                    if step.dtype != np.int64:
+                        raise Decline
+                    first = id(step) not in counters
+                    counters.add(id(step))
+                    self._emit(ADAM, address(param), self._address(g), address(m), address(v))
+                    self._emit(address(v_max), address(step), param.size, index, first)
+                else:
+                    raise Decline
+
+    def _check_output(self, structure: Any) -> None:
+        if isinstance(structure, SlotRef):
+            self._array(structure.slot)
+        elif isinstance(structure, (tuple, list)):
+            for item in structure:
+                self._check_output(item)
+        elif isinstance(structure, dict):
+            for item in structure.values():
+                self._check_output(item)
+
+    # ---- running -------------------------------------------------------------------------
+    def run(self, arrays: list[np.ndarray]) -> tuple[bool, Any]:
+        """(True, result), or (False, None) before anything changed when a hyper-parameter's
+        layout moved (momentum switched on, say): the caller then replays in NumPy."""
+        scalars = self.scalars
+        for index, source in self.scalar_sources:
+            values = source()
+            if values is None:
+                return False, None
+            scalars[index : index + len(values)] = values
+        buffers = self.buffers
+        for slot, array in zip(self.trace.arg_slots, arrays):
+            target = buffers.get(slot)
+            if target is not None:
+                np.copyto(target, array, casting="unsafe")
+        for step in self.prologue:
+            step(arrays)
+        if not kernels.replay(self.program, scalars, self.dtype == np.float64):
+            raise ValueError("cross_entropy: a target class is outside [0, classes)")
+        for action in self.epilogue:
+            if action[0] == "leaf":
+                _, tensor, grad, alias = action
+                tensor.grad = grad if alias else grad.copy()
+            else:
+                for tensor in action[1]:
+                    tensor.grad = None
+        return True, _result(self.trace.output, buffers)
+
+    def _unique(self, slot: int) -> bool:
+        array = self.buffers[slot]
+        return sum(1 for other in self.buffers.values() if other is array) == 1
+
+
+def _address_of(array: np.ndarray | None) -> int:
+    return 0 if array is None else array.__array_interface__["data"][0]
+
+
+def _result(structure: Any, buffers: dict) -> Any:
+    if structure is None:
+        return None
+    if isinstance(structure, SlotRef):
+        return wrap(buffers[structure.slot].copy())
+    if isinstance(structure, (tuple, list)):
+        return type(structure)(_result(s, buffers) for s in structure)
+    return {key: _result(s, buffers) for key, s in structure.items()}
