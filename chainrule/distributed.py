@@ -22,7 +22,7 @@ import numpy as np
 from chainrule.nn.module import Module
 from chainrule.tensor import Tensor
 
-__all__ = ["DistributedError", "MPIProcess", "init", "launched"]
+__all__ = ["DistributedError", "MPIProcess", "fingerprint", "init", "launched"]
 
 INSTALL = 'pip install "chainrule[mpi]"'
 LAUNCH = "mpiexec -n 2 python -m mpi4py -m chainrule train digits --distributed"
@@ -110,6 +110,17 @@ def init(comm: Any = None, timeout: float | None = None) -> MPIProcess:
             f"mpi4py cannot load an MPI library ({reason}): {INSTALL} installs Open MPI with it"
         ) from None
     return MPIProcess(MPI.COMM_WORLD if comm is None else comm, timeout=seconds)
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """SHA-256 (hex) of arrays' dtypes, shapes and bytes: the `data` entry for check_agreement,
+    equal on two ranks exactly when they hold the same data in the same order."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(repr((array.dtype.str, array.shape)).encode())
+        digest.update(array.reshape(-1).view(np.uint8).data)
+    return digest.hexdigest()
 
 
 def _digest(data: bytes) -> float:

@@ -370,3 +370,12 @@ def test_a_bad_timeout_is_refused_before_mpi_starts(monkeypatch):
         distributed.init()
     with pytest.raises(distributed.DistributedError, match="positive number of seconds"):
         distributed.init(timeout=-1)
+
+
+def test_the_data_fingerprint_changes_with_values_order_dtype_and_shape():
+    X = np.arange(6.0).reshape(3, 2)
+    y = np.array([0, 1, 0])
+    same = distributed.fingerprint(X, y)
+    assert same == distributed.fingerprint(X.copy(), y.copy()) and len(same) == 64
+    changed = [(X[::-1], y), (X.astype(np.float32), y), (X.reshape(2, 3), y), (X, y + 1)]
+    assert all(distributed.fingerprint(*arrays) != same for arrays in changed)
