@@ -20,8 +20,9 @@ def test_cross_entropy_refuses_fractional_class_indices():
 
 def test_cross_entropy_refuses_a_regression_target_passed_as_probabilities():
     # What `chainrule train data.csv --loss cross_entropy` hands the loss for real-valued labels.
-    with pytest.raises(ValueError, match="one class always give loss 0"):
-        F.cross_entropy(np.zeros((2, 1), np.float32), np.array([[3.7], [0.2]]))
+    for target in ([[0.3], [0.2]], [[3.7], [0.2]]):
+        with pytest.raises(ValueError, match="with fractional values are not class probabilities"):
+            F.cross_entropy(np.zeros((2, 1), np.float32), np.array(target))
     with pytest.raises(ValueError, match=r"must lie in \[0, 1\], got values from -1 to 3"):
         F.cross_entropy(np.zeros((2, 2), np.float32), np.array([[3.0, 0.0], [0.0, -1.0]]))
 

@@ -69,9 +69,9 @@ def _safe_log(p):
 def _check_unit_interval(name, target):
     """Targets of a binary cross-entropy are probabilities: 2 or −1 would train toward nonsense.
 
-    One reduction over |y − ½| (a NaN fails the comparison too), so the check costs one pass.
+    Two reductions and no temporary array; min and max propagate NaN, which fails the test too.
     """
-    if target.size and not np.abs(target - 0.5).max() <= 0.5:
+    if target.size and not (target.min() >= 0 and target.max() <= 1):
         raise ValueError(
             f"{name}: targets must be probabilities in [0, 1], got values from "
             f"{np.nanmin(target):.6g} to {np.nanmax(target):.6g}"
@@ -147,12 +147,15 @@ def cross_entropy(logits, target, reduction="mean"):
     elif target.shape == logits.shape:
         # Probabilities lie in [0, 1]: a regression target of the same shape (one output column,
         # values like 3.7) would otherwise train silently toward a loss that is always 0.
-        if classes == 1:
+        # Over one class a distribution is all ones (softmax of one logit is 1, the loss 0): a
+        # fractional value there is a regression target given to the wrong loss.
+        if classes == 1 and not np.array_equal(target, np.round(target)):
             raise ValueError(
-                "cross_entropy: probability targets over one class always give loss 0 (softmax of "
-                "one logit is 1); a regression target of shape (batch, 1) needs mse or huber"
+                "cross_entropy: targets of shape (batch, 1) with fractional values are not class "
+                "probabilities (over one class they are all 1); a regression target needs mse "
+                "or huber"
             )
-        if target.size and not np.abs(target - 0.5).max() <= 0.5:
+        if target.size and not (target.min() >= 0 and target.max() <= 1):
             raise ValueError(
                 f"cross_entropy: probability targets must lie in [0, 1], got values from "
                 f"{np.nanmin(target):.6g} to {np.nanmax(target):.6g}; class indices must be "
