@@ -4,7 +4,9 @@ Layout: an 8-byte little-endian u64 N, N bytes of UTF-8 JSON header, then the da
     {"__metadata__": {str: str}, name: {"dtype": "F32", "shape": [2, 3], "data_offsets": [b, e]}}
 Offsets count from the buffer's start; the tensors tile the buffer exactly (no gaps, no overlap, no
 trailing bytes). The reader checks every declared size against the bytes actually present before it
-allocates anything, and every defect raises ModelFileError naming the file. Nothing here unpickles,
+allocates anything (from a file: the header is read and checked against the file's size before the
+data), bounds the header's JSON (values, nesting, tensors), and every defect raises ModelFileError
+naming the file, in one short printable line. Nothing here unpickles,
 evaluates or imports: a file is only ever numbers and strings. Model architecture lives in io.py.
 """
 
