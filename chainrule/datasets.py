@@ -21,6 +21,7 @@ import numpy as np
 from chainrule.loaders import (  # noqa: F401 - re-exported: the file loaders belong to this API too
     Arrays,
     LoadedData,
+    check_data_file,
     load_csv,
     load_idx,
     load_npz,
@@ -213,8 +214,9 @@ def load_dataset(name_or_path: str | os.PathLike, **options: Any) -> LoadedData:
             f"unknown dataset {path!r}; built-in datasets: {', '.join(DATASETS)} "
             "(or give a path to a .csv, .npz or IDX file)"
         )
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such file")
+    check_data_file(path)  # a directory or FIFO is named as such
     if base.endswith((".csv", ".csv.gz", ".txt")):
         return _call_with_options(load_csv, "CSV files", path, **options)
     if base.endswith(".npz"):

@@ -257,6 +257,12 @@ def run(
     """Split, standardise, build, train and evaluate, as the config says."""
     task = infer_task(y)
     loss = config.loss or default_loss(task)
+    if LOSSES[loss].classification and not task.classification:
+        regression = ", ".join(name for name, entry in LOSSES.items() if not entry.classification)
+        raise ValueError(
+            f"loss {loss} trains classes, but {config.dataset} has numeric targets; use one of "
+            f"{regression}"
+        )
     dtype = float_dtype(config.dtype)
     train_idx, val_idx, test_idx = split_indices(
         y,

@@ -14,6 +14,9 @@ SHA-256 over, each item preceded by its length as a little-endian u64:
     the description without "sha256" as JSON (keys sorted, separators "," and ":", UTF-8), then
     for each tensor, names sorted by code point: JSON [name, dtype code, shape], then its raw bytes.
 Files are written with `atomic_write`, so a crash mid-save leaves the previous file intact.
+
+User metadata is free-form JSON here; the keys predictions compute with (mean, std, class_names)
+are checked against the model by `chainrule.predictor.Predictor`, which reads them.
 """
 
 from __future__ import annotations
@@ -42,10 +45,13 @@ from chainrule.architecture import (
 from chainrule.atomic import atomic_write
 from chainrule.safetensors_format import (
     DTYPES,
+    MAX_JSON_DEPTH,
     ModelFileError,
     dtype_code,
     load_file,
     parse_json,
+    printable,
+    shown,
     write,
 )
 from chainrule.validation import is_int
@@ -97,8 +103,11 @@ def _checksum(description: dict, tensors: Mapping[str, np.ndarray]) -> str:
 
 
 # ---- save ---------------------------------------------------------------------------------------
-def json_metadata(value: Any, where: str = "metadata") -> Any:
+def json_metadata(value: Any, where: str = "metadata", depth: int = 0) -> Any:
     """User metadata as plain JSON: str keys, finite numbers; arrays and tuples become lists."""
+    # The description wraps metadata two levels deep; a reader refuses anything deeper in all.
+    if depth > MAX_JSON_DEPTH - 2:
+        raise ValueError(f"{where[:80]}...: metadata is nested more than {MAX_JSON_DEPTH - 2} deep")
     if isinstance(value, np.ndarray):
         value = value.tolist()
     elif isinstance(value, np.generic):
@@ -107,9 +116,11 @@ def json_metadata(value: Any, where: str = "metadata") -> Any:
         for key in value:
             if not isinstance(key, str):
                 raise TypeError(f"{where} keys must be strings, got {key!r}")
-        return {key: json_metadata(item, f"{where}[{key!r}]") for key, item in value.items()}
+        return {
+            key: json_metadata(item, f"{where}[{key!r}]", depth + 1) for key, item in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [json_metadata(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return [json_metadata(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{where} is {value}; metadata numbers must be finite")
     if value is None or isinstance(value, (str, bool, int, float)):
@@ -143,12 +154,13 @@ def save(
         raise ValueError(
             f"cannot save: tensors {bad} contain NaN or infinite values; {path} left unchanged"
         )
+    plain_metadata = json_metadata({} if metadata is None else dict(metadata))
     description = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "library_version": __version__,
         "architecture": architecture,
-        "metadata": json_metadata({} if metadata is None else dict(metadata)),
+        "metadata": plain_metadata,
     }
     description["sha256"] = _checksum(description, state)
     header_metadata = {METADATA_KEY: _canonical(description).decode()}
@@ -171,7 +183,11 @@ class ModelInfo:
     sha256: str
 
     def __str__(self) -> str:
-        title = f"chainrule model, format {self.format_version}, chainrule {self.library_version}"
+        # Strings from the file are escaped: a model file must not drive the user's terminal.
+        title = (
+            f"chainrule model, format {self.format_version}, "
+            f"chainrule {printable(self.library_version)[:40]}"
+        )
         lines = [f"{self.path}: {title}"]
         for row in self.layers:
             arguments = ", ".join(f"{key}={value!r}" for key, value in row["arguments"].items())
@@ -179,43 +195,54 @@ class ModelInfo:
                 f"  {row['name']:<8} {row['type']}({arguments})  {row['parameters']:,} parameters"
             )
         lines.append(f"  {self.num_parameters:,} parameters in all; sha256 {self.sha256}")
-        lines += [
-            f"  metadata {key}: {json.dumps(value)[:200]}" for key, value in self.metadata.items()
+        lines += [  # json.dumps escapes control characters (ensure_ascii)
+            f"  metadata {shown(key, 40)[1:-1]}: {json.dumps(value)[:200]}"
+            for key, value in self.metadata.items()
         ]
         return "\n".join(lines)
 
 
 def _read(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, np.ndarray]]:
-    """Every check a load makes, in order: layout, format, version, checksum, layers, tensors."""
+    """Every check a load makes, in order: layout, format, version, checksum, layers, tensors,
+    the metadata predictions use. Any other ValueError or RecursionError a hostile file might
+    still provoke is reported as a ModelFileError too: one short line naming the file."""
     name = str(os.fspath(path))
-    tensors, header_metadata = load_file(path)
+    try:
+        return _read_checked(name)
+    except ModelFileError:
+        raise
+    except (ValueError, OverflowError, RecursionError) as error:
+        defect = f"unreadable ({type(error).__name__}: {shown(str(error))})"
+        raise ModelFileError(name, defect) from None
+
+
+def _read_checked(name: str) -> tuple[ModelInfo, dict[str, np.ndarray]]:
+    tensors, header_metadata = load_file(name)
 
     def fail(defect: str) -> ModelFileError:
         return ModelFileError(name, defect)
 
     if set(header_metadata) != {METADATA_KEY}:
         raise fail(
-            f"not a chainrule model file: __metadata__ has keys {sorted(header_metadata)[:10]}, "
+            f"not a chainrule model file: __metadata__ has keys {shown(sorted(header_metadata))}, "
             f"expected only {METADATA_KEY!r}"
         )
     description = parse_json(header_metadata[METADATA_KEY], name, "the chainrule description")
     if not isinstance(description, dict) or description.get("format") != FORMAT_NAME:
         found = description.get("format") if isinstance(description, dict) else description
-        raise fail(
-            f"not a chainrule model file: format {str(found)[:80]!r}, expected {FORMAT_NAME!r}"
-        )
+        raise fail(f"not a chainrule model file: format {shown(found)}, expected {FORMAT_NAME!r}")
     version = description.get("format_version")
     if not is_int(version) or version < 1:
-        raise fail(f"format_version must be a positive integer, got {str(version)[:80]!r}")
+        raise fail(f"format_version must be a positive integer, got {shown(version)}")
     if version > FORMAT_VERSION:
         raise fail(
             f"format version {version} is newer than version {FORMAT_VERSION}, the newest this "
             f"chainrule reads (the file was written by chainrule "
-            f"{str(description.get('library_version'))[:40]}); upgrade chainrule to load it"
+            f"{shown(description.get('library_version'), 40)}); upgrade chainrule to load it"
         )
     if set(description) != _DESCRIPTION_KEYS:
         raise fail(
-            f"the description has keys {sorted(description)[:20]}, "
+            f"the description has keys {shown(sorted(description), 200)}, "
             f"expected {sorted(_DESCRIPTION_KEYS)}"
         )
     sha256 = description["sha256"]
@@ -223,7 +250,7 @@ def _read(path: str | os.PathLike) -> tuple[ModelInfo, dict[str, np.ndarray]]:
     if sha256 != actual:
         raise fail(
             f"checksum mismatch: the file was changed or corrupted after saving "
-            f"(recorded sha256 {str(sha256)[:64]}, computed {actual})"
+            f"(recorded sha256 {shown(sha256, 70)}, computed {actual})"
         )
     library_version, metadata = description["library_version"], description["metadata"]
     if not isinstance(library_version, str) or not isinstance(metadata, dict):
@@ -255,7 +282,8 @@ def _check_tensors(
     extra = [key for key in tensors if key not in expected]
     if missing or extra:
         raise fail(
-            f"tensors do not match the architecture: missing {missing[:20]}, extra {extra[:20]}"
+            f"tensors do not match the architecture: missing {shown(missing, 300)}, "
+            f"extra {shown(extra, 300)}"
         )
     for key, (shape, dtype, _) in expected.items():
         array = tensors[key]

@@ -67,9 +67,14 @@ def _as_array(data: Any, dtype: Any = None) -> np.ndarray:
     """Python numbers and lists become float32; NumPy arrays keep their dtype unless given one."""
     if isinstance(data, Tensor):
         data = data.data
-    if isinstance(data, np.ndarray):
-        array = data if dtype is None else data.astype(dtype, copy=False)
-    elif isinstance(data, np.generic):
+    if isinstance(data, np.ndarray) and dtype is None:
+        array = data  # the hot path: every op's result passes here
+    elif isinstance(data, (np.ndarray, np.generic)):
+        if data.dtype.kind == "c":  # before the cast, which would drop the imaginary part
+            raise TypeError(
+                f"cannot make a Tensor from complex numbers (dtype {data.dtype}): chainrule's "
+                "gradients are real; pass .real and .imag as separate tensors"
+            )
         array = np.asarray(data, dtype=dtype)
     else:
         try:

@@ -1,12 +1,13 @@
 """Built-in data sets and the CSV / NPZ / IDX loaders: shapes, labels, determinism, and errors."""
 
 import gzip
+import os
 import struct
 
 import numpy as np
 import pytest
 
-from chainrule import datasets
+from chainrule import datasets, loaders
 from chainrule.datasets import DATASETS, load_csv, load_dataset, load_idx, load_npz
 
 GENERATORS = ["moons", "circles", "spirals", "blobs", "sine"]
@@ -448,3 +449,127 @@ def test_idx_without_a_labels_file_beside_it_is_named(tmp_path, mnist_like):
     path.write_bytes(idx_bytes(mnist_like[0]))
     with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
         load_idx(path)
+
+
+# ---- reliability, second pass: hostile data files --------------------------------------------
+
+
+def test_the_default_limit_on_decompressed_data_is_two_gib():
+    assert loaders.DEFAULT_MAX_BYTES == 2 * 1024**3
+
+
+def test_a_gzip_csv_expanding_past_the_limit_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.csv.gz"
+    path.write_bytes(gzip.compress(b"1,2,0\n" * 50_000))  # 300 KB from 1 KB
+    with pytest.raises(ValueError, match=r"bomb\.csv\.gz: decompresses to more than 100000 bytes"):
+        load_csv(path, max_bytes=100_000)
+    monkeypatch.setenv("CHAINRULE_MAX_DECOMPRESSED_BYTES", "100000")
+    with pytest.raises(ValueError, match="raise it with max_bytes= or the CHAINRULE_MAX"):
+        load_dataset(path)
+    assert len(load_dataset(path, max_bytes=300_000).X) == 50_000
+    monkeypatch.setenv("CHAINRULE_MAX_DECOMPRESSED_BYTES", "lots")
+    with pytest.raises(ValueError, match="CHAINRULE_MAX_DECOMPRESSED_BYTES='lots' is not a whole"):
+        load_csv(path)
+
+
+def test_a_gzip_idx_declaring_more_than_the_limit_is_refused_before_inflating(tmp_path):
+    images = np.zeros((1000, 28, 28), np.uint8)  # 784 KB of zeros: a 1 KB gzip file
+    path = write_mnist(tmp_path, images, np.zeros(1000, np.uint8), compress=True)
+    with pytest.raises(ValueError, match=r"idx3-ubyte\.gz: the header declares shape .* 784000"):
+        load_idx(path, max_bytes=100_000)
+
+
+def test_a_zip_bombed_npz_is_refused_before_inflating(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "bomb.npz"
+    np.savez_compressed(path, X=np.zeros((5_000, 1_000)), y=np.zeros(5_000, np.int64))  # 40 MB
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    with pytest.raises(ValueError, match=r"bomb\.npz: its arrays X and y expand to more than"):
+        load_npz(path, max_bytes=1_000_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 5_000_000, peak
+
+
+def test_a_sparse_integer_label_is_refused_instead_of_a_huge_output_layer(tmp_path):
+    path = write(tmp_path, "1,2,0\n3,4,100000000\n")
+    with pytest.raises(ValueError, match="label 100000000 would need 100000001 output classes"):
+        load_csv(path)
+    np.savez(tmp_path / "d.npz", X=np.zeros((2, 2)), y=np.array([0, 100_000_000]))
+    with pytest.raises(ValueError, match=r"d\.npz: y: integer label 100000000"):
+        load_npz(tmp_path / "d.npz")
+    assert load_csv(write(tmp_path, "1,2,3\n3,4,999\n")).n_classes == 1000  # up to 1000 is fine
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1,2,0\n1e39,4,1\n", r"line 2, column 1: 1e\+39 is beyond the range of float32"),
+        ("1,2,0.5\n3,4,-1e39\n", r"line 2, column 3: -1e\+39 is beyond the range of float32"),
+    ],
+)
+def test_values_beyond_float32_are_refused_after_the_cast(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        load_csv(write(tmp_path, text))
+    assert np.isfinite(load_csv(write(tmp_path, text), dtype=np.float64).X).all()
+
+
+def test_npz_values_beyond_float32_are_refused(tmp_path):
+    np.savez(tmp_path / "d.npz", X=np.array([[1.0, 1e39]]), y=np.array([0]))
+    with pytest.raises(ValueError, match=r"X: value inf at index \(0, 1\).*beyond the range"):
+        load_npz(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize("name", ["data.csv", "train-images-idx3-ubyte", "data.npz"])
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_directory_or_fifo_given_as_data_is_named_as_such(tmp_path, name, kind):
+    path = tmp_path / name
+    path.mkdir() if kind == "directory" else os.mkfifo(path)  # a FIFO would block a read
+    words = "is a directory, not a data file" if kind == "directory" else "is a FIFO"
+    with pytest.raises(ValueError, match=words):
+        load_dataset(path)
+    loader = {"data.csv": load_csv, "data.npz": load_npz}.get(name, loaders.read_idx)
+    with pytest.raises(ValueError, match=f"{name}: {words}"):
+        loader(path)
+
+
+def test_an_idx_shape_too_large_for_numpy_names_the_file(tmp_path):
+    path = tmp_path / "t-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 0, 2**32 - 1, 2**32 - 1))
+    with pytest.raises(ValueError, match=r"t-images-idx3-ubyte: the header declares shape"):
+        loaders.read_idx(path)
+
+
+# ---- CSV through the csv module: quoting, BOM, CRLF ------------------------------------------
+def test_csv_quoted_fields_may_hold_the_delimiter(tmp_path):
+    data = load_csv(write(tmp_path, 'x,species\n1,"setosa, var"\n2,"vir""ginica"\n'))
+    assert data.classes == ("setosa, var", 'vir"ginica')
+    np.testing.assert_array_equal(data.X, [[1], [2]])
+
+
+def test_csv_quoted_numbers_and_spaces_after_the_delimiter(tmp_path):
+    data = load_csv(write(tmp_path, '"a", "b"\n"1.5", 2\n'), label_column=None)
+    np.testing.assert_array_equal(data.X, [[1.5, 2]])
+
+
+def test_csv_with_a_bom_and_crlf_line_ends(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes("\ufeffa,b,label\r\n1,2,0\r\n3,4,1\r\n".encode())
+    data = load_csv(path, label_column="label")
+    np.testing.assert_array_equal(data.X, [[1, 2], [3, 4]])
+    np.testing.assert_array_equal(data.y, [0, 1])
+
+
+def test_csv_line_numbers_count_line_breaks_inside_quotes(tmp_path):
+    text = 'x,name\n1,"two\nlines"\n\n2,ok\nbad,ok\n'
+    with pytest.raises(ValueError, match=r"line 6, column 1 \(x\): 'bad' is not a number"):
+        load_csv(write(tmp_path, text))
+    with pytest.raises(ValueError, match=r"line 3 has 3 columns, expected 2 \(as on line 1\)"):
+        load_csv(write(tmp_path, 'x,y\n1,"a, b"\n2,a,b\n'))
+
+
+def test_csv_stray_quote_is_located(tmp_path):
+    with pytest.raises(ValueError, match=r"data\.csv: line 2: .*"):
+        load_csv(write(tmp_path, 'x,y\n1,"a"b\n'))

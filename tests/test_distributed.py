@@ -317,3 +317,66 @@ def test_init_outside_a_launcher_raises_before_starting_mpi(monkeypatch):
     with pytest.raises(distributed.DistributedError, match="MPI launcher"):
         distributed.init()
     assert ("mpi4py.MPI" in sys.modules) == started_before
+
+
+# ---- settings agreement and the collective timeout ------------------------------------------
+AGREEMENT = REPO / "tests" / "distributed_scripts" / "agreement.py"
+
+
+def agreement(mpiexec: str, out: Path, mode: str) -> tuple[subprocess.CompletedProcess, float]:
+    command = [mpiexec, "--oversubscribe", "-n", "2", sys.executable, "-m", "mpi4py"]
+    started = time.perf_counter()
+    result = subprocess.run(
+        [*command, str(AGREEMENT), str(out), mode],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=_environment(),
+    )
+    return result, time.perf_counter() - started
+
+
+def test_ranks_with_equal_settings_agree(mpiexec, tmp_path):
+    result, _ = agreement(mpiexec, tmp_path, "agree")
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == ["rank 0: agreed", "rank 1: agreed"]
+
+
+def test_a_differing_setting_is_named_with_every_ranks_value_on_every_rank(mpiexec, tmp_path):
+    result, _ = agreement(mpiexec, tmp_path, "disagree")
+    assert result.returncode != 0
+    message = "DistributedError: the ranks disagree on 'batch_size' (rank 0: 32, rank 1: 64)"
+    assert result.stderr.count(message) == 2, result.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="stops a rank with SIGSTOP")
+def test_a_stopped_rank_makes_the_others_abort_after_the_timeout(mpiexec, tmp_path):
+    try:
+        result, seconds = agreement(mpiexec, tmp_path, "stall")
+    finally:  # the stopped rank is ours to end if mpiexec did not
+        pid_file = tmp_path / "stopped.pid"
+        if pid_file.exists():
+            try:
+                os.kill(int(pid_file.read_text()), 9)
+            except ProcessLookupError:
+                pass
+    assert result.returncode != 0
+    assert "rank 0 of 2 waited more than 3 s for the other ranks" in result.stderr
+    assert seconds < 30
+
+
+def test_a_bad_timeout_is_refused_before_mpi_starts(monkeypatch):
+    monkeypatch.setenv("CHAINRULE_MPI_TIMEOUT", "soon")
+    with pytest.raises(distributed.DistributedError, match="CHAINRULE_MPI_TIMEOUT='soon'"):
+        distributed.init()
+    with pytest.raises(distributed.DistributedError, match="positive number of seconds"):
+        distributed.init(timeout=-1)
+
+
+def test_the_data_fingerprint_changes_with_values_order_dtype_and_shape():
+    X = np.arange(6.0).reshape(3, 2)
+    y = np.array([0, 1, 0])
+    same = distributed.fingerprint(X, y)
+    assert same == distributed.fingerprint(X.copy(), y.copy()) and len(same) == 64
+    changed = [(X[::-1], y), (X.astype(np.float32), y), (X.reshape(2, 3), y), (X, y + 1)]
+    assert all(distributed.fingerprint(*arrays) != same for arrays in changed)

@@ -561,3 +561,194 @@ def test_random_flips_and_truncations_of_a_valid_file_never_escape(tmp_path, goo
 
     check()
     assert sum(outcomes.values()) >= 1000, outcomes
+
+
+# ---- second pass: every path bounded, every echo short and printable -----------------------------
+def cli_refusal(capsys, *args: str) -> str:
+    """Run `chainrule ARGS` in-process; it must refuse with one line and exit status 2."""
+    from chainrule.cli import main
+
+    assert main(list(args)) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured
+    return captured.err
+
+
+def with_metadata(good: bytes, metadata: dict, model: nn.Module | None = None) -> bytes:
+    """A validly signed model file (tiny_model unless given) carrying `metadata`."""
+    description, tensors = parts(good)
+    if model is not None:
+        description["architecture"] = io.describe_model(model)
+        tensors = model.state_dict()
+    description["metadata"] = metadata
+    return assemble(description, tensors)
+
+
+@pytest.fixture
+def rows(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text("1,2,3\n4,5,6\n")
+    return path
+
+
+def test_metadata_nested_just_below_the_parser_limit_is_refused_on_every_path(
+    tmp_path, good, rows, capsys
+):
+    # json.loads accepts 990 levels; json.dumps in the checksum then raised RecursionError. The
+    # depth is refused before the checksum is computed, so the recorded one may stay stale.
+    description, tensors = parts(good)
+    description["metadata"] = {"deep": "PLACEHOLDER"}
+    text = json.dumps(description).replace('"PLACEHOLDER"', "[" * 990 + "]" * 990)
+    data = safetensors.numpy.save(tensors, metadata={"chainrule": text})
+    path = tmp_path / "model.safetensors"
+    assert "nested too deeply" in refused(path, data)
+    assert "nested too deeply" in cli_refusal(capsys, "info", str(path))
+    assert "nested too deeply" in cli_refusal(capsys, "predict", str(path), str(rows))
+
+
+def test_saving_metadata_nested_too_deeply_is_refused():
+    nested: list = []
+    for _ in range(990):
+        nested = [nested]
+    with pytest.raises(ValueError, match="nested more than"):
+        io.save(tiny_model(), "never-written.safetensors", metadata={"deep": nested})
+
+
+CLASSIFIER = nn.Sequential(nn.Linear(3, 4, rng=0), nn.ReLU(), nn.Linear(4, 3, rng=1))
+
+# metadata predictions compute with that does not fit CLASSIFIER: (metadata, words of the error)
+UNFIT_METADATA = {
+    "class names shorter than the outputs": (
+        {"task": "classification", "class_names": ["a", "b"]},
+        "'class_names' holds 2 names, but the model predicts 3 classes",
+    ),
+    "a mean per feature of another data set": (
+        {"mean": [0.0] * 100_000, "std": [1.0] * 100_000},
+        "'mean' holds 100000 values, but the model takes 3 input features",
+    ),
+    "std of 0": ({"mean": [0, 0, 0], "std": [1, 0, 1]}, "'std' is 0 for feature 2"),
+    "mean beyond float32": ({"mean": [1e39, 0, 0], "std": [1, 1, 1]}, "not finite in float32"),
+    "mean without std": ({"mean": [0, 0, 0]}, "only one of 'mean' and 'std'"),
+    "n_features of another model": ({"n_features": 7}, "'n_features' is 7 but the model takes 3"),
+}
+
+
+@pytest.mark.parametrize("case", UNFIT_METADATA)
+def test_metadata_that_does_not_fit_the_model_is_refused_when_read(
+    tmp_path, good, rows, capsys, case
+):
+    from chainrule.predictor import Predictor
+
+    metadata, words = UNFIT_METADATA[case]
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(with_metadata(good, metadata, CLASSIFIER))
+    with time_limit(2.0), pytest.raises(ModelFileError, match=re.escape(words)):
+        Predictor.load(path)
+    assert words in cli_refusal(capsys, "predict", str(path), str(rows))
+
+
+def test_class_names_that_fit_predict_by_name(tmp_path, good, rows, capsys):
+    from chainrule.cli import main
+
+    path = tmp_path / "model.safetensors"
+    metadata = {"task": "classification", "loss": "cross_entropy", "class_names": ["a", "b", "c"]}
+    path.write_bytes(with_metadata(good, metadata, CLASSIFIER))
+    assert main(["predict", str(path), str(rows)]) == 0
+    assert set(capsys.readouterr().out.split()) <= {"a", "b", "c"}
+
+
+def peak_bytes(function) -> int:
+    """Peak bytes traced (Python and NumPy allocations) while `function` runs."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_a_huge_file_with_a_tiny_valid_header_is_refused_having_read_only_the_header(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(raw({"w": F32x2}, bytes(8)))
+    os.truncate(path, 1_500_000_000)  # sparse: costs no disk
+    with pytest.raises(ModelFileError, match="trailing bytes after the last tensor"):
+        assert peak_bytes(lambda: io.load(path)) < 10_000_000
+    peak = peak_bytes(lambda: pytest.raises(ModelFileError, io.load, path))
+    assert peak < 10_000_000, peak
+
+
+def test_a_header_of_a_million_empty_tensors_is_refused_before_parsing(tmp_path):
+    entry = '"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}'
+    header = "{" + ",".join(entry % i for i in range(1_200_000)) + "}"
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(raw(header))
+    del header
+    caught = []
+
+    def load():
+        with pytest.raises(ModelFileError, match="more than the 2000000 a model file may hold"):
+            io.load(path)
+        caught.append(True)
+
+    peak = peak_bytes(load)
+    assert caught and peak < 2.5 * path.stat().st_size, peak  # the header read once, not parsed
+
+
+def test_more_tensors_than_the_limit_are_refused(tmp_path):
+    from chainrule.safetensors_format import MAX_TENSORS
+
+    entry = '"t%d":{"dtype":"F32","shape":[0],"data_offsets":[0,0]}'
+    header = "{" + ",".join(entry % i for i in range(MAX_TENSORS + 1)) + "}"
+    assert f"more than the limit of {MAX_TENSORS}" in refused(
+        tmp_path / "m.safetensors", raw(header)
+    )
+
+
+def test_control_characters_from_the_file_are_escaped_in_info_and_predict(
+    tmp_path, good, rows, capsys
+):
+    from chainrule.cli import main
+
+    evil = "\x1b[2J\x1b]0;owned\x07\u202e"
+    metadata = {evil: evil, "task": "classification", "class_names": [evil] * 3}
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(with_metadata(good, metadata, CLASSIFIER))
+    assert main(["info", str(path)]) == 0
+    assert main(["predict", str(path), str(rows)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\x1b[2J" in out  # shown, escaped, rather than dropped
+
+
+def test_control_characters_are_escaped_in_error_messages(tmp_path, good, capsys):
+    description, tensors = parts(good)
+    description["library_version"] = "\x1b[2J" * 10
+    description["format_version"] = 9
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(assemble(description, tensors))
+    assert "\x1b" not in cli_refusal(capsys, "info", str(path))
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({**F32x2, "shape": [1] * 1_000_000}, "1000000 items"),  # 10 M: a 30 MB error line
+        ({**F32x2, "shape": [0, 2**62]}, "larger than any array can be"),  # "array is too big"
+        # Their product passed Python's 4300-digit limit for str(), a plain ValueError.
+        ({**F32x2, "shape": [10**4299, 10**4299]}, "larger than any array can be"),
+        ({**F32x2, "data_offsets": [0, 10**4299]}, "reach past the end"),
+    ],
+    ids=["10M-entry shape", "too big for NumPy", "4300-digit shape", "4300-digit offset"],
+)
+def test_values_echoed_in_errors_are_short_and_errors_name_the_file(tmp_path, entry, words):
+    message = refused(tmp_path / "model.safetensors", raw({"w": entry}, bytes(8)))
+    assert words in message and len(message) < 1200, message[:2000]
+
+
+def test_a_dangling_symlink_is_a_model_file_error(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.symlink_to(tmp_path / "gone.safetensors")
+    assert "which does not exist" in refused(path)

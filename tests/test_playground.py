@@ -493,3 +493,56 @@ def test_the_command_prints_its_address_and_stops_cleanly_on_ctrl_c():
     finally:
         process.kill()
     assert line.startswith("chainrule playground: http://127.0.0.1:")
+
+
+# ---- reliability, second pass ----
+def test_a_body_nested_beyond_the_recursion_limit_gets_400(playground):
+    status, answer = request(playground, "POST", "/api/reset", b"[" * 8000 + b"]" * 8000)
+    assert status == 400 and "nested too deeply" in json.loads(answer)["error"]
+    assert request(playground, "GET", "/api/options")[0] == 200
+
+
+@pytest.mark.parametrize("host", ["10.0.0.5:{port}", "127.0.0.2:{port}", "[::1]:{port}"])
+def test_an_ip_address_other_than_its_own_is_refused_as_host(server, host):
+    headers = {"Host": host.format(port=server.server_address[1])}
+    assert request(server, "GET", "/", headers=headers)[0] == 403
+
+
+@pytest.mark.parametrize(
+    ("host", "bound", "address", "allowed"),
+    [
+        ("[::1]:80", "::1", "::1", True),
+        ("localhost:80", "::1", "::1", True),
+        ("127.0.0.1:80", "::1", "::1", False),
+        ("127.0.0.1:80", "localhost", "127.0.0.1", True),
+        ("localhost:80", "192.168.1.5", "192.168.1.5", False),
+        ("192.168.1.5:80", "192.168.1.5", "192.168.1.5", True),
+        ("192.168.1.9:80", "192.168.1.5", "192.168.1.5", False),
+        ("192.168.1.9:80", "0.0.0.0", "0.0.0.0", True),  # bound to every interface on purpose
+        ("evil.example:80", "0.0.0.0", "0.0.0.0", False),
+    ],
+)
+def test_host_names_accepted_follow_the_bound_address(host, bound, address, allowed):
+    from chainrule.playground.server import host_allowed
+
+    assert host_allowed(host, 80, bound, address) is allowed
+
+
+def test_the_listen_backlog_is_realistic(server):
+    assert server.request_queue_size >= 128
+
+
+def test_with_every_worker_busy_a_request_gets_503_at_once(monkeypatch):
+    monkeypatch.setattr("chainrule.playground.server.MAX_WORKERS", 1)
+    server = make_server(pace=0).start()
+    try:
+        busy = Stream(server)  # an event stream holds the one worker
+        busy.next()
+        started = time.monotonic()
+        status, body = request(server, "GET", "/api/options")
+        assert status == 503 and "busy" in json.loads(body)["error"]
+        assert time.monotonic() - started < 2
+        busy.close()
+        assert _wait_for(lambda: request(server, "GET", "/api/options")[0] == 200)
+    finally:
+        server.stop()

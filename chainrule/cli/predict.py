@@ -17,12 +17,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from chainrule.datasets import load_csv
-    from chainrule.io import load_with_metadata
     from chainrule.predictor import Predictor
 
-    model, metadata = load_with_metadata(args.model)
-    predictor = Predictor(model, metadata)
-    X = load_csv(args.input, label_column=None, dtype=model.dtype).X
+    predictor = Predictor.load(args.model)  # the metadata is checked against the model here
+    X = load_csv(args.input, label_column=None, dtype=predictor.model.dtype).X
     for line in predictor.describe(X, probabilities=args.proba):
         print(line)
     return 0

@@ -112,6 +112,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="data-parallel on MPI: mpiexec -n 2 python -m mpi4py -m chainrule train ... "
         "--distributed",
     )
+    add(
+        "--mpi-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --distributed: abort the job when a rank waits this long for the others "
+        "(default: $CHAINRULE_MPI_TIMEOUT, else wait)",
+    )
     add("--quiet", action="store_true", help="print only the final result")
     parser.set_defaults(run=run)
 
@@ -160,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if args.distributed:
         from chainrule.distributed import init
 
-        process = init()
+        process = init(timeout=args.mpi_timeout)
     root = process is None or process.is_root
     started = time.perf_counter()
     quiet_print = (lambda line: None) if args.quiet else print

@@ -66,8 +66,22 @@ def _safe_log(p):
     return np.maximum(out, _LOG_FLOOR)
 
 
+def _check_unit_interval(name, target):
+    """Targets of a binary cross-entropy are probabilities: 2 or −1 would train toward nonsense.
+
+    Two reductions and no temporary array; min and max propagate NaN, which fails the test too.
+    """
+    if target.size and not (target.min() >= 0 and target.max() <= 1):
+        raise ValueError(
+            f"{name}: targets must be probabilities in [0, 1], got values from "
+            f"{np.nanmin(target):.6g} to {np.nanmax(target):.6g}"
+            + (" (and NaN)" if np.isnan(target).any() else "")
+        )
+
+
 def binary_cross_entropy(probability, target, reduction="mean"):
     """L = −[y ln p + (1 − y) ln(1 − p)] for probabilities p in [0, 1]."""
+    _check_unit_interval("binary_cross_entropy", target)
     per_element = -(target * _safe_log(probability) + (1 - target) * _safe_log(1 - probability))
     loss, scale = _reduce(per_element, reduction, per_element.size)
 
@@ -83,6 +97,7 @@ def binary_cross_entropy(probability, target, reduction="mean"):
 
 def binary_cross_entropy_with_logits(logits, target, reduction="mean"):
     """BCE of sigmoid(z) computed from z: max(z, 0) − z·y + ln(1 + e^(−|z|)). dL/dz = σ(z) − y."""
+    _check_unit_interval("binary_cross_entropy_with_logits", target)
     per_element = np.maximum(logits, 0) - logits * target + np.log1p(np.exp(-np.abs(logits)))
     loss, scale = _reduce(per_element, reduction, per_element.size)
 
@@ -115,9 +130,11 @@ def cross_entropy(logits, target, reduction="mean"):
     log_sums = np.log(sums)
     if target.ndim == 1:
         if target.dtype.kind not in "iu":
+            fractional = target.dtype.kind == "f" and not np.array_equal(target, np.round(target))
             raise TypeError(
-                f"cross_entropy: class-index targets must be integers, got dtype {target.dtype} "
-                "(pass probabilities as a (batch, classes) array instead)"
+                f"cross_entropy: class-index targets must be integers, got dtype {target.dtype}"
+                + (" with fractional values (a regression target? use mse)" if fractional else "")
+                + " (pass probabilities as a (batch, classes) array instead)"
             )
         if target.shape[0] != batch:
             raise ValueError(f"cross_entropy: {batch} rows of logits but {target.shape[0]} targets")
@@ -128,6 +145,22 @@ def cross_entropy(logits, target, reduction="mean"):
             )
         per_sample = log_sums[:, 0] - shifted[rows, target]  # −log softmax at the target class
     elif target.shape == logits.shape:
+        # Probabilities lie in [0, 1]: a regression target of the same shape (one output column,
+        # values like 3.7) would otherwise train silently toward a loss that is always 0.
+        # Over one class a distribution is all ones (softmax of one logit is 1, the loss 0): a
+        # fractional value there is a regression target given to the wrong loss.
+        if classes == 1 and not np.array_equal(target, np.round(target)):
+            raise ValueError(
+                "cross_entropy: targets of shape (batch, 1) with fractional values are not class "
+                "probabilities (over one class they are all 1); a regression target needs mse "
+                "or huber"
+            )
+        if target.size and not (target.min() >= 0 and target.max() <= 1):
+            raise ValueError(
+                f"cross_entropy: probability targets must lie in [0, 1], got values from "
+                f"{np.nanmin(target):.6g} to {np.nanmax(target):.6g}; class indices must be "
+                "integers of shape (batch,), and a regression target needs mse or huber"
+            )
         per_sample = -(target * (shifted - log_sums)).sum(axis=1)
     else:
         raise ValueError(

@@ -37,6 +37,10 @@ FILES = {
 }
 MAX_BODY = 16 * 1024  # the largest request the page sends is a few hundred bytes
 MAX_STREAMS = 32  # open event streams (tabs); each holds a thread, so they are counted
+# Connections served at once, streams included (each is a thread). One more is answered 503 at
+# once by the accepting thread, so a flood costs a refusal, not a thread or a stalled queue.
+MAX_WORKERS = 64
+BACKLOG = 128  # connections the kernel queues before accept (socketserver's default is 5)
 HEARTBEAT = 10.0  # seconds between comments on an idle stream; a closed tab is noticed then
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -47,10 +51,12 @@ HEADERS = {
 }
 
 
-def host_allowed(host: str | None, port: int, bound: str) -> bool:
-    """Whether a Host header (or an Origin's host) names this server: its port, and as the name
-    `localhost`, the host it was bound to, or any IP address. DNS rebinding needs a domain name
-    that the attacker controls, which this refuses.
+def host_allowed(host: str | None, port: int, bound: str, address: str | None = None) -> bool:
+    """Whether a Host header (or an Origin's host) names this server: its port, and as name the
+    host it was bound to or the address that became (`address`), or `localhost` when that is a
+    loopback address. Only a server bound to every interface (0.0.0.0 or ::) answers to any IP
+    address, as LAN clients name it. DNS rebinding needs a domain name the attacker controls, and
+    an IP literal other than the server's own is refused too.
     """
     if not host or len(host) > 300:
         return False
@@ -66,13 +72,21 @@ def host_allowed(host: str | None, port: int, bound: str) -> bool:
     if (int(port_text) if port_text else 80) != port:
         return False
     name = name.lower().rstrip(".")
-    if name in ("localhost", bound.lower()):
+    own = {bound.lower().strip("[]"), (address or bound).lower()}
+    own_ips = {ip for ip in map(_ip, own) if ip is not None}
+    name_ip = _ip(name)
+    if name in own or (name_ip is not None and name_ip in own_ips):
         return True
+    if name == "localhost":
+        return "localhost" in own or any(ip.is_loopback for ip in own_ips)
+    return name_ip is not None and any(ip.is_unspecified for ip in own_ips)
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        ipaddress.ip_address(name)
+        return ipaddress.ip_address(name)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -104,14 +118,15 @@ class Handler(BaseHTTPRequestHandler):
 
     def _trusted(self) -> bool:
         """403 unless Host (and Origin, when a browser sends one) name this server."""
-        port, bound = self.server.server_address[1], self.server.bound_host
-        if not host_allowed(self.headers.get("Host"), port, bound):
+        address, port = self.server.server_address[:2]
+        bound = self.server.bound_host
+        if not host_allowed(self.headers.get("Host"), port, bound, address):
             self._error(HTTPStatus.FORBIDDEN, "this server answers only to its own address")
             return False
         origin = self.headers.get("Origin")
         if origin is not None:
             parts = urlsplit(origin)
-            if parts.scheme != "http" or not host_allowed(parts.netloc, port, bound):
+            if parts.scheme != "http" or not host_allowed(parts.netloc, port, bound, address):
                 self._error(HTTPStatus.FORBIDDEN, "cross-origin requests are refused")
                 return False
         return True
@@ -236,6 +251,9 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, UnicodeDecodeError) as error:
             self._error(HTTPStatus.BAD_REQUEST, f"the body is not valid JSON: {error}")
             return None
+        except RecursionError:  # 8 000 nested '[' fit in the 16 KiB a body may have
+            self._error(HTTPStatus.BAD_REQUEST, "the body is not valid JSON: nested too deeply")
+            return None
         if not isinstance(body, dict):
             self._error(HTTPStatus.BAD_REQUEST, "the body must be a JSON object")
             return None
@@ -253,6 +271,7 @@ class PlaygroundServer(ThreadingHTTPServer):
     """The HTTP server with its Session; `stop()` ends the streams, training and the socket."""
 
     daemon_threads = True  # open event streams never keep the process alive
+    request_queue_size = BACKLOG
 
     def __init__(self, host: str, port: int, session: Session, verbose: bool = False) -> None:
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -260,6 +279,7 @@ class PlaygroundServer(ThreadingHTTPServer):
         self.bound_host, self.session, self.verbose = host, session, verbose
         self.stopping = threading.Event()
         self.streams, self.streams_lock = 0, threading.Lock()
+        self.workers = threading.BoundedSemaphore(MAX_WORKERS)
         self._thread: threading.Thread | None = None
 
     @property
@@ -267,6 +287,24 @@ class PlaygroundServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
         return f"http://[{shown}]:{port}/" if ":" in shown else f"http://{shown}:{port}/"
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        """Serve on a thread of the bounded pool; with every worker busy, answer 503 now."""
+        if not self.workers.acquire(blocking=False):
+            _refuse_overloaded(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.workers.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.workers.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
@@ -290,6 +328,30 @@ class PlaygroundServer(ThreadingHTTPServer):
         self.server_close()
 
 
+_OVERLOADED = json.dumps({"error": "the server is busy; try again"}).encode()
+
+
+def _refuse_overloaded(request: socket.socket) -> None:
+    """A 503 written straight to the socket by the accepting thread, which must never block."""
+    head = [
+        "HTTP/1.1 503 Service Unavailable",
+        "Content-Type: application/json",
+        f"Content-Length: {len(_OVERLOADED)}",
+        "Retry-After: 1",
+        "Connection: close",
+        *(f"{name}: {value}" for name, value in HEADERS.items()),
+    ]
+    try:
+        request.setblocking(False)
+        try:  # what the client has sent already: unread, closing would reset the connection
+            request.recv(MAX_BODY)
+        except BlockingIOError:
+            pass
+        request.send(("\r\n".join(head) + "\r\n\r\n").encode() + _OVERLOADED)
+    except OSError:
+        pass  # the client left, or its buffer is full: it gets the close instead
+
+
 def make_server(
     host: str = "127.0.0.1",
     port: int = 0,
@@ -297,7 +359,8 @@ def make_server(
     verbose: bool = False,
     **session_options: Any,
 ) -> PlaygroundServer:
-    """A playground server bound to host:port (0: a free port); call `serve_forever()` or `start()`."""
+    """A playground server bound to host:port (0: a free port); then `serve_forever()` or
+    `start()`."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be a whole number from 0 to 65535, got {port!r}")
     session = Session(data, **session_options)

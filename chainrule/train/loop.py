@@ -9,6 +9,7 @@ O(1) NumPy calls per parameter.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import warnings
@@ -212,6 +213,22 @@ def format_log(epoch: int, logs: dict[str, float]) -> str:
 
 
 # ---- the run -----------------------------------------------------------------------------------
+def _model_signature(model: Module) -> Any:
+    """The model as JSON: its model-file architecture, or for modules of the user's own their
+    types and parameter shapes (what two runs must share to be the same run)."""
+    try:
+        return describe_model(model)
+    except (TypeError, ValueError):
+        return {
+            "modules": [
+                f"{name}: {type(module).__name__}" for name, module in model.named_modules()
+            ],
+            "parameters": {
+                name: [list(p.shape), p.dtype.name] for name, p in model.named_parameters()
+            },
+        }
+
+
 def _as_float_targets(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return y.astype(dtype, copy=False) if y.dtype.kind == "f" else y
 
@@ -284,7 +301,7 @@ class _Run:
         of it."""
         optimizer = self.config.optimizer
         return {
-            "model": describe_model(self.model),
+            "model": _model_signature(self.model),
             "loss": self.config.loss_name,
             "optimizer": optimizer if isinstance(optimizer, str) else type(optimizer).__name__,
             "optimizer_options": [
@@ -300,6 +317,17 @@ class _Run:
             else checkpoint.fingerprint(*self.validation),
             "callbacks": [type(c).__name__ for c in self.callbacks],
         }
+
+    def _check_ranks_agree(self) -> None:
+        """Every rank must run the same configuration on the same data, or they train apart
+        (or hang, or crash in MPI): one small collective compares them all before any step."""
+        settings = {
+            key: json.dumps(value, sort_keys=True, default=str)
+            for key, value in self.configuration().items()
+        }
+        settings["epochs"] = self.config.epochs
+        settings["steps_per_epoch"] = -(-self.n // self.batch_size)
+        self.process.check_agreement(settings)
 
     def _make_step(self) -> Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]:
         """The training step as users write it, compiled (`chainrule.compile`) unless the run
@@ -362,6 +390,8 @@ class _Run:
             if config.checkpoint is not None and not config.overwrite:
                 checkpoint.check_unused(config.checkpoint)
             self.process.broadcast_parameters(self.model)
+        if not isinstance(self.process, LocalProcess):
+            self._check_ranks_agree()
         start_epoch, start_step = state.epoch, state.step
         bar = self._progress_bar() if self.process.is_root else None
         self.log = bar.write if bar is not None else self.print_fn
