@@ -71,7 +71,7 @@ class _BaseMLP(BaseEstimator):
         epsilon: float = 1e-8,
         n_iter_no_change: Any = 10,
         max_fun: int = 15000,
-        dtype: Any = "float32",
+        dtype: Any = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation

@@ -24,10 +24,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     Softmax cross-entropy for multi-class targets; one sigmoid per column (binary cross-entropy) for
     binary targets and for multi-label indicator matrices.
 
-    `dtype` (chainrule's own parameter) is the precision the network trains in: 'float32' (the
-    default, as everywhere in chainrule: half the memory traffic of float64, about 1.5× the speed,
-    and the same accuracy for these networks), 'float64' (what sklearn's MLP uses for float64
-    data), or None (the input's precision, as sklearn does). Predictions come back in the input's
+    `dtype` (chainrule's own parameter) is the precision the network trains in: None (the
+    default: the input's precision, as sklearn does: float64 data gives float64 `coefs_`),
+    'float32' (the speed option: half the memory traffic of float64, about 1.5× the speed, and the
+    same accuracy for these networks) or 'float64'. Predictions come back in the input's
     precision, or the network's where that is wider.
 
         clf = MLPClassifier(hidden_layer_sizes=(32,), random_state=0).fit(X_train, y_train)
