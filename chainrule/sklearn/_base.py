@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -20,6 +19,7 @@ from chainrule import nn, optim
 from chainrule.nn import init
 from chainrule.sklearn import _sparse
 from chainrule.sklearn._convergence import _ConvergenceMonitor
+from chainrule.sklearn._lbfgs import NON_FINITE_WEIGHTS, fit_lbfgs
 from chainrule.sklearn._validation import (
     _ALSO_ALLOWED,
     _CHOICES,
@@ -37,12 +37,7 @@ from chainrule.train import NonFiniteError
 from chainrule.train import fit as train_model
 from chainrule.train import predict as forward
 
-_CHUNK_ELEMENTS = 2**16  # lbfgs: activation elements per chunk of rows (see _full_batch_loss)
 _SPARSE_FORMATS = ["csr", "csc"]
-NON_FINITE_WEIGHTS = (  # scikit-learn's words
-    "Solver produced non-finite parameter weights. The input data may contain large values and "
-    "need to be preprocessed."
-)
 
 
 class _BaseMLP(BaseEstimator):
@@ -273,35 +268,6 @@ class _BaseMLP(BaseEstimator):
             self._penalty_total += 0.5 * self.alpha * self._squared_weights() * (count / n)
         return self._data_loss(output, target, weights)
 
-    def _full_batch_loss(
-        self, network: nn.Module, inputs: Any, target: np.ndarray, weights: Any
-    ) -> float:
-        """The same objective over all rows, for lbfgs; accumulates its gradient in `.grad`.
-
-        The data term is summed over chunks of rows (each chunk's mean weighted by its share of the
-        samples or of the sample weights), so that no activation outgrows a few hundred kilobytes:
-        larger temporaries are fresh memory from the OS on every call, and that made a full-batch
-        step 2.4× slower on digits. Each chunk's share seeds its backward pass. The penalty
-        alpha/(2·n)·Σ‖W‖² and its gradient alpha/n·W are added directly, outside the graph (lbfgs
-        has no optimizer to apply them as weight decay).
-        """
-        n = len(target) if weights is None else float(weights.sum())
-        widest = max(layer.out_features for layer in self._linears())
-        rows = max(64, _CHUNK_ELEMENTS // widest)
-        value = 0.0
-        for start in range(0, len(target), rows):
-            part = slice(start, min(start + rows, len(target)))
-            part_weights = None if weights is None else weights[part]
-            share = (part.stop - start if weights is None else float(part_weights.sum())) / n
-            loss = self._data_loss(network(inputs[part]), target[part], part_weights)
-            loss.backward(share)
-            value += float(loss.data) * share
-        if self.alpha > 0:
-            value += 0.5 * self.alpha / n * self._squared_weights()
-            for layer in self._linears():
-                layer.weight.grad += (self.alpha / n) * layer.weight.data
-        return value
-
     # ---- fitting ----------------------------------------------------------------------------
     def _sample_weights(self, X: Any, y: np.ndarray, sample_weight: Any) -> np.ndarray | None:
         """The weight of each row in the loss (sample_weight, times class_weight for a classifier);
@@ -340,7 +306,7 @@ class _BaseMLP(BaseEstimator):
         if self.out_activation_ != "softmax":  # softmax targets stay class indices
             target = target.astype(dtype, copy=False)
         if self.solver == "lbfgs":
-            self._fit_lbfgs(X, target, weights)
+            fit_lbfgs(self, *self._network(X), target, weights)
         else:
             self._fit_stochastic(X, y, target, weights, generator, incremental)
         return self
@@ -497,61 +463,6 @@ class _BaseMLP(BaseEstimator):
         if not np.isfinite(outputs).all():
             return math.nan
         return float(self._score_outputs(outputs, y, weights))
-
-    def _fit_lbfgs(self, X: Any, target: np.ndarray, weights: np.ndarray | None) -> None:
-        """Minimise the full-batch objective with L-BFGS-B over all parameters as one vector."""
-        from scipy.optimize import minimize  # scipy comes with scikit-learn; only lbfgs needs it
-
-        network, inputs = self._network(X)
-        parameters = list(self._model.parameters())
-        splits = np.cumsum([p.data.size for p in parameters])[:-1]
-
-        def load(theta: np.ndarray) -> None:
-            for p, chunk in zip(parameters, np.split(theta, splits)):
-                p.data[...] = chunk.reshape(p.data.shape)
-
-        losses = []
-
-        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            load(theta)
-            self._model.zero_grad()
-            losses.append(self._full_batch_loss(network, inputs, target, weights))
-            gradient = np.concatenate([p.grad.ravel() for p in parameters])
-            return losses[-1], gradient.astype(np.float64)
-
-        def report(theta: np.ndarray) -> None:
-            iterations.append(losses[-1])
-            print(f"Iteration {len(iterations)}, loss = {losses[-1]:.8f}")
-
-        iterations: list[float] = []
-        theta = np.concatenate([p.data.ravel() for p in parameters]).astype(np.float64)
-        with np.errstate(over="ignore", invalid="ignore"):
-            result = minimize(
-                objective,
-                theta,
-                method="L-BFGS-B",
-                jac=True,
-                callback=report if self.verbose else None,
-                options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
-            )
-        load(result.x)
-        self.n_iter_ = min(int(result.nit), self.max_iter)
-        self.loss_ = float(result.fun)
-        if result.status != 0:
-            message = (
-                result.message.decode() if isinstance(result.message, bytes) else result.message
-            )
-            # sklearn's words, then advice.
-            warnings.warn(
-                f"lbfgs failed to converge (status={result.status}):\n{message}.\n\n"
-                f"Stopped after {result.nit} iteration(s). Increase the number of iterations "
-                "(max_iter) or of loss evaluations (max_fun), or scale the data (e.g. "
-                "StandardScaler).",
-                ConvergenceWarning,
-                stacklevel=4,
-            )
-        if not all(np.isfinite(p.data).all() for p in parameters):
-            raise ValueError(NON_FINITE_WEIGHTS)
 
     # ---- prediction -------------------------------------------------------------------------
     def _outputs(self, X: Any, check_input: bool = True) -> np.ndarray:
