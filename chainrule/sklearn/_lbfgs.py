@@ -94,14 +94,20 @@ def fit_lbfgs(
     mlp.loss_ = float(result.fun)
     if result.status != 0:
         message = result.message.decode() if isinstance(result.message, bytes) else result.message
-        # sklearn's words, then advice.
-        warnings.warn(
-            f"lbfgs failed to converge (status={result.status}):\n{message}.\n\n"
-            f"Stopped after {result.nit} iteration(s). Increase the number of iterations "
-            "(max_iter) or of loss evaluations (max_fun), or scale the data (e.g. "
-            "StandardScaler).",
-            ConvergenceWarning,
-            stacklevel=4,
+        # sklearn's words (sklearn.utils.optimize._check_optimize_result).
+        text = (
+            f"lbfgs failed to converge after {mlp.n_iter_} iteration(s) (status={result.status}):"
+            f"\n{message}\n"
         )
+        if mlp.n_iter_ == mlp.max_iter:
+            text += (
+                "\nIncrease the number of iterations to improve the convergence "
+                f"(max_iter={mlp.max_iter})."
+            )
+        text += (
+            "\nYou might also want to scale the data as shown in:\n"
+            "    https://scikit-learn.org/stable/modules/preprocessing.html"
+        )
+        warnings.warn(text, ConvergenceWarning, stacklevel=4)
     if not all(np.isfinite(p.data).all() for p in parameters):
         raise ValueError(NON_FINITE_WEIGHTS)

@@ -184,6 +184,10 @@ def _rebuild(model: nn.Module, metadata: dict) -> _BaseMLP:
             f"{len(hidden) + 2}"
         )
     estimator._model = model.train()
+    # Where a warm start after the load picks up sklearn's stopping rule: afresh.
+    estimator._no_improvement_count = 0
+    if estimator.early_stopping:
+        estimator._best_state = model.state_dict()
     return estimator
 
 
