@@ -3,14 +3,14 @@
     python benchmarks/bench_sklearn.py            # the full comparison (a few minutes)
     python benchmarks/bench_sklearn.py --smoke    # seconds: one seed, few epochs, float64 only
 
-For each data set (digits, breast cancer, diabetes), solver, precision (PRECISIONS) and seed: a stratified
-train/test split, features standardised on the training part (and the diabetes target too), then
-both estimators fit with `random_state=seed`, one after the other in alternating order so that a
-burst of load on a shared machine hits both alike. Reported: the test accuracy (R² for diabetes)
-as mean ± std over seeds; fit time as mean ± std of the process's CPU time (with one BLAS thread
-this is the work done, and unlike the wall clock, which the JSON also holds, it does not count the
-time other jobs on a shared machine held the core); the ratio of the median fit times, and of the
-median times per epoch (epochs differ when the two stop at different points). BLAS runs on
+For each data set (digits, breast cancer, diabetes), solver, precision (PRECISIONS) and seed: a
+stratified train/test split, features standardised on the training part (and the diabetes target
+too), then both estimators fit with `random_state=seed`, one after the other in alternating order so
+that a burst of load on a shared machine hits both alike. Reported: the test accuracy (R² for
+diabetes) as mean ± std over seeds; fit time as mean ± std of the process's CPU time (with one BLAS
+thread this is the work done, and unlike the wall clock, which the JSON also holds, it does not
+count the time other jobs on a shared machine held the core); the ratio of the median fit times, and
+of the median times per epoch (epochs differ when the two stop at different points). BLAS runs on
 `--threads` threads (default 1: these matrices are too small for threads to pay, and on a shared
 machine more threads only add noise). Writes a Markdown table to stdout and JSON to --out.
 """
@@ -127,7 +127,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(runs: list[dict]) -> list[dict]:
-    """One row per (data set, solver, precision): means and spreads over seeds, and the speed ratios."""
+    """One row per (data set, solver, precision): means and spreads over seeds, speed ratios."""
     rows = []
     keys = sorted(
         {(r["dataset"], r["solver"], r["precision"]) for r in runs},
@@ -168,8 +168,9 @@ def markdown(rows: list[dict]) -> str:
     metric = {"digits": "accuracy", "breast_cancer": "accuracy", "diabetes": "R²"}
     lines = [
         (
-            "| data set | solver | trains in (chainrule / sklearn) | metric | chainrule | sklearn | chainrule fit (CPU s) | "
-            "sklearn fit (CPU s) | epochs cr / sk | fit speed-up | per-epoch speed-up |"
+            "| data set | solver | trains in (chainrule / sklearn) | metric | chainrule | "
+            "sklearn | chainrule fit (CPU s) | sklearn fit (CPU s) | epochs cr / sk | "
+            "fit speed-up | per-epoch speed-up |"
         ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -178,8 +179,10 @@ def markdown(rows: list[dict]) -> str:
         lines.append(
             f"| {row['dataset']} | {row['solver']} | {PRECISIONS[row['precision']][2]} | "
             f"{metric[row['dataset']]} | "
-            f"{cr['score'][0]:.4f} ± {cr['score'][1]:.4f} | {sk['score'][0]:.4f} ± {sk['score'][1]:.4f} | "
-            f"{cr['cpu_s'][0]:.3f} ± {cr['cpu_s'][1]:.3f} | {sk['cpu_s'][0]:.3f} ± {sk['cpu_s'][1]:.3f} | "
+            f"{cr['score'][0]:.4f} ± {cr['score'][1]:.4f} | "
+            f"{sk['score'][0]:.4f} ± {sk['score'][1]:.4f} | "
+            f"{cr['cpu_s'][0]:.3f} ± {cr['cpu_s'][1]:.3f} | "
+            f"{sk['cpu_s'][0]:.3f} ± {sk['cpu_s'][1]:.3f} | "
             f"{cr['n_iter']:.0f} / {sk['n_iter']:.0f} | {row['fit_speedup']:.2f}× | "
             f"{row['epoch_speedup']:.2f}× |"
         )
