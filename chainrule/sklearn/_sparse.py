@@ -19,6 +19,7 @@ MAX_ROWS = {np.dtype(np.float32): 2**24, np.dtype(np.float64): 2**53}
 
 
 def is_sparse(X: Any) -> bool:
+    """Whether X is a SciPy sparse matrix or array."""
     return scipy.sparse.issparse(X)
 
 
