@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from chainrule import nn, optim
 from chainrule.nn import init
+from chainrule.sklearn import _sparse
 from chainrule.sklearn._convergence import _ConvergenceMonitor
+from chainrule.sklearn._lbfgs import NON_FINITE_WEIGHTS, fit_lbfgs
 from chainrule.sklearn._validation import (
-    _ACTIVATIONS,
     _ALSO_ALLOWED,
     _CHOICES,
     _FLAGS,
@@ -30,12 +30,14 @@ from chainrule.sklearn._validation import (
     _check_interval,
     _float_dtype,
     _generator,
+    _hidden_module,
 )
 from chainrule.tensor import Tensor
+from chainrule.train import NonFiniteError
 from chainrule.train import fit as train_model
 from chainrule.train import predict as forward
 
-_CHUNK_ELEMENTS = 2**16  # lbfgs: activation elements per chunk of rows (see _full_batch_loss)
+_SPARSE_FORMATS = ["csr", "csc"]
 
 
 class _BaseMLP(BaseEstimator):
@@ -71,7 +73,8 @@ class _BaseMLP(BaseEstimator):
         epsilon: float = 1e-8,
         n_iter_no_change: Any = 10,
         max_fun: int = 15000,
-        dtype: Any = "float32",
+        dropout: float = 0.0,
+        dtype: Any = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -96,6 +99,7 @@ class _BaseMLP(BaseEstimator):
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
         self.max_fun = max_fun
+        self.dropout = dropout
         self.dtype = dtype
 
     # ---- fitted attributes that view the network ----------------------------------------------
@@ -112,9 +116,32 @@ class _BaseMLP(BaseEstimator):
         """Weight matrices in sklearn's layout (fan_in, fan_out): views of the model's weights."""
         return [layer.weight.data.T for layer in self._linears()]
 
+    @coefs_.setter
+    def coefs_(self, coefs: list) -> None:
+        self._assign("coefs_", coefs, lambda layer: layer.weight, transpose=True)
+
     @property
     def intercepts_(self) -> list[np.ndarray]:
+        """Bias vectors (fan_out,): views of the model's biases."""
         return [layer.bias.data for layer in self._linears()]
+
+    @intercepts_.setter
+    def intercepts_(self, intercepts: list) -> None:
+        self._assign("intercepts_", intercepts, lambda layer: layer.bias, transpose=False)
+
+    def _assign(self, name: str, arrays: list, parameter: Any, transpose: bool) -> None:
+        """Copy assigned weights into the network (in its precision), as sklearn users assign
+        coefs_ / intercepts_ for warm starts; the optimizer's state and views stay valid."""
+        layers = self._linears()
+        arrays = [np.asarray(array) for array in arrays]
+        shapes = [parameter(layer).data.shape for layer in layers]
+        given = [array.T.shape if transpose else array.shape for array in arrays]
+        if given != shapes:
+            expected = [shape[::-1] if transpose else shape for shape in shapes]
+            got = [array.shape for array in arrays]
+            raise ValueError(f"{name} must have the shapes {expected}, got {got}")
+        for layer, array in zip(layers, arrays):
+            parameter(layer).data[...] = array.T if transpose else array
 
     # ---- parameters -------------------------------------------------------------------------
     def _check_parameters(self) -> list[int]:
@@ -135,6 +162,12 @@ class _BaseMLP(BaseEstimator):
                 raise InvalidParameterError(
                     f"{owner}: {name} must be True or False, got {getattr(self, name)!r}"
                 )
+        if self.dropout > 0 and self.solver == "lbfgs":
+            raise InvalidParameterError(
+                f"{owner}: dropout needs a stochastic solver ('sgd' or 'adam'); lbfgs minimises "
+                f"a fixed objective, got dropout={self.dropout!r}"
+            )
+        self._check_own_parameters(owner)
         if self.early_stopping and self.validation_fraction == 0:
             raise InvalidParameterError(
                 f"{owner}: early_stopping needs validation_fraction > 0, got 0"
@@ -165,8 +198,8 @@ class _BaseMLP(BaseEstimator):
     ) -> None:
         """Build the network with sklearn's initialisation and reset the training record."""
         # Glorot uniform for weights and biases alike, with sklearn's factor 2 for logistic units.
-        factor = 2.0 if self.activation == "logistic" else 6.0
-        hidden = _ACTIVATIONS[self.activation]
+        factor = 2.0 if self.activation in ("logistic", "sigmoid") else 6.0
+        hidden = _hidden_module(self.activation)
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(units)):
             linear = nn.Linear(fan_in, fan_out, dtype=dtype, rng=generator)
@@ -174,8 +207,9 @@ class _BaseMLP(BaseEstimator):
             init.uniform_(linear.weight, -bound, bound, generator)
             init.uniform_(linear.bias, -bound, bound, generator)
             layers.append(linear)
-            if hidden is not None and i < len(units) - 2:
-                layers.append(hidden())
+            if i < len(units) - 2:
+                layers += [hidden()] if hidden is not None else []
+                layers += [nn.Dropout(self.dropout, generator)] if self.dropout > 0 else []
         self._model = nn.Sequential(*layers)
         self.n_layers_ = len(units)
         self.n_outputs_ = units[-1]
@@ -217,52 +251,37 @@ class _BaseMLP(BaseEstimator):
             float(np.vdot(layer.weight.data, layer.weight.data)) for layer in self._linears()
         )
 
-    def _batch_loss(self, output: Tensor, target: np.ndarray) -> Tensor:
-        """The data loss of one mini-batch; sklearn's objective adds alpha/(2·n)·Σ‖W‖² to it.
+    def _batch_loss(self, output: Tensor, target: np.ndarray, weights: Any) -> Tensor:
+        """The data loss of one mini-batch; sklearn's objective adds alpha/(2·n)·Σ‖W‖² to it, where
+        n is the batch's size, or the sum of its sample weights.
 
         The penalty's gradient, alpha/n·W, is the optimizer's weight decay on the weight group (n is
         set here because the last batch of an epoch may be smaller): part of the fused update, not
-        a graph of squares and sums. Its value, times the n samples it is averaged over, is added
-        up for loss_curve_ (see _ConvergenceMonitor), outside the graph, where a constant costs
-        nothing.
+        a graph of squares and sums. Its value, times the batch's sample count (as sklearn adds
+        batch losses up for loss_curve_), is added up outside the graph, where a constant costs
+        nothing (see _ConvergenceMonitor).
         """
-        n = len(target)
+        count = len(target)
+        n = count if weights is None else float(weights.sum())
         self._optimizer.param_groups[0]["weight_decay"] = self.alpha / n
         if self.alpha > 0:
-            self._penalty_total += 0.5 * self.alpha * self._squared_weights()
-        return self._data_loss(output, target)
-
-    def _full_batch_loss(self, X: np.ndarray, target: np.ndarray) -> float:
-        """The same objective over all of X, for lbfgs; accumulates its gradient in `.grad`.
-
-        The data term is summed over chunks of rows (each chunk's mean weighted by its share), so
-        that no activation outgrows a few hundred kilobytes: larger temporaries are fresh memory
-        from the OS on every call, and that made a full-batch step 2.4× slower on digits. Each
-        chunk's share seeds its backward pass. The penalty alpha/(2·n)·Σ‖W‖² and its gradient
-        alpha/n·W are added directly, outside the graph (lbfgs has no optimizer to apply them
-        as weight decay).
-        """
-        n = len(X)
-        widest = max(layer.out_features for layer in self._linears())
-        rows = max(64, _CHUNK_ELEMENTS // widest)
-        value = 0.0
-        for start in range(0, n, rows):
-            part = slice(start, min(start + rows, n))
-            share = (part.stop - start) / n
-            loss = self._data_loss(self._model(X[part]), target[part])
-            loss.backward(share)
-            value += float(loss.data) * share
-        if self.alpha > 0:
-            value += 0.5 * self.alpha / n * self._squared_weights()
-            for layer in self._linears():
-                layer.weight.grad += (self.alpha / n) * layer.weight.data
-        return value
+            self._penalty_total += 0.5 * self.alpha * self._squared_weights() * (count / n)
+        return self._data_loss(output, target, weights)
 
     # ---- fitting ----------------------------------------------------------------------------
-    def _fit(self, X: Any, y: Any, incremental: bool) -> _BaseMLP:
+    def _sample_weights(self, X: Any, y: np.ndarray, sample_weight: Any) -> np.ndarray | None:
+        """The weight of each row in the loss (sample_weight, times class_weight for a classifier);
+        None where every row weighs 1, which then takes the unweighted path, bit for bit."""
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+        weights = self._weight_rows(y, sample_weight)
+        return None if weights is None or (weights == 1).all() else weights
+
+    def _fit(self, X: Any, y: Any, sample_weight: Any, incremental: bool) -> _BaseMLP:
         hidden = self._check_parameters()
         first_pass = not hasattr(self, "_model") or (not self.warm_start and not incremental)
         X, y, target, n_outputs = self._validate_input(X, y, incremental, reset=first_pass)
+        weights = self._sample_weights(X, y, sample_weight)
         generator = _generator(self.random_state)
         units = [X.shape[1], *hidden, n_outputs]
         if first_pass:
@@ -275,21 +294,60 @@ class _BaseMLP(BaseEstimator):
                     f"{type(self).__name__}: cannot continue training a network of layer sizes "
                     f"{fitted} with data and hidden_layer_sizes that need {units}"
                 )
+        self._set_dropout(generator)
+        if weights is not None and not weights.all():
+            # A row of weight 0 adds nothing to any loss or gradient: it is left out, so that it
+            # does not change the batches either (as if it had been removed from the data).
+            kept = weights != 0
+            X, y, target, weights = X[kept], y[kept], target[kept], weights[kept]
         dtype = self._model.dtype
-        X = X.astype(dtype, copy=False)
+        X = self._in_precision(X, dtype)
+        weights = None if weights is None else weights.astype(dtype)
         if self.out_activation_ != "softmax":  # softmax targets stay class indices
             target = target.astype(dtype, copy=False)
         if self.solver == "lbfgs":
-            self._fit_lbfgs(X, target)
+            fit_lbfgs(self, *self._network(X), target, weights)
         else:
-            self._fit_stochastic(X, y, target, generator, incremental)
+            self._fit_stochastic(X, y, target, weights, generator, incremental)
         return self
+
+    def _set_dropout(self, generator: np.random.Generator) -> None:
+        """Dropout draws its masks from this fit's generator (randomness is explicit)."""
+        layers = [layer for layer in self._model if isinstance(layer, nn.Dropout)]
+        if self.dropout > 0 and not layers:
+            raise ValueError(
+                f"{type(self).__name__}: cannot continue training a network fitted without "
+                "dropout with dropout > 0; fit it anew (warm_start=False)"
+            )
+        for layer in layers:
+            layer.p, layer.rng = float(self.dropout), generator
+
+    @staticmethod
+    def _in_precision(X: Any, dtype: np.dtype) -> Any:
+        if _sparse.is_sparse(X):
+            return _sparse.as_rows(X, dtype)
+        with np.errstate(over="ignore"):
+            converted = X.astype(dtype, copy=False)
+        if converted.dtype != X.dtype and not np.isfinite(converted).all():
+            raise ValueError(
+                f"X has values too large for dtype={dtype.name!r}; scale the data (e.g. "
+                "StandardScaler) or train in float64"
+            )
+        return converted
+
+    def _network(self, X: Any) -> tuple[nn.Module, Any]:
+        """(network, inputs): the model and X itself, or for sparse X the model reading X's rows
+        by number (see _sparse.py) and the row numbers."""
+        if _sparse.is_sparse(X):
+            return _sparse.sparse_network(self._model, X)
+        return self._model, X
 
     def _fit_stochastic(
         self,
-        X: np.ndarray,
+        X: Any,
         y: np.ndarray,
         target: np.ndarray,
+        weights: np.ndarray | None,
         generator: np.random.Generator,
         incremental: bool,
     ) -> None:
@@ -307,7 +365,7 @@ class _BaseMLP(BaseEstimator):
             # As sklearn: a stratified split only for single-output (binary) classification.
             stratify = y if isinstance(self, ClassifierMixin) and self.n_outputs_ == 1 else None
             rows, held_out = train_test_split(
-                np.arange(len(X)),
+                np.arange(X.shape[0]),
                 test_size=self.validation_fraction,
                 stratify=stratify,
                 random_state=int(generator.integers(2**31 - 1)),
@@ -317,35 +375,57 @@ class _BaseMLP(BaseEstimator):
                     "The validation set is too small. Increase 'validation_fraction' or the size "
                     "of your dataset."
                 )
-            validation = (X[held_out], y[held_out])
+            validation = (X[held_out], y[held_out], None if weights is None else weights[held_out])
             X, target = X[rows], target[rows]
-        n = len(X)
+            weights = None if weights is None else weights[rows]
+        n = X.shape[0]
         if self.batch_size == "auto":
             batch_size = min(200, n)
         else:
             if self.batch_size > n:
                 warnings.warn(
                     "Got `batch_size` less than 1 or larger than sample size. It is going "
-                    "to be clipped"
+                    "to be clipped",
+                    stacklevel=4,
                 )
             batch_size = min(int(self.batch_size), n)
+
+        def batch_loss(output: Tensor, rows: np.ndarray) -> Tensor:
+            # The loop hands over row numbers: targets and weights are looked up here.
+            return self._batch_loss(
+                output, target[rows], None if weights is None else weights[rows]
+            )
+
         self.n_iter_ = 0
         monitor = _ConvergenceMonitor(self, n, validation, incremental)
-        self._penalty_total = 0.0  # Σ over the epoch's batches of alpha/2·Σ‖W‖² (see _batch_loss)
-        train_model(
-            self._model,
-            X,
-            target,
-            loss=self._batch_loss,
-            optimizer=self._optimizer,
-            epochs=1 if incremental else self.max_iter,
-            batch_size=batch_size,
-            shuffle=self.shuffle,
-            classification=False,
-            callbacks=[monitor],
-            progress=False,
-            rng=generator,
-        )
+        self._penalty_total = 0.0  # Σ over the epoch's batches of the L2 term (see _batch_loss)
+        network, inputs = self._network(X)
+        try:
+            train_model(
+                network,
+                inputs,
+                np.arange(n),
+                loss=batch_loss,
+                optimizer=self._optimizer,
+                epochs=1 if incremental else self.max_iter,
+                batch_size=batch_size,
+                shuffle=self.shuffle,
+                classification=False,
+                callbacks=[monitor],
+                progress=False,
+                rng=generator,
+            )
+        except NonFiniteError as error:
+            if not self.early_stopping:
+                raise ValueError(NON_FINITE_WEIGHTS) from error
+            # As sklearn: a diverging run with early stopping records the epoch's non-finite loss
+            # and score and ends with the best weights. (sklearn trains on with NaN weights until
+            # n_iter_no_change runs out; nothing can improve after NaN, so this stops at once.)
+            self.n_iter_ += 1
+            self.t_ += n
+            self.loss_ = math.nan
+            self.loss_curve_.append(self.loss_)
+            self.validation_scores_.append(math.nan)
         if self.early_stopping:
             self._model.load_state_dict(self._best_state)
 
@@ -362,7 +442,7 @@ class _BaseMLP(BaseEstimator):
     def _count_no_improvement(self, validation: tuple | None) -> None:
         """sklearn's rule: an epoch counts as no improvement unless it beats the best by tol."""
         if validation is not None:
-            score = self._score_arrays(*validation)
+            score = self._validation_score(*validation)
             self.validation_scores_.append(score)
             if self.verbose:
                 print(f"Validation score: {score:f}")
@@ -376,67 +456,28 @@ class _BaseMLP(BaseEstimator):
             self.best_loss_ = min(self.best_loss_, loss)
         self._no_improvement_count = 0 if improved else self._no_improvement_count + 1
 
-    def _fit_lbfgs(self, X: np.ndarray, target: np.ndarray) -> None:
-        """Minimise the full-batch objective with L-BFGS-B over all parameters as one vector."""
-        from scipy.optimize import minimize  # scipy comes with scikit-learn; only lbfgs needs it
-
-        parameters = list(self._model.parameters())
-        splits = np.cumsum([p.data.size for p in parameters])[:-1]
-
-        def load(theta: np.ndarray) -> None:
-            for p, chunk in zip(parameters, np.split(theta, splits)):
-                p.data[...] = chunk.reshape(p.data.shape)
-
-        losses = []
-
-        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
-            load(theta)
-            self._model.zero_grad()
-            losses.append(self._full_batch_loss(X, target))
-            return losses[-1], np.concatenate([p.grad.ravel() for p in parameters]).astype(
-                np.float64
-            )
-
-        def report(theta: np.ndarray) -> None:
-            iterations.append(losses[-1])
-            print(f"Iteration {len(iterations)}, loss = {losses[-1]:.8f}")
-
-        iterations: list[float] = []
-        theta = np.concatenate([p.data.ravel() for p in parameters]).astype(np.float64)
-        result = minimize(
-            objective,
-            theta,
-            method="L-BFGS-B",
-            jac=True,
-            callback=report if self.verbose else None,
-            options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
-        )
-        load(result.x)
-        self.n_iter_ = min(int(result.nit), self.max_iter)
-        self.loss_ = float(result.fun)
-        if result.status != 0:
-            message = (
-                result.message.decode() if isinstance(result.message, bytes) else result.message
-            )
-            warnings.warn(
-                f"lbfgs failed to converge after {result.nit} iteration(s) (status={result.status}): "
-                f"{message}. Increase max_iter or max_fun, or scale the data (e.g. StandardScaler).",
-                ConvergenceWarning,
-            )
-        if not all(np.isfinite(p.data).all() for p in parameters):
-            raise ValueError(
-                "Solver produced non-finite parameter weights. The input data may contain large "
-                "values and need to be preprocessed."
-            )
+    def _validation_score(self, X: Any, y: np.ndarray, weights: np.ndarray | None) -> float:
+        """The held-out score (weighted as the loss is); NaN where the network's outputs are not
+        finite, as sklearn's."""
+        outputs = self._outputs(X, check_input=False)
+        if not np.isfinite(outputs).all():
+            return math.nan
+        return float(self._score_outputs(outputs, y, weights))
 
     # ---- prediction -------------------------------------------------------------------------
     def _outputs(self, X: Any, check_input: bool = True) -> np.ndarray:
         """The network's raw outputs (logits for a classifier), one row per sample."""
         check_is_fitted(self)
         if check_input:
-            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        X = np.asarray(X)
-        outputs = forward(self._model, X.astype(self._model.dtype, copy=False))
+            X = validate_data(
+                self, X, reset=False, accept_sparse=_SPARSE_FORMATS, dtype=(np.float64, np.float32)
+            )
+        dtype = self._model.dtype
+        if _sparse.is_sparse(X):
+            outputs = forward(*self._network(_sparse.as_rows(X, dtype)))
+        else:
+            X = np.asarray(X)
+            outputs = forward(self._model, X.astype(dtype, copy=False))
         # In the caller's precision (or the network's, if wider): float64 data gets float64 back.
         return outputs.astype(np.promote_types(X.dtype, outputs.dtype), copy=False)
 
@@ -448,6 +489,13 @@ class _BaseMLP(BaseEstimator):
             )
         return True
 
-    def fit(self, X: Any, y: Any) -> _BaseMLP:
-        """Fit the network to X (n_samples, n_features) and y; returns self."""
-        return self._fit(X, y, incremental=False)
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> _BaseMLP:
+        """Fit the network to X (n_samples, n_features), dense or SciPy sparse, and y; returns
+        self. `sample_weight` (n_samples,) weighs each row in the loss: the loss is the weighted
+        mean, so a weight of 2 counts a row twice."""
+        return self._fit(X, y, sample_weight, incremental=False)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags

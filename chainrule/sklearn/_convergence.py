@@ -63,4 +63,5 @@ class _ConvergenceMonitor(Callback):
                 f"Stochastic Optimizer: Maximum iterations ({mlp.max_iter}) reached and the "
                 "optimization hasn't converged yet.",
                 ConvergenceWarning,
+                stacklevel=2,
             )

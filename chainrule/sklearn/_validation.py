@@ -10,15 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from chainrule import nn
 from chainrule.random import get_rng
+from chainrule.registry import ACTIVATIONS, HIDDEN_ACTIVATIONS
 
 
 class InvalidParameterError(ValueError, TypeError):
     """A hyper-parameter of the wrong type or out of range (caught as either, like sklearn's)."""
 
 
-_ACTIVATIONS = {"identity": None, "logistic": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU}
+# sklearn's four activation names, as the registry names them; every other hidden activation of
+# the registry (gelu, leaky_relu, ...) is offered under its own name.
+_SKLEARN_ACTIVATIONS = {
+    "identity": "identity",
+    "logistic": "sigmoid",
+    "tanh": "tanh",
+    "relu": "relu",
+}
+_ACTIVATIONS = {
+    **_SKLEARN_ACTIVATIONS,
+    **{name: name for name in HIDDEN_ACTIVATIONS if name not in _SKLEARN_ACTIVATIONS},
+}
 _CHOICES = {
     "activation": tuple(_ACTIVATIONS),
     "solver": ("lbfgs", "sgd", "adam"),
@@ -42,6 +53,7 @@ _INTERVALS = {
     "max_fun": (_INT, 1, math.inf, "left"),
     "batch_size": (_INT, 1, math.inf, "left"),
     "n_iter_no_change": (_INT, 1, math.inf, "left"),
+    "dropout": (_REAL, 0, 1, "left"),
 }
 _ALSO_ALLOWED = {"batch_size": "auto", "n_iter_no_change": np.inf}
 _SIZE = (_INT, 1, math.inf, "left")
@@ -58,6 +70,21 @@ def _check_interval(owner: str, name: str, value: Any, interval: tuple) -> None:
         )
         what = "an integer" if kind is _INT else "a number"
         raise InvalidParameterError(f"{owner}: {name} must be {what} in {text}, got {value!r}")
+
+
+def _hidden_module(activation: str) -> type | None:
+    """The module class of a hidden activation, by sklearn's or the registry's name (None for the
+    identity, which needs no module)."""
+    name = _ACTIVATIONS[activation]
+    return None if name == "identity" else ACTIVATIONS[name].module
+
+
+def _check_class_weight(owner: str, class_weight: Any) -> None:
+    if not (class_weight is None or class_weight == "balanced" or isinstance(class_weight, dict)):
+        raise InvalidParameterError(
+            f"{owner}: class_weight must be None, 'balanced' or a dict {{class: weight}}, got "
+            f"{class_weight!r}"
+        )
 
 
 def _float_dtype(dtype: Any) -> np.dtype | None:
