@@ -27,3 +27,11 @@ adam = _kernels.adam if AVAILABLE else _decline
 sgd = _kernels.sgd if AVAILABLE else _decline
 relu = _kernels.relu if AVAILABLE else _decline
 relu_backward = _kernels.relu_backward if AVAILABLE else _decline
+
+# Convolution and pooling (chainrule/ops/conv.py): `col2im(cols, gx, ...)` and
+# `max_pool2d_backward(g, index, gx, ...)` fill gx, `max_pool2d(x, out, index, ...)` fills out and
+# index; the shape arguments are listed in _kernels.c. A module built before these kernels existed
+# lacks them: decline then too.
+col2im = getattr(_kernels, "col2im", _decline) if AVAILABLE else _decline
+max_pool2d = getattr(_kernels, "max_pool2d", _decline) if AVAILABLE else _decline
+max_pool2d_backward = getattr(_kernels, "max_pool2d_backward", _decline) if AVAILABLE else _decline
