@@ -301,12 +301,10 @@ def conv1d(
             f"conv1d: the weight must have shape (out_channels, in_channels/groups, k), got "
             f"{weight.shape}"
         )
-    (_, stride), (_, dilation) = (
-        conv_ops.pair((1, stride), "stride", "conv1d"),
-        conv_ops.pair((1, dilation), "dilation", "conv1d"),
-    )
-    if not isinstance(padding, str):
-        padding = (0, padding)
+    # As a convolution over a unit height: the checks and 'same' are conv2d's.
+    _, stride = conv_ops.pair((1, stride), "stride", "conv1d")
+    _, dilation = conv_ops.pair((1, dilation), "dilation", "conv1d")
+    padding = padding if isinstance(padding, str) else (0, padding)
     kernel = (1, weight.shape[2])
     _, pads = conv_ops.conv_padding(padding, kernel, (1, stride), (1, dilation), "conv1d")
     return _convolution(ops.conv1d, x, weight, bias, stride, pads, dilation, groups)
@@ -319,8 +317,9 @@ def _convolution(op, x, weight, bias, stride, padding, dilation, groups):
     if bias is None:
         needs = (x.requires_grad, weight.requires_grad, False)
         return apply(op, x, weight, needs=needs, **options)
+    bias = _tensor(bias)
     needs = (x.requires_grad, weight.requires_grad, bias.requires_grad)
-    return apply(op, x, weight, _tensor(bias), needs=needs, **options)
+    return apply(op, x, weight, bias, needs=needs, **options)
 
 
 def _pool_arguments(name, kernel_size, stride, padding):
