@@ -71,8 +71,8 @@ def conv_output_shape(x_shape, w_shape, b_shape, stride, padding, dilation, grou
         raise ValueError(f"{name}: {o} output channels cannot be split into {groups} groups")
     if c != c_group * groups:
         raise ValueError(
-            f"{name} expects input of shape (batch, {c_group * groups}, height, width) for a weight "
-            f"of shape {w_shape} with groups={groups}, got shape {x_shape}"
+            f"{name} expects input of shape (batch, {c_group * groups}, height, width) for a "
+            f"weight of shape {w_shape} with groups={groups}, got shape {x_shape}"
         )
     if b_shape is not None and tuple(b_shape) != (o,):
         raise ValueError(f"{name}: the bias must have shape ({o},), got {b_shape}")
