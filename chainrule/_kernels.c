@@ -352,56 +352,58 @@ static int overlap(const Py_buffer *a, const Py_buffer *b) {
     return x < y + b->len && y < x + a->len;
 }
 
-/* gx[p, oh·sh + i·dh, ow·sw + j·dw] += cols[p, i, j, oh, ow], gx zeroed first. */
+/* gx[n, c, oh·sh + i·dh, ow·sw + j·dw] += cols[c, i, j, n, oh, ow], gx zeroed first. */
 #define COL2IM_BODY(T)                                                                            \
-    for (Py_ssize_t p = 0; p < planes; p++) {                                                     \
-        T *image = gx + p * Hp * Wp;                                                              \
-        for (Py_ssize_t k = 0; k < Hp * Wp; k++) image[k] = 0;                                    \
-        for (Py_ssize_t i = 0; i < kh; i++)                                                       \
-            for (Py_ssize_t j = 0; j < kw; j++) {                                                 \
-                const T *column = cols + ((p * kh + i) * kw + j) * Ho * Wo;                       \
-                for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                          \
-                    T *row = image + (oh * sh + i * dh) * Wp + j * dw;                            \
-                    const T *source = column + oh * Wo;                                           \
-                    if (sw == 1)                                                                  \
-                        for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow] += source[ow];             \
-                    else                                                                          \
-                        for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow * sw] += source[ow];        \
+    for (Py_ssize_t n = 0; n < N; n++)                                                            \
+        for (Py_ssize_t c = 0; c < C; c++) {                                                      \
+            T *image = gx + (n * C + c) * Hp * Wp;                                                \
+            for (Py_ssize_t k = 0; k < Hp * Wp; k++) image[k] = 0;                                \
+            for (Py_ssize_t i = 0; i < kh; i++)                                                   \
+                for (Py_ssize_t j = 0; j < kw; j++) {                                             \
+                    const T *column = cols + (((c * kh + i) * kw + j) * N + n) * Ho * Wo;         \
+                    for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                      \
+                        T *row = image + (oh * sh + i * dh) * Wp + j * dw;                        \
+                        const T *source = column + oh * Wo;                                       \
+                        if (sw == 1)                                                              \
+                            for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow] += source[ow];         \
+                        else                                                                      \
+                            for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow * sw] += source[ow];    \
+                    }                                                                             \
                 }                                                                                 \
-            }                                                                                     \
-    }
+        }
 
-VECTORIZE static void col2im_float(const float *restrict cols, float *restrict gx,
-                                   Py_ssize_t planes, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t Ho,
+VECTORIZE static void col2im_float(const float *restrict cols, float *restrict gx, Py_ssize_t N,
+                                   Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t Ho,
                                    Py_ssize_t Wo, Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t sh,
                                    Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) {
     COL2IM_BODY(float)
 }
 
 VECTORIZE static void col2im_double(const double *restrict cols, double *restrict gx,
-                                    Py_ssize_t planes, Py_ssize_t kh, Py_ssize_t kw,
+                                    Py_ssize_t N, Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
                                     Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t Hp, Py_ssize_t Wp,
                                     Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) {
     COL2IM_BODY(double)
 }
 
-/* col2im(cols, gx, planes, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw) -> bool: cols (planes, kh, kw,
- * Ho, Wo), gx (planes, Hp, Wp), both C-contiguous of one float type. */
+/* col2im(cols, gx, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw) -> bool: cols (C, kh, kw, N, Ho,
+ * Wo) as chainrule/ops/conv.py's im2col lays them out, gx (N, C, Hp, Wp), both C-contiguous of
+ * one float type. */
 static PyObject *col2im(PyObject *self, PyObject *args) {
     PyObject *cols_object, *gx_object;
-    Py_ssize_t planes, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw;
-    if (!PyArg_ParseTuple(args, "OOnnnnnnnnnnn", &cols_object, &gx_object, &planes, &kh, &kw, &Ho,
+    Py_ssize_t N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw;
+    if (!PyArg_ParseTuple(args, "OOnnnnnnnnnnnn", &cols_object, &gx_object, &N, &C, &kh, &kw, &Ho,
                           &Wo, &Hp, &Wp, &sh, &sw, &dh, &dw))
         return NULL;
-    if (planes < 1 || kh < 1 || kw < 1 || Ho < 1 || Wo < 1 || sh < 1 || sw < 1 || dh < 1 ||
+    if (N < 1 || C < 1 || kh < 1 || kw < 1 || Ho < 1 || Wo < 1 || sh < 1 || sw < 1 || dh < 1 ||
         dw < 1 || (Ho - 1) * sh + (kh - 1) * dh >= Hp || (Wo - 1) * sw + (kw - 1) * dw >= Wp)
         Py_RETURN_FALSE;
     Py_buffer cols, gx;
     char kind = 0;
     for (const char *k = "fd"; *k && !kind; k++)
-        if (take_sized(&cols, cols_object, 0, *k, planes * kh * kw * Ho * Wo)) kind = *k;
+        if (take_sized(&cols, cols_object, 0, *k, C * kh * kw * N * Ho * Wo)) kind = *k;
     if (!kind) Py_RETURN_FALSE;
-    if (!take_sized(&gx, gx_object, 1, kind, planes * Hp * Wp)) {
+    if (!take_sized(&gx, gx_object, 1, kind, N * C * Hp * Wp)) {
         PyBuffer_Release(&cols);
         Py_RETURN_FALSE;
     }
@@ -409,9 +411,9 @@ static PyObject *col2im(PyObject *self, PyObject *args) {
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         if (kind == 'f')
-            col2im_float(cols.buf, gx.buf, planes, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw);
+            col2im_float(cols.buf, gx.buf, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw);
         else
-            col2im_double(cols.buf, gx.buf, planes, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw);
+            col2im_double(cols.buf, gx.buf, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&cols);

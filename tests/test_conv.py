@@ -302,10 +302,11 @@ def test_kernels_give_what_the_numpy_reference_gives(
 
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
 def test_kernels_decline_arrays_that_do_not_fit():
-    cols, image = np.ones((2, 3, 3, 4, 4)), np.full((2, 6, 6), 7.0)
-    assert not kernels.col2im(cols, image.astype(np.float32), 2, 3, 3, 4, 4, 6, 6, 1, 1, 1, 1)
-    assert not kernels.col2im(cols, image[:, :, ::2].copy(), 2, 3, 3, 4, 4, 6, 3, 1, 1, 1, 1)
-    assert not kernels.col2im(cols, image, 2, 3, 3, 4, 4, 6, 6, 2, 1, 1, 1)  # reads past the image
+    cols, image = np.ones((2, 3, 3, 1, 4, 4)), np.full((1, 2, 6, 6), 7.0)
+    assert kernels.col2im(cols, image.copy(), 1, 2, 3, 3, 4, 4, 6, 6, 1, 1, 1, 1)
+    assert not kernels.col2im(cols, image.astype(np.float32), 1, 2, 3, 3, 4, 4, 6, 6, 1, 1, 1, 1)
+    assert not kernels.col2im(cols, image[..., ::2].copy(), 1, 2, 3, 3, 4, 4, 6, 3, 1, 1, 1, 1)
+    assert not kernels.col2im(cols, image, 1, 2, 3, 3, 4, 4, 6, 6, 2, 1, 1, 1)  # past the image
     np.testing.assert_array_equal(image, 7.0)
     x, out, index = np.ones((2, 4, 4)), np.zeros((2, 2, 2)), np.zeros((2, 2, 2), dtype=np.int64)
     assert not kernels.max_pool2d(x[:, ::2], out, index, 2, 2, 4, 2, 2, 2, 2, 2, 2, 0, 0)

@@ -1,13 +1,14 @@
 """Convolution and pooling on NCHW arrays: conv2d (conv1d through it), max and average pooling,
 adaptive average pooling; each one engine op with its vector-Jacobian product directly below it.
 
-Convolution is im2col and one batched matrix product: the windows of the padded input are copied
-once into columns (N, groups, C/groups·kh·kw, Ho·Wo) and multiplied by the weight (groups, O/groups,
-C/groups·kh·kw), which gives the output already in NCHW order. The backward reuses the columns for
-the weight gradient and adds the columns of the input gradient back into the image (col2im). The
-C kernels in `chainrule.kernels` do col2im and max pooling in one pass each; the NumPy code below is
-their reference and runs wherever they decline. Shapes are checked in `conv_output_shape` and
-`pool_output_shape`, which name the caller (`conv2d`, or a layer such as `Conv2d(1, 16, ...)`).
+Convolution is im2col and one matrix product per group: the windows of the padded input are
+copied once into columns (C/groups·kh·kw, N·Ho·Wo) and multiplied by the weight (O/groups,
+C/groups·kh·kw); the product, (O, N, Ho, Wo), is transposed to NCHW with the bias added. The
+backward reuses the columns for the weight gradient and adds the columns of the input gradient
+back into the image (col2im). The C kernels in `chainrule.kernels` do col2im and max pooling in
+one pass each; the NumPy code below is their reference and runs wherever they decline. Shapes are
+checked in `conv_output_shape` and `pool_output_shape`, which name the caller (`conv2d`, or a
+layer such as `Conv2d(1, 16, ...)`).
 """
 
 from __future__ import annotations
@@ -131,27 +132,29 @@ def _window(start, count, step):
 # ---- convolution --------------------------------------------------------------------------------
 
 
-def im2col(xp, kernel, stride, dilation, out_hw):
-    """Windows of the padded input as contiguous columns: (N, C, kh, kw, Ho, Wo)."""
+def im2col(xp, kernel, stride, dilation):
+    """Windows of the padded input as contiguous columns (C, kh, kw, N, Ho, Wo): row (c, i, j)
+    holds what kernel tap (c, i, j) sees at every output position of every sample."""
     (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     windows = sliding_window_view(xp, (_extent(kh, dh), _extent(kw, dw)), axis=(2, 3))
     windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw), a view
-    return np.ascontiguousarray(windows.transpose(0, 1, 4, 5, 2, 3))
+    return np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))
 
 
 def col2im(cols, padded_shape, stride, dilation):
-    """The adjoint of im2col: each column added back where it was read from. cols (N, C, kh, kw,
+    """The adjoint of im2col: each column added back where it was read from. cols (C, kh, kw, N,
     Ho, Wo) -> (N, C, Hp, Wp)."""
-    n, c, kh, kw, ho, wo = cols.shape
+    c, kh, kw, n, ho, wo = cols.shape
     (sh, sw), (dh, dw) = stride, dilation
     image = np.empty(padded_shape, dtype=cols.dtype)
     hp, wp = padded_shape[2:]
-    if kernels.col2im(cols, image, n * c, kh, kw, ho, wo, hp, wp, sh, sw, dh, dw):
+    if kernels.col2im(cols, image, n, c, kh, kw, ho, wo, hp, wp, sh, sw, dh, dw):
         return image
     image[...] = 0
     for i in range(kh):
         for j in range(kw):
-            image[:, :, _window(i * dh, ho, sh), _window(j * dw, wo, sw)] += cols[:, :, i, j]
+            tap = cols[:, i, j].transpose(1, 0, 2, 3)  # (N, C, Ho, Wo)
+            image[:, :, _window(i * dh, ho, sh), _window(j * dw, wo, sw)] += tap
     return image
 
 
@@ -169,8 +172,9 @@ def conv2d(
     b (O,) -> z (N, O, Ho, Wo). `padding` is ((top, bottom), (left, right)); `needs` says which of
     x, W, b want a gradient (the input batch usually does not, and its col2im is the dearest part).
 
-    Per group, with the columns X = im2col(x) (C/groups·kh·kw, Ho·Wo) of one sample:
-    z = W·X + b,  dL/dW = Σ_samples g·Xᵀ,  dL/db = Σ g,  dL/dx = col2im(Wᵀ·g).
+    Per group, with the columns X = im2col(x) (C/groups·kh·kw, N·Ho·Wo) of the whole batch and
+    g = dL/dz as (O/groups, N·Ho·Wo):
+    z = W·X + b,  dL/dW = g·Xᵀ,  dL/db = Σ g,  dL/dx = col2im(Wᵀ·g).
     """
     n, o, ho, wo = conv_output_shape(
         x.shape,
@@ -184,27 +188,31 @@ def conv2d(
     )
     c, kh, kw = x.shape[1], weight.shape[2], weight.shape[3]
     xp = _pad(x, padding)
-    cols = im2col(xp, (kh, kw), stride, dilation, (ho, wo))
-    cols = cols.reshape(n, groups, -1, ho * wo)  # (N, G, C/G·kh·kw, Ho·Wo), no copy
+    # NOTE: one large product per group, not one per sample: a stack of small products costs the
+    # same on one quiet core, but OpenBLAS threads each small one, which on a busy machine made
+    # a batch of them 10-30x slower. The price is a transposing copy of the output (and of g).
+    cols = im2col(xp, (kh, kw), stride, dilation).reshape(groups, -1, n * ho * wo)
     w3 = weight.reshape(groups, o // groups, -1)  # (G, O/G, C/G·kh·kw)
-    out = np.matmul(w3, cols).reshape(n, o, ho, wo)
-    if bias is not None:
-        out += bias[:, None, None]
+    product = np.matmul(w3, cols).reshape(o, n, ho, wo).transpose(1, 0, 2, 3)
+    out = np.empty((n, o, ho, wo), dtype=product.dtype)
+    if bias is None:
+        np.copyto(out, product)
+    else:
+        np.add(product, bias[:, None, None], out=out)  # the bias added while transposing
     padded_shape, x_shape = xp.shape, x.shape
     saved_cols = cols if needs[1] else None  # the largest buffer: kept only for dL/dW
-    del x, xp, cols
+    del x, xp, cols, product
 
     def backward(g):
-        g4 = g.reshape(n, groups, o // groups, ho * wo)
+        g3 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, o // groups, -1)
         gx = gw = gb = None
         if bias is not None and needs[2]:
-            gb = g.sum(axis=(0, 2, 3))
+            gb = g3.reshape(o, -1).sum(axis=1)
         if needs[1]:
-            gw = np.matmul(g4, saved_cols.transpose(0, 1, 3, 2)).sum(axis=0)
-            gw = gw.reshape(weight.shape)
+            gw = np.matmul(g3, saved_cols.transpose(0, 2, 1)).reshape(weight.shape)
         if needs[0]:
-            gcols = np.matmul(w3.transpose(0, 2, 1), g4)  # (N, G, C/G·kh·kw, Ho·Wo)
-            gcols = gcols.reshape(n, c, kh, kw, ho, wo)
+            gcols = np.matmul(w3.transpose(0, 2, 1), g3)  # (G, C/G·kh·kw, N·Ho·Wo)
+            gcols = gcols.reshape(c, kh, kw, n, ho, wo)
             gx = _crop(col2im(gcols, padded_shape, stride, dilation), padding, x_shape)
         return gx, gw, gb
 
