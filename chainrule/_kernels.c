@@ -422,7 +422,8 @@ static PyObject *col2im(PyObject *self, PyObject *args) {
 }
 
 /* out[p, oh, ow] = the largest x[p, h, w] in the window (NaN wins, then the first maximum), and
- * index[p, oh, ow] = h·W + w; positions in the padding are skipped. */
+ * index[p, oh, ow] = h·W + w; positions in the padding are skipped. Row by row: for each window
+ * position (h, j) in scan order, one branch-free pass along the output row, which vectorizes. */
 #define MAX_POOL_BODY(T)                                                                          \
     for (Py_ssize_t p = 0; p < planes; p++) {                                                     \
         const T *image = x + p * H * W;                                                           \
@@ -430,35 +431,40 @@ static PyObject *col2im(PyObject *self, PyObject *args) {
             Py_ssize_t h0 = oh * sh - ph, h1 = h0 + kh;                                           \
             if (h0 < 0) h0 = 0;                                                                   \
             if (h1 > H) h1 = H;                                                                   \
+            T *best = out + (p * Ho + oh) * Wo;                                                   \
+            int64_t *where = index + (p * Ho + oh) * Wo;                                          \
             for (Py_ssize_t ow = 0; ow < Wo; ow++) {                                              \
-                Py_ssize_t w0 = ow * sw - pw, w1 = w0 + kw;                                       \
-                if (w0 < 0) w0 = 0;                                                               \
-                if (w1 > W) w1 = W;                                                               \
-                T best = -INFINITY;                                                               \
-                int64_t where = h0 * W + w0;                                                      \
-                for (Py_ssize_t h = h0; h < h1; h++)                                              \
-                    for (Py_ssize_t w = w0; w < w1; w++) {                                        \
-                        T v = image[h * W + w];                                                   \
-                        if (v > best || v != v) {                                                 \
-                            best = v;                                                             \
-                            where = h * W + w;                                                    \
-                        }                                                                         \
-                    }                                                                             \
-                Py_ssize_t o = (p * Ho + oh) * Wo + ow;                                           \
-                out[o] = best;                                                                    \
-                index[o] = where;                                                                 \
+                Py_ssize_t w0 = ow * sw - pw;                                                     \
+                best[ow] = -INFINITY;                                                             \
+                where[ow] = h0 * W + (w0 < 0 ? 0 : w0);                                           \
             }                                                                                     \
+            for (Py_ssize_t h = h0; h < h1; h++)                                                  \
+                for (Py_ssize_t j = 0; j < kw; j++) {                                             \
+                    /* the outputs whose column w = ow·sw − pw + j lies inside the image */       \
+                    Py_ssize_t shift = j - pw, lo = 0, hi = 0;                                    \
+                    if (W - 1 - shift >= 0) hi = (W - 1 - shift) / sw + 1;                        \
+                    while (lo * sw + shift < 0) lo++;                                             \
+                    if (hi > Wo) hi = Wo;                                                         \
+                    const T *row = image + h * W + shift;                                         \
+                    int64_t base = h * W + shift;                                                 \
+                    for (Py_ssize_t ow = lo; ow < hi; ow++) {                                     \
+                        T v = row[ow * sw];                                                       \
+                        int take = (v > best[ow]) | (v != v);                                     \
+                        best[ow] = take ? v : best[ow];                                           \
+                        where[ow] = take ? base + ow * sw : where[ow];                             \
+                    }                                                                             \
+                }                                                                                 \
         }                                                                                         \
     }
 
-static void max_pool_float(const float *restrict x, float *restrict out, int64_t *restrict index,
+VECTORIZE static void max_pool_float(const float *restrict x, float *restrict out, int64_t *restrict index,
                            Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho,
                            Py_ssize_t Wo, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
                            Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw) {
     MAX_POOL_BODY(float)
 }
 
-static void max_pool_double(const double *restrict x, double *restrict out,
+VECTORIZE static void max_pool_double(const double *restrict x, double *restrict out,
                             int64_t *restrict index, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
                             Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh, Py_ssize_t kw,
                             Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw) {

@@ -279,6 +279,7 @@ KERNEL_CASES = [
     ("max_pool2d", lambda x: F.max_pool2d(x, 2), [(3, 4, 8, 7)], True),
     ("max_pool2d_padded", lambda x: F.max_pool2d(x, (3, 2), (3, 2), (1, 1)), [(2, 3, 7, 9)], True),
     ("max_pool2d_overlapping", lambda x: F.max_pool2d(x, 3, 1, 1), [(2, 3, 6, 6)], False),
+    ("max_pool2d_narrow", lambda x: F.max_pool2d(x, (3, 5), 1, (1, 2)), [(2, 2, 1, 2)], False),
 ]
 
 
