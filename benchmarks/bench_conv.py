@@ -13,7 +13,10 @@ from the same weights and see the same batches; after the timing the script chec
 agree (float32, so to about 1e-4). Each round times a few steps of each library, in alternating
 order, and the figure is the median over rounds of the ratio within a round (PyTorch's time per
 step ÷ chainrule's: above 1 means chainrule is faster), with the lowest and highest round ratio
-as the spread. PyTorch runs on `torch.set_num_threads(2)` and NumPy's BLAS on 2 threads.
+as the spread; the same from process CPU time beside it, and the share of the machine's CPUs
+other processes used meanwhile (above ~20% the wall-clock figures mostly measure the neighbours:
+OpenBLAS's threads suffer far more than PyTorch's). PyTorch runs on `torch.set_num_threads(2)` and
+NumPy's BLAS on 2 threads (`--threads` changes both).
 
 Memory: the im2col column buffers that the convolutions keep from forward to backward (exact
 sizes), and the peak of all NumPy memory chainrule allocates during one step (tracemalloc).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import statistics
 import sys
 import time
@@ -152,12 +156,28 @@ class Theirs:
         return [p.detach().numpy() for p in self.model.parameters()]
 
 
+def _busy_seconds():
+    """CPU-seconds every process on the machine has used (/proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(peer, steps):
+    """(wall seconds, process CPU seconds) per step, and the share of all CPUs that other
+    processes kept busy meanwhile (the machines are shared: that share is how noisy it was)."""
     gc.collect()
-    start = time.perf_counter()
+    busy, cpu, start = _busy_seconds(), time.process_time(), time.perf_counter()
     for _ in range(steps):
         peer.step()
-    return (time.perf_counter() - start) / steps
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    others = None
+    if busy is not None:
+        others = max(0.0, (_busy_seconds() - busy - cpu) / (wall * os.cpu_count()))
+    return wall / steps, cpu / steps, others
 
 
 def column_bytes(model, shape):
@@ -193,23 +213,26 @@ def bench(name, rounds, target_s):
     worst = max(
         float(np.max(np.abs(a - b))) for a, b in zip(ours.weights(), theirs.weights(), strict=True)
     )
-    per_step = timed(ours, 2)
+    per_step = timed(ours, 2)[0]
     steps = max(1, int(target_s / per_step))
-    ratios, our_times, their_times = [], [], []
+    rounds_ = []
     for r in range(rounds):
         order = (ours, theirs) if r % 2 == 0 else (theirs, ours)
         times = {id(peer): timed(peer, steps) for peer in order}
-        our_times.append(times[id(ours)])
-        their_times.append(times[id(theirs)])
-        ratios.append(times[id(theirs)] / times[id(ours)])
+        rounds_.append((times[id(ours)], times[id(theirs)]))
+    others = [max(a[2] or 0.0, b[2] or 0.0) for a, b in rounds_]
+    wall = [b[0] / a[0] for a, b in rounds_]
+    cpu = [b[1] / a[1] for a, b in rounds_]
     return {
         "network": name,
         "steps_per_round": steps,
-        "chainrule_ms": 1e3 * statistics.median(our_times),
-        "torch_ms": 1e3 * statistics.median(their_times),
-        "ratio": statistics.median(ratios),
-        "ratio_min": min(ratios),
-        "ratio_max": max(ratios),
+        "chainrule_ms": 1e3 * statistics.median(a[0] for a, _ in rounds_),
+        "torch_ms": 1e3 * statistics.median(b[0] for _, b in rounds_),
+        "ratio": statistics.median(wall),
+        "ratio_min": min(wall),
+        "ratio_max": max(wall),
+        "cpu_ratio": statistics.median(cpu),
+        "others_busy_median": statistics.median(others),
         "weights_max_difference_after_4_steps": worst,
         "im2col_bytes": column_bytes(ours.model, (BATCH, 1, 28, 28)),
         "step_peak_bytes": step_peak_bytes(ours),
@@ -221,14 +244,15 @@ def main(argv=None):
     parser.add_argument("--only", choices=list(NETWORKS), nargs="*", default=list(NETWORKS))
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--seconds", type=float, default=0.4, help="per library per round")
+    parser.add_argument("--threads", type=int, default=2, help="torch and NumPy BLAS threads")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
     rounds, seconds = (3, 0.02) if args.smoke else (args.rounds, args.seconds)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     try:
         from threadpoolctl import threadpool_info, threadpool_limits
 
-        threadpool_limits(2)
+        threadpool_limits(args.threads)
         blas = ", ".join(
             f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info()
         )
@@ -236,10 +260,10 @@ def main(argv=None):
         blas = "threadpoolctl missing: BLAS threads unknown"
     print(f"torch {torch.__version__} ({torch.get_num_threads()} threads), NumPy BLAS: {blas}")
     print(
-        "| network | chainrule ms/step | PyTorch ms/step | PyTorch ÷ chainrule, median (min-max) "
-        "| im2col columns held | chainrule step peak |"
+        "| network | chainrule ms/step | PyTorch ms/step | PyTorch ÷ chainrule (wall), median "
+        "(min-max) | same, CPU time | others' CPU share | im2col columns held | step peak |"
     )
-    print("|---|---:|---:|---|---:|---:|")
+    print("|---|---:|---:|---|---:|---:|---:|---:|")
     results = []
     for name in args.only:
         r = bench(name, rounds, seconds)
@@ -247,7 +271,8 @@ def main(argv=None):
         print(
             f"| {name} | {r['chainrule_ms']:.2f} | {r['torch_ms']:.2f} | {r['ratio']:.2f}× "
             f"({r['ratio_min']:.2f}-{r['ratio_max']:.2f}, {rounds} rounds of "
-            f"{r['steps_per_round']} steps) | {r['im2col_bytes'] / 2**20:.1f} MiB "
+            f"{r['steps_per_round']} steps) | {r['cpu_ratio']:.2f}× "
+            f"| {100 * r['others_busy_median']:.0f}% | {r['im2col_bytes'] / 2**20:.1f} MiB "
             f"| {r['step_peak_bytes'] / 2**20:.1f} MiB |",
             flush=True,
         )
