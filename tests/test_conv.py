@@ -498,6 +498,49 @@ def test_digits_as_images_are_the_flat_digits_reshaped():
     np.testing.assert_array_equal(labels, y)
 
 
+def test_a_cnn_trained_for_k_sgd_steps_matches_torch(rng):
+    ours = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1, dtype=F64, rng=rng),
+        nn.BatchNorm2d(4, dtype=F64),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 6, 3, stride=2, groups=2, dtype=F64, rng=rng),
+        nn.ReLU(),
+        nn.AvgPool2d(2, 1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(6, 3, dtype=F64, rng=rng),
+    )
+    theirs = TNN.Sequential(
+        TNN.Conv2d(2, 4, 3, padding=1, **T64),
+        TNN.BatchNorm2d(4, **T64),
+        TNN.ReLU(),
+        TNN.MaxPool2d(2),
+        TNN.Conv2d(4, 6, 3, stride=2, groups=2, **T64),
+        TNN.ReLU(),
+        TNN.AvgPool2d(2, 1),
+        TNN.AdaptiveAvgPool2d(1),
+        TNN.Flatten(),
+        TNN.Linear(6, 3, **T64),
+    )
+    with torch.no_grad():
+        for mine, theirs_ in zip(ours.parameters(), theirs.parameters(), strict=True):
+            theirs_.copy_(torch.tensor(mine.data))
+    our_optimizer = optim.SGD(ours.parameters(), lr=0.1, momentum=0.9)
+    their_optimizer = torch.optim.SGD(theirs.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        x, y = rng.standard_normal((5, 2, 10, 10)), rng.integers(0, 3, 5)
+        our_optimizer.zero_grad()
+        F.cross_entropy(ours(x), y).backward()
+        our_optimizer.step()
+        their_optimizer.zero_grad()
+        TF.cross_entropy(theirs(torch.tensor(x)), torch.tensor(y)).backward()
+        their_optimizer.step()
+    their_state = theirs.state_dict()
+    for name, value in ours.state_dict().items():
+        np.testing.assert_allclose(value, their_state[name].numpy(), rtol=1e-7, atol=1e-12)
+
+
 def small_cnn(seed):
     rng = np.random.default_rng(seed)
     return nn.Sequential(
