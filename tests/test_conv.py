@@ -85,6 +85,18 @@ def test_conv1d_matches_torch(case):
     assert_convolution_matches_torch(F.conv1d, TF.conv1d, *case)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [dict(padding=1), dict(stride=(2, 1), dilation=(1, 2)), dict(groups=2, padding=(2, 0))],
+    ids=["padded", "strided-dilated", "groups"],
+)
+def test_conv2d_with_long_columns_matches_torch(options, rng):
+    """64 or more taps per output (C/groups·kh·kw) run the products the other way round."""
+    groups = options.get("groups", 1)
+    x, w = rng.standard_normal((2, 16, 7, 8)), rng.standard_normal((6, 16 // groups, 3, 4))
+    assert_convolution_matches_torch(F.conv2d, TF.conv2d, x, w, rng.standard_normal(6), options)
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize("kernel, dilation", [(3, 1), (4, 1), ((2, 5), (2, 1)), (3, 2)])
 def test_conv2d_same_padding_keeps_the_size_like_torch(kernel, dilation, rng):
@@ -274,6 +286,12 @@ KERNEL_CASES = [
         "conv2d_dilated",
         lambda x, w: F.conv2d(x, w, stride=2, dilation=2, groups=3),
         [(2, 3, 9, 9), (6, 1, 2, 3)],
+        True,
+    ),
+    (
+        "conv2d_long_columns",
+        lambda x, w: F.conv2d(x, w, stride=(2, 1), padding=1),
+        [(2, 8, 7, 6), (4, 8, 3, 3)],
         True,
     ),
     ("max_pool2d", lambda x: F.max_pool2d(x, 2), [(3, 4, 8, 7)], True),
