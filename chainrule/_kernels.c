@@ -424,7 +424,34 @@ static PyObject *col2im(PyObject *self, PyObject *args) {
 /* out[p, oh, ow] = the largest x[p, h, w] in the window (NaN wins, then the first maximum), and
  * index[p, oh, ow] = h·W + w; positions in the padding are skipped. Row by row: for each window
  * position (h, j) in scan order, one branch-free pass along the output row, which vectorizes. */
+#define MAX_POOL_TAKE(v, at)                                                                      \
+    {                                                                                             \
+        int take = ((v) > best) | ((v) != (v));                                                   \
+        best = take ? (v) : best;                                                                 \
+        where = take ? (at) : where;                                                              \
+    }
 #define MAX_POOL_BODY(T)                                                                          \
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {                         \
+        /* the common 2×2 pooling: the four taps of each window in registers, in scan order */     \
+        for (Py_ssize_t p = 0; p < planes; p++)                                                   \
+            for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                              \
+                const T *top = x + (p * H + 2 * oh) * W, *bottom = top + W;                       \
+                T *o = out + (p * Ho + oh) * Wo;                                                  \
+                int64_t *at = index + (p * Ho + oh) * Wo, first = 2 * oh * W;                     \
+                for (Py_ssize_t ow = 0; ow < Wo; ow++) {                                          \
+                    T a = top[2 * ow], b = top[2 * ow + 1], c = bottom[2 * ow],                   \
+                      d = bottom[2 * ow + 1];                                                     \
+                    T best = -INFINITY;                                                           \
+                    int64_t where = first + 2 * ow;                                               \
+                    MAX_POOL_TAKE(a, first + 2 * ow)                                              \
+                    MAX_POOL_TAKE(b, first + 2 * ow + 1)                                          \
+                    MAX_POOL_TAKE(c, first + W + 2 * ow)                                          \
+                    MAX_POOL_TAKE(d, first + W + 2 * ow + 1)                                      \
+                    o[ow] = best;                                                                 \
+                    at[ow] = where;                                                               \
+                }                                                                                 \
+            }                                                                                     \
+    } else                                                                                        \
     for (Py_ssize_t p = 0; p < planes; p++) {                                                     \
         const T *image = x + p * H * W;                                                           \
         for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                                  \
