@@ -491,6 +491,10 @@ ERRORS = [
         ["conv2d", "bias", "(2,)"],
     ),
     (lambda: F.max_pool2d(np.zeros((2, 5, 5)), 2), ["max_pool2d", "(2, 5, 5)"]),
+    (
+        lambda: F.conv1d(np.zeros((1, 3, 5)), np.zeros((2, 2, 3))),
+        ["conv1d", "(batch, 2, length)", "(1, 3, 5)", "(2, 2, 3)"],
+    ),
     (lambda: F.dropout2d(np.zeros((2, 5)), 0.5), ["dropout2d", "(2, 5)"]),
     (
         lambda: F.batch_norm(np.zeros((1, 3, 1, 1)), None, None, training=True),

@@ -246,6 +246,11 @@ def conv1d(
             f"conv1d expects input (batch, channels, length) and weight (out, in/groups, k), got "
             f"shapes {x.shape} and {weight.shape}"
         )
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(
+            f"conv1d expects input of shape (batch, {weight.shape[1] * groups}, length) for a "
+            f"weight of shape {weight.shape} with groups={groups}, got shape {x.shape}"
+        )
     out, backward2d = conv2d(
         x[:, :, None, :],
         weight[:, :, None, :],
