@@ -564,6 +564,10 @@ static PyObject *replay(PyObject *self, PyObject *args) {
     PyBuffer_Release(&scalars);
     return PyBool_FromLong(ok);
 }
+/* Convolution and pooling kernels: defined in their section at the end of this file. */
+static PyObject *col2im(PyObject *self, PyObject *args);
+static PyObject *max_pool2d(PyObject *self, PyObject *args);
+static PyObject *max_pool2d_backward(PyObject *self, PyObject *args);
 
 static PyMethodDef methods[] = {
     {"adam", adam, METH_VARARGS, "One fused Adam update in place; False if the arrays do not fit."},
@@ -571,6 +575,10 @@ static PyMethodDef methods[] = {
     {"relu", relu, METH_VARARGS, "out = max(z, 0); False if the arrays do not fit."},
     {"relu_backward", relu_backward, METH_VARARGS, "out = g·(z > 0); False if the arrays do not fit."},
     {"replay", replay, METH_VARARGS, "Run a recorded step (see the replay interpreter section)."},
+    {"col2im", col2im, METH_VARARGS, "Add im2col columns back into an image; False if they do not fit."},
+    {"max_pool2d", max_pool2d, METH_VARARGS, "Max pooling with argmax; False if the arrays do not fit."},
+    {"max_pool2d_backward", max_pool2d_backward, METH_VARARGS,
+     "Scatter max-pooling gradients to the argmax; False if the arrays do not fit."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -580,3 +588,295 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
+
+/* ==== Convolution and pooling (chainrule/ops/conv.py) =========================================
+ * col2im: the input gradient of a convolution, adding each column of the im2col matrix back where
+ * it was read from, in one pass over the columns (NumPy needs kh·kw strided adds over the image).
+ * max_pool2d and its backward: the maximum and its position in one pass over each window, then the
+ * gradient scattered to those positions (NumPy needs a pass per window position for each).
+ *
+ * col2im adds in the order of the NumPy reference (window position by window position, from zero),
+ * so the two agree bit for bit; max pooling takes PyTorch's rule (the first maximum wins, NaN wins)
+ * as the NumPy code does. Where pooling windows overlap, a gradient element gathers its terms in a
+ * different order than in NumPy: equal to rounding. Each returns False, touching nothing, when the
+ * arrays are not C-contiguous, of one float type, of the sizes the shape arguments give.
+ */
+
+/* A C-contiguous buffer of `count` elements of kind 'f', 'd' or 'q' (int64), or 0 with `view`
+ * released (and no error set) when `object` is anything else. */
+static int take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
+                      Py_ssize_t count) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object, view, flags) != 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    const char *format = view->format ? view->format : "B";
+    if (format[0] == '=' || format[0] == '<' || format[0] == '@') format++;
+    char got = format[1] != '\0' ? 0 : format[0];
+    if ((got == 'l' || got == 'q') && view->itemsize == 8) got = 'q';
+    if (got != kind || view->len != count * view->itemsize) {
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+static int overlap(const Py_buffer *a, const Py_buffer *b) {
+    const char *x = a->buf, *y = b->buf;
+    return x < y + b->len && y < x + a->len;
+}
+
+/* gx[n, c, oh·sh + i·dh, ow·sw + j·dw] += cols[c, i, j, n, oh, ow], gx zeroed first. */
+#define COL2IM_BODY(T)                                                                            \
+    for (Py_ssize_t n = 0; n < N; n++)                                                            \
+        for (Py_ssize_t c = 0; c < C; c++) {                                                      \
+            T *image = gx + (n * C + c) * Hp * Wp;                                                \
+            for (Py_ssize_t k = 0; k < Hp * Wp; k++) image[k] = 0;                                \
+            for (Py_ssize_t i = 0; i < kh; i++)                                                   \
+                for (Py_ssize_t j = 0; j < kw; j++) {                                             \
+                    const T *column = cols + (((c * kh + i) * kw + j) * N + n) * Ho * Wo;         \
+                    for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                      \
+                        T *row = image + (oh * sh + i * dh) * Wp + j * dw;                        \
+                        const T *source = column + oh * Wo;                                       \
+                        if (sw == 1)                                                              \
+                            for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow] += source[ow];         \
+                        else                                                                      \
+                            for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow * sw] += source[ow];    \
+                    }                                                                             \
+                }                                                                                 \
+        }
+
+VECTORIZE static void col2im_float(const float *restrict cols, float *restrict gx, Py_ssize_t N,
+                                   Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t Ho,
+                                   Py_ssize_t Wo, Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t sh,
+                                   Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) {
+    COL2IM_BODY(float)
+}
+
+VECTORIZE static void col2im_double(const double *restrict cols, double *restrict gx,
+                                    Py_ssize_t N, Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
+                                    Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t Hp, Py_ssize_t Wp,
+                                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) {
+    COL2IM_BODY(double)
+}
+
+/* col2im(cols, gx, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw) -> bool: cols (C, kh, kw, N, Ho,
+ * Wo) as chainrule/ops/conv.py's im2col lays them out, gx (N, C, Hp, Wp), both C-contiguous of
+ * one float type. */
+static PyObject *col2im(PyObject *self, PyObject *args) {
+    PyObject *cols_object, *gx_object;
+    Py_ssize_t N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw;
+    if (!PyArg_ParseTuple(args, "OOnnnnnnnnnnnn", &cols_object, &gx_object, &N, &C, &kh, &kw, &Ho,
+                          &Wo, &Hp, &Wp, &sh, &sw, &dh, &dw))
+        return NULL;
+    if (N < 1 || C < 1 || kh < 1 || kw < 1 || Ho < 1 || Wo < 1 || sh < 1 || sw < 1 || dh < 1 ||
+        dw < 1 || (Ho - 1) * sh + (kh - 1) * dh >= Hp || (Wo - 1) * sw + (kw - 1) * dw >= Wp)
+        Py_RETURN_FALSE;
+    Py_buffer cols, gx;
+    char kind = 0;
+    for (const char *k = "fd"; *k && !kind; k++)
+        if (take_sized(&cols, cols_object, 0, *k, C * kh * kw * N * Ho * Wo)) kind = *k;
+    if (!kind) Py_RETURN_FALSE;
+    if (!take_sized(&gx, gx_object, 1, kind, N * C * Hp * Wp)) {
+        PyBuffer_Release(&cols);
+        Py_RETURN_FALSE;
+    }
+    int ok = !overlap(&cols, &gx);
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (kind == 'f')
+            col2im_float(cols.buf, gx.buf, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw);
+        else
+            col2im_double(cols.buf, gx.buf, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&cols);
+    PyBuffer_Release(&gx);
+    return PyBool_FromLong(ok);
+}
+
+/* out[p, oh, ow] = the largest x[p, h, w] in the window (NaN wins, then the first maximum), and
+ * index[p, oh, ow] = h·W + w; positions in the padding are skipped. Row by row: for each window
+ * position (h, j) in scan order, one branch-free pass along the output row, which vectorizes. */
+#define MAX_POOL_TAKE(v, at)                                                                      \
+    {                                                                                             \
+        int take = ((v) > best) | ((v) != (v));                                                   \
+        best = take ? (v) : best;                                                                 \
+        where = take ? (at) : where;                                                              \
+    }
+#define MAX_POOL_BODY(T)                                                                          \
+    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {                         \
+        /* the common 2×2 pooling: the four taps of each window in registers, in scan order */     \
+        for (Py_ssize_t p = 0; p < planes; p++)                                                   \
+            for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                              \
+                const T *top = x + (p * H + 2 * oh) * W, *bottom = top + W;                       \
+                T *o = out + (p * Ho + oh) * Wo;                                                  \
+                int64_t *at = index + (p * Ho + oh) * Wo, first = 2 * oh * W;                     \
+                for (Py_ssize_t ow = 0; ow < Wo; ow++) {                                          \
+                    T a = top[2 * ow], b = top[2 * ow + 1], c = bottom[2 * ow],                   \
+                      d = bottom[2 * ow + 1];                                                     \
+                    T best = -INFINITY;                                                           \
+                    int64_t where = first + 2 * ow;                                               \
+                    MAX_POOL_TAKE(a, first + 2 * ow)                                              \
+                    MAX_POOL_TAKE(b, first + 2 * ow + 1)                                          \
+                    MAX_POOL_TAKE(c, first + W + 2 * ow)                                          \
+                    MAX_POOL_TAKE(d, first + W + 2 * ow + 1)                                      \
+                    o[ow] = best;                                                                 \
+                    at[ow] = where;                                                               \
+                }                                                                                 \
+            }                                                                                     \
+    } else                                                                                        \
+    for (Py_ssize_t p = 0; p < planes; p++) {                                                     \
+        const T *image = x + p * H * W;                                                           \
+        for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                                  \
+            Py_ssize_t h0 = oh * sh - ph, h1 = h0 + kh;                                           \
+            if (h0 < 0) h0 = 0;                                                                   \
+            if (h1 > H) h1 = H;                                                                   \
+            T *best = out + (p * Ho + oh) * Wo;                                                   \
+            int64_t *where = index + (p * Ho + oh) * Wo;                                          \
+            for (Py_ssize_t ow = 0; ow < Wo; ow++) {                                              \
+                Py_ssize_t w0 = ow * sw - pw;                                                     \
+                best[ow] = -INFINITY;                                                             \
+                where[ow] = h0 * W + (w0 < 0 ? 0 : w0);                                           \
+            }                                                                                     \
+            for (Py_ssize_t h = h0; h < h1; h++)                                                  \
+                for (Py_ssize_t j = 0; j < kw; j++) {                                             \
+                    /* the outputs whose column w = ow·sw − pw + j lies inside the image */       \
+                    Py_ssize_t shift = j - pw, lo = 0, hi = 0;                                    \
+                    if (W - 1 - shift >= 0) hi = (W - 1 - shift) / sw + 1;                        \
+                    while (lo * sw + shift < 0) lo++;                                             \
+                    if (hi > Wo) hi = Wo;                                                         \
+                    const T *row = image + h * W + shift;                                         \
+                    int64_t base = h * W + shift;                                                 \
+                    for (Py_ssize_t ow = lo; ow < hi; ow++) {                                     \
+                        T v = row[ow * sw];                                                       \
+                        int take = (v > best[ow]) | (v != v);                                     \
+                        best[ow] = take ? v : best[ow];                                           \
+                        where[ow] = take ? base + ow * sw : where[ow];                             \
+                    }                                                                             \
+                }                                                                                 \
+        }                                                                                         \
+    }
+
+VECTORIZE static void max_pool_float(const float *restrict x, float *restrict out, int64_t *restrict index,
+                           Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho,
+                           Py_ssize_t Wo, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                           Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw) {
+    MAX_POOL_BODY(float)
+}
+
+VECTORIZE static void max_pool_double(const double *restrict x, double *restrict out,
+                            int64_t *restrict index, Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W,
+                            Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh, Py_ssize_t kw,
+                            Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw) {
+    MAX_POOL_BODY(double)
+}
+
+/* max_pool2d(x, out, index, planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw) -> bool: x (planes, H,
+ * W), out (planes, Ho, Wo) of x's float type, index (planes, Ho, Wo) int64. Every window must hold
+ * at least one element of x (padding at most half the kernel, as PyTorch requires). */
+static PyObject *max_pool2d(PyObject *self, PyObject *args) {
+    PyObject *x_object, *out_object, *index_object;
+    Py_ssize_t planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw;
+    if (!PyArg_ParseTuple(args, "OOOnnnnnnnnnnn", &x_object, &out_object, &index_object, &planes,
+                          &H, &W, &Ho, &Wo, &kh, &kw, &sh, &sw, &ph, &pw))
+        return NULL;
+    if (planes < 1 || H < 1 || W < 1 || Ho < 1 || Wo < 1 || kh < 1 || kw < 1 || sh < 1 ||
+        sw < 1 || ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw ||
+        (Ho - 1) * sh + kh > H + 2 * ph || (Wo - 1) * sw + kw > W + 2 * pw)
+        Py_RETURN_FALSE;
+    Py_buffer x, out, index;
+    char kind = 0;
+    for (const char *k = "fd"; *k && !kind; k++)
+        if (take_sized(&x, x_object, 0, *k, planes * H * W)) kind = *k;
+    if (!kind) Py_RETURN_FALSE;
+    if (!take_sized(&out, out_object, 1, kind, planes * Ho * Wo)) {
+        PyBuffer_Release(&x);
+        Py_RETURN_FALSE;
+    }
+    if (!take_sized(&index, index_object, 1, 'q', planes * Ho * Wo)) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&out);
+        Py_RETURN_FALSE;
+    }
+    int ok = !overlap(&x, &out) && !overlap(&x, &index) && !overlap(&out, &index);
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (kind == 'f')
+            max_pool_float(x.buf, out.buf, index.buf, planes, H, W, Ho, Wo, kh, kw, sh, sw, ph,
+                           pw);
+        else
+            max_pool_double(x.buf, out.buf, index.buf, planes, H, W, Ho, Wo, kh, kw, sh, sw, ph,
+                            pw);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&index);
+    return PyBool_FromLong(ok);
+}
+
+/* gx[p, index[p, o]] += g[p, o], gx zeroed first. */
+#define MAX_POOL_BACKWARD_BODY(T)                                                                 \
+    for (Py_ssize_t p = 0; p < planes; p++) {                                                     \
+        T *image = gx + p * HW;                                                                   \
+        const T *gp = g + p * HoWo;                                                               \
+        const int64_t *ip = index + p * HoWo;                                                     \
+        for (Py_ssize_t k = 0; k < HW; k++) image[k] = 0;                                         \
+        for (Py_ssize_t o = 0; o < HoWo; o++) image[ip[o]] += gp[o];                              \
+    }
+
+static void max_pool_backward_float(const float *restrict g, const int64_t *restrict index,
+                                    float *restrict gx, Py_ssize_t planes, Py_ssize_t HW,
+                                    Py_ssize_t HoWo) {
+    MAX_POOL_BACKWARD_BODY(float)
+}
+
+static void max_pool_backward_double(const double *restrict g, const int64_t *restrict index,
+                                     double *restrict gx, Py_ssize_t planes, Py_ssize_t HW,
+                                     Py_ssize_t HoWo) {
+    MAX_POOL_BACKWARD_BODY(double)
+}
+
+/* max_pool2d_backward(g, index, gx, planes, H, W, Ho, Wo) -> bool: g (planes, Ho, Wo), index as
+ * max_pool2d wrote it (each value in [0, H·W), checked before anything is written), gx (planes, H,
+ * W) of g's float type. */
+static PyObject *max_pool2d_backward(PyObject *self, PyObject *args) {
+    PyObject *g_object, *index_object, *gx_object;
+    Py_ssize_t planes, H, W, Ho, Wo;
+    if (!PyArg_ParseTuple(args, "OOOnnnnn", &g_object, &index_object, &gx_object, &planes, &H, &W,
+                          &Ho, &Wo))
+        return NULL;
+    if (planes < 1 || H < 1 || W < 1 || Ho < 1 || Wo < 1) Py_RETURN_FALSE;
+    Py_buffer g, index, gx;
+    char kind = 0;
+    for (const char *k = "fd"; *k && !kind; k++)
+        if (take_sized(&g, g_object, 0, *k, planes * Ho * Wo)) kind = *k;
+    if (!kind) Py_RETURN_FALSE;
+    if (!take_sized(&index, index_object, 0, 'q', planes * Ho * Wo)) {
+        PyBuffer_Release(&g);
+        Py_RETURN_FALSE;
+    }
+    if (!take_sized(&gx, gx_object, 1, kind, planes * H * W)) {
+        PyBuffer_Release(&g);
+        PyBuffer_Release(&index);
+        Py_RETURN_FALSE;
+    }
+    int ok = !overlap(&g, &gx) && !overlap(&index, &gx);
+    const int64_t *positions = index.buf;
+    for (Py_ssize_t o = 0; ok && o < planes * Ho * Wo; o++)
+        if (positions[o] < 0 || positions[o] >= H * W) ok = 0;
+    if (ok) {
+        Py_BEGIN_ALLOW_THREADS
+        if (kind == 'f')
+            max_pool_backward_float(g.buf, index.buf, gx.buf, planes, H * W, Ho * Wo);
+        else
+            max_pool_backward_double(g.buf, index.buf, gx.buf, planes, H * W, Ho * Wo);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&g);
+    PyBuffer_Release(&index);
+    PyBuffer_Release(&gx);
+    return PyBool_FromLong(ok);
+}

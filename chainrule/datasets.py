@@ -158,15 +158,17 @@ def sine(n_samples: int = 200, noise: float = 0.1, rng: Any = 0, dtype: Any = np
     return x.astype(dtype), y.astype(dtype)
 
 
-def digits(dtype: Any = np.float32) -> Arrays:
-    """UCI 8×8 handwritten digits, shipped with chainrule: X (1797, 64) pixel counts 0..16, y 0..9.
+def digits(dtype: Any = np.float32, images: bool = False) -> Arrays:
+    """UCI 8×8 handwritten digits, shipped with chainrule: X (1797, 64) pixel counts 0..16, y 0..9;
+    with images=True, X is (1797, 1, 8, 8), one channel per image, for convolutional networks.
 
     The same data and order as sklearn.datasets.load_digits(); see datasets_files/README.md.
     """
     source = resources.files("chainrule").joinpath("datasets_files/digits.csv.gz")
     with source.open("rb") as raw, gzip.open(raw, "rt") as text:
         table = np.loadtxt(text, delimiter=",")
-    return table[:, :-1].astype(float_dtype(dtype)), table[:, -1].astype(np.int64)
+    X = table[:, :-1].astype(float_dtype(dtype))
+    return (X.reshape(-1, 1, 8, 8) if images else X), table[:, -1].astype(np.int64)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from chainrule import ops, tracing
+from chainrule.ops import conv as conv_ops
 from chainrule.ops.losses import REDUCTIONS
 from chainrule.random import get_rng
 from chainrule.tensor import Tensor, apply, lift
@@ -344,3 +345,169 @@ def nll_loss(log_probabilities: Any, target: Any, reduction: str = "mean") -> Te
     if reduction == "sum":
         return -picked.sum()
     return -picked
+
+
+# ---- convolution, pooling and normalisation over channels (NCHW) ------------------------------
+def conv2d(
+    x: Any,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: Any = 1,
+    padding: Any = 0,
+    dilation: Any = 1,
+    groups: int = 1,
+) -> Tensor:
+    """2-D cross-correlation, as torch.nn.functional.conv2d. x (N, C, H, W), weight (O, C/groups,
+    kh, kw), bias (O,) -> (N, O, Ho, Wo) with Ho = ⌊(H + pads − dilation·(kh − 1) − 1)/stride⌋ + 1.
+
+    stride, dilation: int or pair; padding: int, pair, 'valid' or 'same' (stride 1 only).
+
+    >>> conv2d(Tensor(np.ones((1, 1, 4, 4))), Tensor(np.ones((2, 1, 3, 3))), padding=1).shape
+    (1, 2, 4, 4)
+    """
+    x, weight = _tensor(x), _tensor(weight)
+    if weight.ndim != 4:
+        raise ValueError(
+            f"conv2d: the weight must have shape (out_channels, in_channels/groups, kh, kw), got "
+            f"{weight.shape}"
+        )
+    stride = conv_ops.pair(stride, "stride", "conv2d")
+    dilation = conv_ops.pair(dilation, "dilation", "conv2d")
+    pads = conv_ops.conv_padding(padding, weight.shape[2:], stride, dilation, "conv2d")
+    return _convolution(ops.conv2d, x, weight, bias, stride, pads, dilation, groups)
+
+
+def conv1d(
+    x: Any,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int = 1,
+    padding: Any = 0,
+    dilation: int = 1,
+    groups: int = 1,
+) -> Tensor:
+    """1-D cross-correlation, as torch.nn.functional.conv1d. x (N, C, L), weight (O, C/groups, k),
+    bias (O,) -> (N, O, Lo). padding: int, 'valid' or 'same' (stride 1 only)."""
+    x, weight = _tensor(x), _tensor(weight)
+    if weight.ndim != 3:
+        raise ValueError(
+            f"conv1d: the weight must have shape (out_channels, in_channels/groups, k), got "
+            f"{weight.shape}"
+        )
+    # As a convolution over a unit height: the checks and 'same' are conv2d's.
+    _, stride = conv_ops.pair((1, stride), "stride", "conv1d")
+    _, dilation = conv_ops.pair((1, dilation), "dilation", "conv1d")
+    padding = padding if isinstance(padding, str) else (0, padding)
+    kernel = (1, weight.shape[2])
+    _, pads = conv_ops.conv_padding(padding, kernel, (1, stride), (1, dilation), "conv1d")
+    return _convolution(ops.conv1d, x, weight, bias, stride, pads, dilation, groups)
+
+
+def _convolution(op, x, weight, bias, stride, padding, dilation, groups):
+    if isinstance(groups, bool) or not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{op.__name__}: groups must be a positive int, got {groups!r}")
+    options = dict(stride=stride, padding=padding, dilation=dilation, groups=int(groups))
+    if bias is None:
+        needs = (x.requires_grad, weight.requires_grad, False)
+        return apply(op, x, weight, needs=needs, **options)
+    bias = _tensor(bias)
+    needs = (x.requires_grad, weight.requires_grad, bias.requires_grad)
+    return apply(op, x, weight, bias, needs=needs, **options)
+
+
+def _pool_arguments(name, kernel_size, stride, padding):
+    kernel = conv_ops.pair(kernel_size, "kernel_size", name)
+    stride = kernel if stride is None else conv_ops.pair(stride, "stride", name)
+    return kernel, stride, conv_ops.pair(padding, "padding", name, minimum=0)
+
+
+def max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
+    """The maximum of each window, as torch.nn.functional.max_pool2d (stride defaults to the
+    kernel size; padding at most half the kernel). (N, C, H, W) -> (N, C, Ho, Wo)."""
+    kernel, stride, padding = _pool_arguments("max_pool2d", kernel_size, stride, padding)
+    return apply(ops.max_pool2d, _tensor(x), kernel=kernel, stride=stride, padding=padding)
+
+
+def avg_pool2d(
+    x: Any,
+    kernel_size: Any,
+    stride: Any = None,
+    padding: Any = 0,
+    count_include_pad: bool = True,
+) -> Tensor:
+    """The mean of each window of the zero-padded input, as torch.nn.functional.avg_pool2d
+    (count_include_pad: divide by kh·kw even where the window covers padding)."""
+    kernel, stride, padding = _pool_arguments("avg_pool2d", kernel_size, stride, padding)
+    return apply(
+        ops.avg_pool2d,
+        _tensor(x),
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        count_include_pad=bool(count_include_pad),
+    )
+
+
+def adaptive_avg_pool2d(x: Any, output_size: Any = 1) -> Tensor:
+    """Average pooling to a fixed (oh, ow) grid whatever the input size, as PyTorch's;
+    output_size 1 is global average pooling: (N, C, H, W) -> (N, C, 1, 1)."""
+    size = conv_ops.pair(output_size, "output_size", "adaptive_avg_pool2d")
+    return apply(ops.adaptive_avg_pool2d, _tensor(x), output_size=size)
+
+
+def dropout2d(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> Tensor:
+    """Zero whole channels with probability p (one draw per sample and channel) and scale the rest
+    by 1/(1−p). x (N, C, H, W); `rng` as in `dropout`."""
+    x = _tensor(x)
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout2d probability must be in [0, 1), got {p}")
+    if x.ndim != 4:
+        raise ValueError(
+            f"dropout2d expects input of shape (batch, channels, height, width), got {x.shape}"
+        )
+    if not training or p == 0:
+        return x
+    keep = (get_rng(rng).random(x.shape[:2]) >= p).astype(x.dtype) / (1 - p)
+    return x * Tensor(keep[:, :, None, None])
+
+
+def batch_norm(
+    x: Any,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalise each channel (axis 1) of x (N, C, ...), as torch.nn.functional.batch_norm.
+
+    Training normalises by the batch's mean and biased variance over every other axis and, given
+    running estimates, updates them in place: r ← (1 − momentum)·r + momentum·batch (the variance
+    unbiased). Otherwise the running estimates normalise. weight and bias (C,) scale and shift.
+    """
+    x = _tensor(x)
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm expects input of shape (batch, channels, ...), got {x.shape}")
+    if training:
+        axes = (0, *range(2, x.ndim))
+        count = x.size // x.shape[1]
+        if count < 2:
+            raise ValueError(
+                f"batch_norm needs more than one value per channel while training, got input of "
+                f"shape {x.shape}"
+            )
+        mean, var = x.data.mean(axis=axes), x.data.var(axis=axes)
+        if running_mean is not None:
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
+        if running_var is not None:
+            running_var[...] = (1 - momentum) * running_var + momentum * var * count / (count - 1)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+        mean, var = running_mean, running_var
+    options = dict(mean=mean, var=var, eps=eps, training=bool(training))
+    if weight is None:
+        return apply(ops.batch_norm, x, **options)
+    return apply(ops.batch_norm, x, _tensor(weight), _tensor(bias), **options)

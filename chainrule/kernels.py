@@ -31,3 +31,11 @@ relu_backward = _kernels.relu_backward if AVAILABLE else _decline
 # The replay interpreter of chainrule.compile (a whole recorded step in one call); None when absent,
 # so a compiled step replays in NumPy instead.
 replay = getattr(_kernels, "replay", None) if AVAILABLE else None
+
+# Convolution and pooling (chainrule/ops/conv.py): `col2im(cols, gx, ...)` and
+# `max_pool2d_backward(g, index, gx, ...)` fill gx, `max_pool2d(x, out, index, ...)` fills out and
+# index; the shape arguments are listed in _kernels.c. A module built before these kernels existed
+# lacks them: decline then too.
+col2im = getattr(_kernels, "col2im", _decline) if AVAILABLE else _decline
+max_pool2d = getattr(_kernels, "max_pool2d", _decline) if AVAILABLE else _decline
+max_pool2d_backward = getattr(_kernels, "max_pool2d_backward", _decline) if AVAILABLE else _decline

@@ -1,6 +1,15 @@
 """Neural-network building blocks with PyTorch's names: Module, layers, losses, init."""
 
 from chainrule.nn import init
+from chainrule.nn.conv import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm2d,
+    Conv1d,
+    Conv2d,
+    Dropout2d,
+    MaxPool2d,
+)
 from chainrule.nn.layers import (
     GELU,
     BatchNorm1d,
@@ -27,6 +36,13 @@ from chainrule.nn.losses import (
 from chainrule.nn.module import Module, Parameter, Sequential
 
 __all__ = [
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "BatchNorm2d",
+    "Conv1d",
+    "Conv2d",
+    "Dropout2d",
+    "MaxPool2d",
     "BCELoss",
     "BCEWithLogitsLoss",
     "BatchNorm1d",

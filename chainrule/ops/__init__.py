@@ -15,6 +15,7 @@ from chainrule.ops.activations import (
     softplus,
     tanh,
 )
+from chainrule.ops.conv import adaptive_avg_pool2d, avg_pool2d, conv1d, conv2d, max_pool2d
 from chainrule.ops.elementwise import (
     abs,
     add,
@@ -41,11 +42,18 @@ from chainrule.ops.losses import (
     huber_loss,
     mse_loss,
 )
+from chainrule.ops.norm import batch_norm
 from chainrule.ops.reduce import max, mean, sum
 from chainrule.ops.shape import concatenate, getitem, reshape, stack, transpose
 
 __all__ = [
     "abs",
+    "adaptive_avg_pool2d",
+    "avg_pool2d",
+    "batch_norm",
+    "conv1d",
+    "conv2d",
+    "max_pool2d",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",

@@ -1,0 +1,410 @@
+"""Convolution and pooling on NCHW arrays: conv2d (conv1d through it), max and average pooling,
+adaptive average pooling; each one engine op with its vector-Jacobian product directly below it.
+
+Convolution is im2col and one matrix product per group: the windows of the padded input are
+copied once into columns (C/groups·kh·kw, N·Ho·Wo) and multiplied by the weight (O/groups,
+C/groups·kh·kw); the product, (O, N, Ho, Wo), is transposed to NCHW with the bias added. The
+backward reuses the columns for the weight gradient and adds the columns of the input gradient
+back into the image (col2im). The C kernels in `chainrule.kernels` do col2im and max pooling in
+one pass each; the NumPy code below is their reference and runs wherever they decline. Shapes are
+checked in `conv_output_shape` and `pool_output_shape`, which name the caller (`conv2d`, or a
+layer such as `Conv2d(1, 16, ...)`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from chainrule import kernels
+
+# ---- shapes and arguments ---------------------------------------------------------------------
+
+
+def pair(value, what, name, minimum=1):
+    """An int or a pair of ints as a pair, each at least `minimum`; else a ValueError naming it."""
+    values = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(values) != 2 or not all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError(f"{name}: {what} must be an int or a pair of ints, got {value!r}")
+    if any(v < minimum for v in values):
+        raise ValueError(f"{name}: {what} must be at least {minimum}, got {value!r}")
+    return int(values[0]), int(values[1])
+
+
+def conv_padding(padding, kernel, stride, dilation, name):
+    """Padding as ((top, bottom), (left, right)) from an int, a pair, 'valid' or 'same'.
+
+    'same' pads d·(k−1) in all, the odd one at the bottom / right, as PyTorch; it needs stride 1.
+    """
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding != "same":
+            raise ValueError(f"{name}: padding must be 'valid', 'same' or ints, got {padding!r}")
+        if stride != (1, 1):
+            raise ValueError(f"{name}: padding='same' needs stride 1, got stride {stride}")
+        totals = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        return tuple((t // 2, t - t // 2) for t in totals)
+    ph, pw = pair(padding, "padding", name, minimum=0)
+    return (ph, ph), (pw, pw)
+
+
+def _extent(kernel, dilation):
+    return dilation * (kernel - 1) + 1
+
+
+def conv_output_shape(x_shape, w_shape, b_shape, stride, padding, dilation, groups, name):
+    """(N, O, Ho, Wo) of a convolution, or a ValueError naming `name` and the shapes involved."""
+    if len(x_shape) != 4:
+        raise ValueError(
+            f"{name} expects input of shape (batch, channels, height, width), got shape {x_shape}"
+        )
+    if len(w_shape) != 4:
+        raise ValueError(
+            f"{name}: the weight must have shape (out_channels, in_channels/groups, kh, kw), "
+            f"got {w_shape}"
+        )
+    n, c, h, w = x_shape
+    o, c_group, kh, kw = w_shape
+    if groups < 1 or o % groups:
+        raise ValueError(f"{name}: {o} output channels cannot be split into {groups} groups")
+    if c != c_group * groups:
+        raise ValueError(
+            f"{name} expects input of shape (batch, {c_group * groups}, height, width) for a "
+            f"weight of shape {w_shape} with groups={groups}, got shape {x_shape}"
+        )
+    if b_shape is not None and tuple(b_shape) != (o,):
+        raise ValueError(f"{name}: the bias must have shape ({o},), got {b_shape}")
+    (pt, pb), (pl, pr) = padding
+    height, width = h + pt + pb, w + pl + pr
+    eh, ew = _extent(kh, dilation[0]), _extent(kw, dilation[1])
+    if eh > height or ew > width:
+        raise ValueError(
+            f"{name}: the kernel ({kh}×{kw}, spanning {eh}×{ew} with dilation {dilation}) is "
+            f"larger than the padded input ({height}×{width}: input of shape {x_shape}, padding "
+            f"{padding})"
+        )
+    return n, o, (height - eh) // stride[0] + 1, (width - ew) // stride[1] + 1
+
+
+def pool_output_shape(x_shape, kernel, stride, padding, name):
+    """(N, C, Ho, Wo) of a pooling, or a ValueError naming `name` and the input's shape."""
+    if len(x_shape) != 4:
+        raise ValueError(
+            f"{name} expects input of shape (batch, channels, height, width), got shape {x_shape}"
+        )
+    if 2 * padding[0] > kernel[0] or 2 * padding[1] > kernel[1]:
+        raise ValueError(f"{name}: padding {padding} must be at most half the kernel size {kernel}")
+    n, c, h, w = x_shape
+    height, width = h + 2 * padding[0], w + 2 * padding[1]
+    if kernel[0] > height or kernel[1] > width:
+        raise ValueError(
+            f"{name}: the kernel {kernel[0]}×{kernel[1]} is larger than the padded input "
+            f"({height}×{width}: input of shape {x_shape}, padding {padding})"
+        )
+    return n, c, (height - kernel[0]) // stride[0] + 1, (width - kernel[1]) // stride[1] + 1
+
+
+def _pad(x, padding, value=0.0):
+    (pt, pb), (pl, pr) = padding
+    if not (pt or pb or pl or pr):
+        return x
+    n, c, h, w = x.shape
+    padded = np.full((n, c, h + pt + pb, w + pl + pr), value, dtype=x.dtype)
+    padded[:, :, pt : pt + h, pl : pl + w] = x
+    return padded
+
+
+def _crop(padded, padding, shape):
+    (pt, _), (pl, _) = padding
+    if padded.shape == shape:
+        return padded
+    return padded[:, :, pt : pt + shape[2], pl : pl + shape[3]]
+
+
+def _window(start, count, step):
+    """The slice of `count` positions from `start`, `step` apart."""
+    return slice(start, start + step * (count - 1) + 1, step)
+
+
+# ---- convolution --------------------------------------------------------------------------------
+
+
+def im2col(xp, kernel, stride, dilation):
+    """Windows of the padded input as contiguous columns (C, kh, kw, N, Ho, Wo): row (c, i, j)
+    holds what kernel tap (c, i, j) sees at every output position of every sample."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    windows = sliding_window_view(xp, (_extent(kh, dh), _extent(kw, dw)), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw), a view
+    return np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))
+
+
+def col2im(cols, padded_shape, stride, dilation):
+    """The adjoint of im2col: each column added back where it was read from. cols (C, kh, kw, N,
+    Ho, Wo) -> (N, C, Hp, Wp)."""
+    c, kh, kw, n, ho, wo = cols.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    image = np.empty(padded_shape, dtype=cols.dtype)
+    hp, wp = padded_shape[2:]
+    if kernels.col2im(cols, image, n, c, kh, kw, ho, wo, hp, wp, sh, sw, dh, dw):
+        return image
+    image[...] = 0
+    for i in range(kh):
+        for j in range(kw):
+            tap = cols[:, i, j].transpose(1, 0, 2, 3)  # (N, C, Ho, Wo)
+            image[:, :, _window(i * dh, ho, sh), _window(j * dw, wo, sw)] += tap
+    return image
+
+
+def conv2d(
+    x,
+    weight,
+    bias=None,
+    stride=(1, 1),
+    padding=((0, 0), (0, 0)),
+    dilation=(1, 1),
+    groups=1,
+    needs=(True, True, True),
+):
+    """z = x ⋆ W + b (cross-correlation, as PyTorch). x (N, C, H, W), W (O, C/groups, kh, kw),
+    b (O,) -> z (N, O, Ho, Wo). `padding` is ((top, bottom), (left, right)); `needs` says which of
+    x, W, b want a gradient (the input batch usually does not, and its col2im is the dearest part).
+
+    Per group, with the columns X = im2col(x) (C/groups·kh·kw, N·Ho·Wo) of the whole batch and
+    g = dL/dz as (O/groups, N·Ho·Wo):
+    z = W·X + b,  dL/dW = g·Xᵀ,  dL/db = Σ g,  dL/dx = col2im(Wᵀ·g).
+    """
+    n, o, ho, wo = conv_output_shape(
+        x.shape,
+        weight.shape,
+        None if bias is None else bias.shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        "conv2d",
+    )
+    c, kh, kw = x.shape[1], weight.shape[2], weight.shape[3]
+    xp = _pad(x, padding)
+    # NOTE: one large product per group, not one per sample: a stack of small products costs the
+    # same on one quiet core, but OpenBLAS threads each small one, which on a busy machine made
+    # a batch of them 10-30x slower. The price is a transposing copy of the output (and of g).
+    cols = im2col(xp, (kh, kw), stride, dilation).reshape(groups, -1, n * ho * wo)
+    w3 = weight.reshape(groups, o // groups, -1)  # (G, O/G, C/G·kh·kw)
+    out = np.empty((n, o, ho, wo), dtype=np.result_type(x, weight))
+    grouped = out.reshape(n, groups, o // groups, ho * wo)  # a view of out
+    # Which way round the product runs changes OpenBLAS's speed by up to 1.5x (measured on the
+    # networks of benchmarks/bench_conv.py): rows of output pixels win for long columns.
+    if cols.shape[1] >= 64:
+        product = np.matmul(cols.transpose(0, 2, 1), w3.transpose(0, 2, 1))  # (G, N·Ho·Wo, O/G)
+        product = product.reshape(groups, n, ho * wo, o // groups).transpose(1, 0, 3, 2)
+    else:
+        product = np.matmul(w3, cols).reshape(groups, o // groups, n, ho * wo)
+        product = product.transpose(2, 0, 1, 3)
+    if bias is None:
+        np.copyto(grouped, product)
+    else:  # the bias added while transposing to NCHW
+        np.add(product, bias.reshape(groups, o // groups, 1), out=grouped)
+    padded_shape, x_shape = xp.shape, x.shape
+    saved_cols = cols if needs[1] else None  # the largest buffer: kept only for dL/dW
+    del x, xp, cols, product, grouped
+
+    def backward(g):
+        g3 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, o // groups, -1)
+        gx = gw = gb = None
+        if bias is not None and needs[2]:
+            gb = g3.reshape(o, -1).sum(axis=1)
+        if needs[1]:
+            # Xᵀ-side first (columns · gᵀ, then transposed): 1-2.4x faster than g · Xᵀ here.
+            gw = np.matmul(saved_cols, g3.transpose(0, 2, 1)).transpose(0, 2, 1)
+            gw = gw.reshape(weight.shape)
+        if needs[0]:
+            gcols = np.matmul(w3.transpose(0, 2, 1), g3)  # (G, C/G·kh·kw, N·Ho·Wo)
+            gcols = gcols.reshape(c, kh, kw, n, ho, wo)
+            gx = _crop(col2im(gcols, padded_shape, stride, dilation), padding, x_shape)
+        return gx, gw, gb
+
+    return out, backward
+
+
+def conv1d(
+    x,
+    weight,
+    bias=None,
+    stride=1,
+    padding=(0, 0),
+    dilation=1,
+    groups=1,
+    needs=(True, True, True),
+):
+    """conv2d over a unit height: x (N, C, L), W (O, C/groups, k), b (O,) -> (N, O, Lo).
+    `padding` is (left, right)."""
+    if x.ndim != 3 or weight.ndim != 3:
+        raise ValueError(
+            f"conv1d expects input (batch, channels, length) and weight (out, in/groups, k), got "
+            f"shapes {x.shape} and {weight.shape}"
+        )
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(
+            f"conv1d expects input of shape (batch, {weight.shape[1] * groups}, length) for a "
+            f"weight of shape {weight.shape} with groups={groups}, got shape {x.shape}"
+        )
+    out, backward2d = conv2d(
+        x[:, :, None, :],
+        weight[:, :, None, :],
+        bias,
+        (1, stride),
+        ((0, 0), tuple(padding)),
+        (1, dilation),
+        groups,
+        needs,
+    )
+
+    def backward(g):
+        gx, gw, gb = backward2d(g[:, :, None, :])
+        return (
+            None if gx is None else gx[:, :, 0, :],
+            None if gw is None else gw[:, :, 0, :],
+            gb,
+        )
+
+    return out[:, :, 0, :], backward
+
+
+# ---- pooling ------------------------------------------------------------------------------------
+
+
+def max_pool2d(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0)):
+    """The largest value of each kh×kw window (padding never wins): (N, C, H, W) -> (N, C, Ho, Wo).
+
+    The gradient goes to the window's maximum, the first one where several tie (NaN counts as the
+    largest), as in PyTorch; where windows overlap an input gathers the gradients of each window
+    it is the maximum of.
+    """
+    n, c, ho, wo = pool_output_shape(x.shape, kernel, stride, padding, "max_pool2d")
+    h, w = x.shape[2:]
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    out = np.empty((n, c, ho, wo), dtype=x.dtype)
+    index = np.empty((n, c, ho, wo), dtype=np.int64)
+    args = (n * c, h, w, ho, wo)
+    if kernels.max_pool2d(x, out, index, *args, kh, kw, sh, sw, ph, pw):
+
+        def backward(g):
+            gx = np.empty(x.shape, dtype=g.dtype)
+            if kernels.max_pool2d_backward(np.ascontiguousarray(g), index, gx, *args):
+                return (gx,)
+            return (_max_pool_scatter_flat(g, index, x.shape),)
+
+        return out, backward
+
+    # NumPy: one pass per window position, keeping the maximum so far and where it was.
+    xp = _pad(x, ((ph, ph), (pw, pw)), -np.inf)
+    out[...] = -np.inf
+    position = np.zeros((n, c, ho, wo), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            candidate = xp[:, :, _window(i, ho, sh), _window(j, wo, sw)]
+            better = (candidate > out) | np.isnan(candidate)
+            np.copyto(out, candidate, where=better)
+            position[better] = i * kw + j
+
+    def backward(g):
+        gxp = np.zeros(xp.shape, dtype=g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                gxp[:, :, _window(i, ho, sh), _window(j, wo, sw)] += np.where(
+                    position == i * kw + j, g, 0
+                )
+        return (_crop(gxp, ((ph, ph), (pw, pw)), x.shape),)
+
+    return out, backward
+
+
+def _max_pool_scatter_flat(g, index, shape):
+    """The gradient of max pooling from the flat positions the C kernel wrote (for a gradient the
+    backward kernel declined, e.g. of another dtype)."""
+    n, c, h, w = shape
+    gx = np.zeros((n * c, h * w), dtype=g.dtype)
+    rows = np.repeat(np.arange(n * c), index[0, 0].size)
+    np.add.at(gx, (rows, index.reshape(-1)), g.reshape(-1))
+    return gx.reshape(shape)
+
+
+def avg_pool2d(x, kernel=(2, 2), stride=(2, 2), padding=(0, 0), count_include_pad=True):
+    """The mean of each kh×kw window of the zero-padded input. x (N, C, H, W) -> (N, C, Ho, Wo).
+
+    With count_include_pad (PyTorch's default) every window divides by kh·kw; without it, by the
+    number of its elements inside the input.
+    """
+    n, c, ho, wo = pool_output_shape(x.shape, kernel, stride, padding, "avg_pool2d")
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    pads = ((ph, ph), (pw, pw))
+    xp = _pad(x, pads)
+    total = np.zeros((n, c, ho, wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            total += xp[:, :, _window(i, ho, sh), _window(j, wo, sw)]
+    if count_include_pad:
+        divisor = kh * kw
+    else:
+        rows = _inside_counts(x.shape[2], ho, kh, sh, ph)
+        columns = _inside_counts(x.shape[3], wo, kw, sw, pw)
+        divisor = np.outer(rows, columns).astype(x.dtype)
+    out = total / divisor
+    padded_shape = xp.shape
+    del xp
+
+    def backward(g):
+        share = g / divisor
+        gxp = np.zeros(padded_shape, dtype=g.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                gxp[:, :, _window(i, ho, sh), _window(j, wo, sw)] += share
+        return (_crop(gxp, pads, x.shape),)
+
+    return out, backward
+
+
+def _inside_counts(size, out_size, kernel, stride, pad):
+    starts = np.arange(out_size) * stride - pad
+    return np.minimum(starts + kernel, size) - np.maximum(starts, 0)
+
+
+def adaptive_avg_pool2d(x, output_size=(1, 1)):
+    """The mean over an (oh, ow) grid of windows, as PyTorch: window i along an axis of size H
+    covers [⌊i·H/oh⌋, ⌈(i+1)·H/oh⌉). x (N, C, H, W) -> (N, C, oh, ow)."""
+    if x.ndim != 4:
+        raise ValueError(
+            "adaptive_avg_pool2d expects input of shape (batch, channels, height, width), got "
+            f"shape {x.shape}"
+        )
+    n, c, h, w = x.shape
+    oh, ow = output_size
+    if h % oh == 0 and w % ow == 0:  # equal windows side by side: one reshaped mean
+        bh, bw = h // oh, w // ow
+        out = x.reshape(n, c, oh, bh, ow, bw).mean(axis=(3, 5))
+
+        def backward(g):
+            share = (g / (bh * bw))[:, :, :, None, :, None]
+            return (np.broadcast_to(share, (n, c, oh, bh, ow, bw)).reshape(x.shape),)
+
+        return out, backward
+
+    rows = [(i * h // oh, -(-(i + 1) * h // oh)) for i in range(oh)]
+    columns = [(j * w // ow, -(-(j + 1) * w // ow)) for j in range(ow)]
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(columns):
+            out[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+
+    def backward(g):
+        gx = np.zeros(x.shape, dtype=g.dtype)
+        for i, (r0, r1) in enumerate(rows):
+            for j, (c0, c1) in enumerate(columns):
+                share = g[:, :, i, j] / ((r1 - r0) * (c1 - c0))
+                gx[:, :, r0:r1, c0:c1] += share[:, :, None, None]
+        return (gx,)
+
+    return out, backward
