@@ -5,9 +5,11 @@ This module re-exports the public API; it defines nothing itself.
 
 from chainrule.compile import CompileError, compile
 from chainrule.explain import Explanation, explain
+from chainrule.files import load, save
 from chainrule.functional import concatenate, maximum, minimum, stack, where
 from chainrule.gradcheck import GradcheckError, gradcheck
-from chainrule.io import ModelFileError, load, save
+from chainrule.io import ModelFileError
+from chainrule.predictor import Predictor
 from chainrule.random import manual_seed
 from chainrule.tensor import Tensor, is_grad_enabled, no_grad, tensor
 from chainrule.train import History, fit
@@ -20,6 +22,7 @@ __all__ = [
     "__version__",
     "History",
     "ModelFileError",
+    "Predictor",
     "Tensor",
     "compile",
     "concatenate",

@@ -73,6 +73,8 @@ __all__ = [
 FORMAT_NAME = "chainrule.model"
 FORMAT_VERSION = 1
 METADATA_KEY = "chainrule"
+# The metadata entry that makes a model file a fitted chainrule.sklearn estimator.
+ESTIMATOR_KEY = "chainrule.sklearn"
 _DESCRIPTION_KEYS = frozenset(
     ["format", "format_version", "library_version", "architecture", "metadata", "sha256"]
 )

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from chainrule import ops
-from chainrule.io import ModelFileError, load_with_metadata
+from chainrule import nn, ops
+from chainrule.io import ModelFileError, load_with_metadata, save
 from chainrule.nn.module import Module
+from chainrule.registry import LOSSES
 from chainrule.safetensors_format import printable, shown
 from chainrule.train import predict
 
@@ -109,12 +110,64 @@ def _check_scaling(key: str, value: Any, inputs: int | None, dtype: np.dtype) ->
 
 
 class Predictor:
-    """A model and the run metadata it predicts with; the metadata is checked against the model."""
+    """A model file's whole predictor: the network and everything needed to use it on raw rows —
+    the input scaling it was trained with, the task, the loss, the class names.
 
-    def __init__(self, model: Module, metadata: dict[str, Any] | None = None) -> None:
+    Every face reads it the same way (`chainrule predict`, `explain`, `info`, the playground), so
+    the same input gives the same output everywhere. Keywords override `metadata`'s entries:
+
+    >>> import numpy as np
+    >>> from chainrule import nn
+    >>> net = nn.Sequential(nn.Linear(2, 3, rng=0))
+    >>> p = Predictor(net, mean=[1.0, 2.0], std=[0.5, 4.0], classes=["a", "b", "c"],
+    ...               loss="cross_entropy")
+    >>> p.transform(np.array([[2.0, 2.0]])).tolist()  # (x − mean) / std: what the network sees
+    [[2.0, 0.0]]
+    >>> round(float(p.predict_proba(np.array([[2.0, 2.0]])).sum()), 6)
+    1.0
+    >>> str(p.predict(np.array([[2.0, 2.0]]))[0]) in "abc"
+    True
+
+    `save(path)` writes it as a model file; `Predictor.load(path)` reads any model file, the
+    command line's and plain `chainrule.save(model, path)` ones alike (a file that names no task
+    is a classifier when it has class names or ends in Softmax, else a regressor).
+    """
+
+    def __init__(
+        self,
+        model: Module,
+        metadata: dict[str, Any] | None = None,
+        *,
+        mean: Any = None,
+        std: Any = None,
+        classes: Any = None,
+        task: str | None = None,
+        loss: str | None = None,
+    ) -> None:
+        metadata = dict(metadata or {})
+        if "class_names" not in metadata and isinstance(metadata.get("classes"), list):
+            # `chainrule.save(model, path, metadata={"classes": [...]})`, as users write it
+            metadata["class_names"] = [str(name) for name in metadata["classes"]]
+        if mean is not None or std is not None:
+            metadata["mean"] = [float(v) for v in np.ravel(mean)] if mean is not None else None
+            metadata["std"] = [float(v) for v in np.ravel(std)] if std is not None else None
+            metadata = {key: value for key, value in metadata.items() if value is not None}
+        if classes is not None:
+            metadata["class_names"] = [str(name) for name in classes]
+        if task is not None:
+            metadata["task"] = task
+        if loss is not None:
+            metadata["loss"] = loss
         self.model = model
-        self.metadata = metadata or {}
+        self.metadata = metadata
         check_prediction_metadata(model, self.metadata)
+        if self.metadata.get("task") not in (None, "classification", "regression"):
+            raise ValueError(
+                f"metadata 'task' must be 'classification' or 'regression', "
+                f"got {shown(self.metadata['task'])}"
+            )
+        if self.loss is not None and self.loss not in LOSSES:
+            raise ValueError(f"metadata 'loss' {shown(self.loss)} is not a loss chainrule knows")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Predictor:
@@ -125,13 +178,65 @@ class Predictor:
         except ValueError as error:
             raise ModelFileError(str(os.fspath(path)), str(error)) from None
 
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the model and everything here to a model file (atomic, no code inside)."""
+        save(self.model, path, metadata=self.metadata)
+
+    # ---- what the file says, or what follows from the model ---------------------------------
     @property
     def n_features(self) -> int | None:
+        """The number of input features the first layer takes (None if it cannot tell)."""
         return _widths(self.model)[0]
 
-    def outputs(self, X: np.ndarray) -> np.ndarray:
-        """The model's raw outputs for rows of unstandardised features."""
+    @property
+    def loss(self) -> str | None:
+        """The registry name of the loss it was trained with, if the file says."""
+        return self.metadata.get("loss")
+
+    @property
+    def task(self) -> str:
+        """'classification' or 'regression': as the file says, else from class names, the loss
+        or a final Softmax."""
+        task = self.metadata.get("task")
+        if task is not None:
+            return task
+        last = _last_layer(self.model)
+        classifier = (
+            "class_names" in self.metadata
+            or (self.loss is not None and LOSSES[self.loss].classification)
+            or isinstance(last, nn.Softmax)
+        )
+        return "classification" if classifier else "regression"
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names, or for a classifier without names their indices as strings."""
+        if self.task != "classification":
+            return None
+        names = self.metadata.get("class_names")
+        if names:
+            return [printable(name) for name in names]
+        outputs = _widths(self.model)[1] or 1
+        return [str(i) for i in range(max(outputs, 2))]
+
+    def output_kind(self) -> str:
+        """What the network's outputs are: 'logits', 'probabilities' or 'values'."""
+        if self.loss is not None:
+            return LOSSES[self.loss].output
+        if self.task != "classification":
+            return "values"
+        return (
+            "probabilities"
+            if isinstance(_last_layer(self.model), (nn.Softmax, nn.Sigmoid))
+            else "logits"
+        )
+
+    # ---- using it ------------------------------------------------------------------------------
+    def transform(self, X: Any) -> np.ndarray:
+        """Raw rows (n, features) as the network takes them: scaled by the training split's mean
+        and std when the file has them, in the model's dtype."""
         X = np.asarray(X, dtype=self.model.dtype)
+        X = X[None, :] if X.ndim == 1 else X
         expected = self.n_features
         if X.ndim != 2 or (expected is not None and X.shape[1] != expected):
             raise ValueError(
@@ -141,25 +246,47 @@ class Predictor:
             X = (X - np.asarray(self.metadata["mean"], dtype=X.dtype)) / np.asarray(
                 self.metadata["std"], dtype=X.dtype
             )
-        return predict(self.model, X)
+        return X
 
-    def describe(self, X: np.ndarray, probabilities: bool = False) -> list[str]:
-        """One line per row: the predicted class (by name if known) or the predicted values."""
+    def outputs(self, X: Any) -> np.ndarray:
+        """The network's raw outputs for raw rows."""
+        return predict(self.model, self.transform(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities (n, classes) for raw rows; a ValueError for a regressor."""
+        if self.task != "classification":
+            raise ValueError(
+                "this model is a regressor: it has no class probabilities (a file saved from "
+                "Python says it is a classifier with chainrule.Predictor(model, classes=[...]))"
+            )
         outputs = self.outputs(X)
-        if self.metadata.get("task") != "classification":
-            return [", ".join(f"{v:.6g}" for v in row) for row in outputs.reshape(len(outputs), -1)]
-        loss = self.metadata.get("loss")
-        if outputs.shape[1] == 1:  # one probability (or logit) column: the positive class
+        kind = self.output_kind()
+        if outputs.shape[1] == 1:  # one column: the positive class
             score = outputs[:, 0]
-            p_positive = ops.sigmoid(score)[0] if loss == "bce_logits" else score
-            p = np.stack([1 - p_positive, p_positive], axis=1)
-        elif loss == "cross_entropy":
-            p = ops.softmax(outputs, axis=1)[0]
-        else:
-            p = outputs
-        # Names come from a file: escaped so that none can drive the terminal they are printed on.
-        names = [printable(name) for name in self.metadata.get("class_names") or []]
-        names = names or [str(i) for i in range(p.shape[1])]
+            positive = ops.sigmoid(score)[0] if kind == "logits" else score
+            return np.stack([1 - positive, positive], axis=1)
+        if kind == "logits":
+            return ops.softmax(outputs, axis=1)[0]
+        return outputs
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The predicted class names (n,) of a classifier, or the values (n, outputs) of a
+        regressor, for raw rows."""
+        if self.task != "classification":
+            return self.outputs(X)
+        names = np.array(self.classes, dtype=object)
+        return names[self.predict_proba(X).argmax(axis=1)]
+
+    def describe(self, X: Any, probabilities: bool = False) -> list[str]:
+        """One line per row: the predicted class (by name) with its probabilities on request, or
+        the predicted values."""
+        if self.task != "classification":
+            if probabilities:
+                self.predict_proba(X)  # the regressor's refusal, with what to do
+            outputs = self.outputs(X)
+            return [", ".join(f"{v:.6g}" for v in row) for row in outputs.reshape(len(outputs), -1)]
+        p = self.predict_proba(X)
+        names = self.classes
         lines = []
         for row in p:
             line = names[int(row.argmax())]
@@ -167,3 +294,11 @@ class Predictor:
                 line += "  " + " ".join(f"{q:.4f}" for q in row)
             lines.append(line)
         return lines
+
+
+def _last_layer(model: Module) -> Module:
+    """The last leaf module of a (nested) Sequential, or the model itself."""
+    last = model
+    while isinstance(last, nn.Sequential) and len(last):
+        last = last[-1]
+    return last

@@ -337,6 +337,12 @@ def _check_tiling(spans: list[tuple[int, int, str]], buffer_size: int, path: str
 
 
 def _check_header_size(header_size: int, size: int, path: str) -> None:
+    if header_size > max(size - 8, MAX_HEADER_BYTES):  # e.g. the first 8 bytes of a CSV
+        raise ModelFileError(
+            path,
+            f"not a model file: its first 8 bytes give a header length of {header_size}, more "
+            f"than the whole file ({size} bytes); a safetensors file starts with its length",
+        )
     if header_size > MAX_HEADER_BYTES:
         raise ModelFileError(
             path, f"header length {header_size} exceeds the {MAX_HEADER_BYTES}-byte limit"

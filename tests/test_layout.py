@@ -42,6 +42,7 @@ LEVELS = {
     "chainrule.sklearn": 10,
     "chainrule.distributed": 10,
     "chainrule.onnx": 10,
+    "chainrule.files": 11,
     "chainrule.version": 0,
     "chainrule.playground": 12,
     "chainrule.cli": 12,

@@ -327,7 +327,7 @@ CORRUPTIONS = {
     "header length zero": (lambda d: bytes(8), "header is not valid JSON"),
     "header length 2**40": (
         lambda d: struct.pack("<Q", 2**40) + d[8:],
-        "exceeds the 104857600-byte limit",
+        "not a model file: its first 8 bytes give a header length of 1099511627776",
     ),
     "header length past the end": (
         lambda d: struct.pack("<Q", len(d)) + d[8:],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import numpy as np
+
 from chainrule.registry import LOSSES
 
 _EPILOG = """examples:
@@ -63,19 +65,36 @@ def run(args: argparse.Namespace) -> int:
 
     if args.model is not None and (args.input is None or args.target is None):
         raise UsageError("a saved model needs --input and --target, e.g. --input 0,1 --target 1")
-    model, x, y = tutorial_network() if args.model is None else (_load(args.model), None, None)
-    x = x if args.input is None else _rows(args.input, "--input")
-    y = y if args.target is None else _rows(args.target, "--target")
-    if args.loss == "cross_entropy" and y.shape[1] == 1:
+    loss, note = args.loss, None
+    if args.model is None:
+        model, x, y = tutorial_network()
+        x = x if args.input is None else _rows(args.input, "--input")
+        y = y if args.target is None else _rows(args.target, "--target")
+    else:
+        # The model file's whole predictor: its input scaling and its loss, so the numbers shown
+        # are the ones `chainrule predict` computes with.
+        predictor = _load(args.model)
+        model, raw = predictor.model, _rows(args.input, "--input")
+        x = predictor.transform(raw).astype(np.float64)
+        if "mean" in predictor.metadata:
+            note = (
+                "Input standardised as the model was trained, x = (raw − mean)/std: "
+                f"{np.round(raw[0], 6).tolist()} → {np.round(x[0], 6).tolist()}"
+            )
+        loss = loss or predictor.loss or _default_loss(predictor)
+        y = _targets(args.target, loss, predictor)
+    if loss == "cross_entropy" and y.ndim == 2 and y.shape[1] == 1:
         if not np.all(y == np.round(y)):
             raise UsageError(f"--target: cross_entropy needs class indices, got {args.target!r}")
         y = y[:, 0].astype(np.int64)
-    options = {"loss": args.loss, "lr": args.lr, "weight": args.weight}
+    options = {"loss": loss, "lr": args.lr, "weight": args.weight}
     explanation = explain(model, x, y, **{k: v for k, v in options.items() if v is not None})
     if args.json:
         print(json.dumps(explanation.to_dict(), indent=2))
     else:
         digits = {} if args.precision is None else {"precision": args.precision}
+        if note:
+            print(note)
         print(explanation.format(step=args.step, **digits))
     return 0
 
@@ -114,13 +133,64 @@ def _rows(text: str, flag: str) -> Any:
     return np.array(rows)
 
 
-def _load(path: str) -> Any:
+def _default_loss(predictor: Any) -> str:
+    """The loss a model file implies when it names none: cross-entropy on logits, BCE on one
+    probability, the mean squared error on values."""
+    outputs = predictor.outputs(np.zeros((1, predictor.n_features or 1))).shape[1]
+    kind = predictor.output_kind()
+    if kind == "logits":
+        return "cross_entropy" if outputs > 1 else "bce_logits"
+    if kind == "probabilities" and outputs == 1:
+        return "bce"
+    return "mse"
+
+
+def _targets(text: str, loss: str, predictor: Any) -> Any:
+    """--target as the loss takes it: a class index (or name) for cross-entropy, one-hot rows for
+    a classifier with several probability outputs, else the numbers given."""
     from chainrule.cli import UsageError
 
+    classes = predictor.classes or []
+    rows = []
+    for row in text.split(";"):
+        items = [item.strip() for item in row.split(",")]
+        if len(items) == 1 and items[0] in classes and not _is_number(items[0]):
+            items = [str(classes.index(items[0]))]
+        rows.append(items)
     try:
-        from chainrule.io import load  # written separately; imported only when a file is named
-    except ImportError:
+        y = np.array([[float(v) for v in row] for row in rows])
+    except ValueError:
         raise UsageError(
-            "reading a model file needs chainrule.io, which is not installed"
+            f"--target: expected numbers or class names ({', '.join(classes)}), got {text!r}"
         ) from None
-    return load(path)
+    width = predictor.outputs(np.zeros((1, predictor.n_features or 1))).shape[1]
+    if loss != "cross_entropy" and predictor.task == "classification" and width > 1:
+        if y.shape[1] == 1:  # a class index, as one-hot rows over the outputs
+            index = y[:, 0].astype(np.int64)
+            if np.any(index != y[:, 0]) or np.any((index < 0) | (index >= width)):
+                raise UsageError(f"--target: class indices 0 to {width - 1}, got {text!r}")
+            y = np.eye(width)[index]
+    return y
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _load(path: str) -> Any:
+    """The file's whole predictor (an ONNX file too, where the onnx extra is installed)."""
+    from chainrule.cli import UsageError
+    from chainrule.predictor import Predictor
+
+    if path.endswith(".onnx"):
+        try:
+            from chainrule.onnx import load_with_metadata
+        except ImportError as error:
+            raise UsageError(str(error)) from None
+        model, metadata = load_with_metadata(path)
+        return Predictor(model, metadata)
+    return Predictor.load(path)

@@ -14,7 +14,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from chainrule.cli import UsageError
     from chainrule.io import inspect
 
+    if args.model.endswith(".onnx"):
+        try:
+            from chainrule.onnx import describe_onnx
+        except ImportError as error:
+            raise UsageError(str(error)) from None
+        print(describe_onnx(args.model))
+        return 0
     print(inspect(args.model))  # checks the whole file, but builds nothing
     return 0

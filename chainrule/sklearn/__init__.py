@@ -19,6 +19,13 @@ _convergence.py sklearn's end-of-epoch rules, _validation.py the hyper-parameter
 persistence.py model files. This file only re-exports.
 """
 
+try:
+    import sklearn  # noqa: F401 - only whether it is there
+except ImportError:
+    raise ImportError(
+        'chainrule.sklearn needs scikit-learn: pip install "chainrule[sklearn]"'
+    ) from None
+
 from chainrule.sklearn._validation import InvalidParameterError
 from chainrule.sklearn.classifier import MLPClassifier
 from chainrule.sklearn.persistence import load_estimator, save_estimator

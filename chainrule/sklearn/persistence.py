@@ -22,6 +22,7 @@ from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.validation import check_is_fitted
 
 from chainrule import io, nn
+from chainrule.io import ESTIMATOR_KEY
 from chainrule.safetensors_format import ModelFileError
 from chainrule.sklearn._base import _BaseMLP
 from chainrule.sklearn.classifier import MLPClassifier
@@ -29,7 +30,6 @@ from chainrule.sklearn.regressor import MLPRegressor
 
 __all__ = ["ESTIMATOR_KEY", "estimator_from", "is_estimator", "load_estimator", "save_estimator"]
 
-ESTIMATOR_KEY = "chainrule.sklearn"  # the metadata entry that makes a model file an estimator
 FORMAT = "chainrule.sklearn.estimator"
 FORMAT_VERSION = 1
 _CLASSES = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
