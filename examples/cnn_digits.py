@@ -2,7 +2,9 @@
 
 Two 3×3 convolutions (16 and 32 channels, 'same' padding, ReLU), a 2×2 max-pool, then a dense
 layer of 64 and the 10 class scores; Adam at 2e-3, batches of 32. It reaches about 0.98-0.99 test
-accuracy in ten epochs and a few seconds (the MLP preset: 0.977). Run: python examples/cnn_digits.py
+accuracy in ten epochs (the MLP preset: 0.977), 3-7 s on one core of a quiet machine; on a busy
+machine OpenBLAS's threads can make it far slower (OPENBLAS_NUM_THREADS=1 then helps).
+Run: python examples/cnn_digits.py
 """
 
 import time
