@@ -154,6 +154,7 @@ class Standardizer:
     def __init__(self) -> None:
         self.mean_: np.ndarray | None = None  # (features,) float64
         self.std_: np.ndarray | None = None  # (features,) float64, never 0
+        self.constant_: np.ndarray | None = None  # indices of features constant up to rounding
 
     def fit(self, X: Any) -> Standardizer:
         """Learn each feature's mean and standard deviation from X (samples, features)."""
@@ -163,8 +164,10 @@ class Standardizer:
         # Statistics in float64: a float32 running sum drifts on large data sets.
         mean = X.mean(axis=0, dtype=np.float64)
         std = X.std(axis=0, dtype=np.float64)
-        std[std <= 1e-12 * np.maximum(1.0, np.abs(mean))] = 1.0  # constant up to rounding
+        constant = std <= 1e-12 * np.maximum(1.0, np.abs(mean))  # constant up to rounding
+        std[constant] = 1.0
         self.mean_, self.std_ = mean, std
+        self.constant_ = np.flatnonzero(constant)  # features that carry no information
         return self
 
     def transform(self, X: Any) -> np.ndarray:

@@ -8,6 +8,7 @@ from its flags and calls `run`; scripts can do the same.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -275,8 +276,15 @@ def run(
         raise ValueError("the splits leave no training data")
     raw = X = X.astype(dtype, copy=False)
     mean = std = None
+    scaler = Standardizer().fit(X[train_idx])  # statistics of the training split only
+    if len(scaler.constant_) == X.shape[1]:  # a few blank pixels (digits) are normal
+        warnings.warn(
+            "every feature is constant in the training data (up to rounding): the network has "
+            "nothing to learn from but the targets' average",
+            UserWarning,
+            stacklevel=2,
+        )
     if config.standardize:
-        scaler = Standardizer().fit(X[train_idx])  # statistics of the training split only
         mean, std = scaler.mean_, scaler.std_
         X = scaler.transform(X)
     targets = shape_targets(y, task, loss, dtype)

@@ -165,3 +165,22 @@ def test_written_files_are_named(tmp_path):
     result = cli("train", "xor", "--epochs", "10", "--save", path)
     assert f"wrote model: {path}" in result.stdout
     assert result.stdout.splitlines()[-1].startswith("train loss")  # the result line stays last
+
+
+def test_a_diverging_run_stops_with_an_error_unless_asked_to_keep_going():
+    stopped = cli("train", "digits", "--optimizer", "adam", "--lr", "1e6", "--epochs", "5")
+    assert stopped.returncode == 2
+    assert (
+        "training is diverging: at epoch 0" in stopped.stderr and "--keep-going" in stopped.stderr
+    )
+    kept = cli(
+        "train", "digits", "--optimizer", "adam", "--lr", "1e6", "--epochs", "2", "--keep-going"
+    )
+    assert kept.returncode == 0 and "warning: training is diverging" in kept.stderr
+
+
+def test_features_that_are_all_constant_are_named(tmp_path):
+    table = tmp_path / "flat.csv"
+    table.write_text("a,b,label\n" + "".join(f"1e-40,2e-40,{i % 2}\n" for i in range(40)))
+    result = cli("train", table, "--epochs", "2", "--quiet")
+    assert "warning: every feature is constant in the training data" in result.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import NoReturn
 
 from chainrule.cli import datasets, demo, explain, export, import_, info, playground, predict, train
@@ -51,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:  # bare `chainrule`: what it can do, not just a complaint
         parser.print_help()
         return 2
+
+    def one_line_warning(message, category, *_: object, **__: object) -> None:
+        print(f"chainrule {args.command}: warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = one_line_warning
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

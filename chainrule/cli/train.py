@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -119,6 +120,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="with --distributed: abort the job when a rank waits this long for the others "
         "(default: $CHAINRULE_MPI_TIMEOUT, else wait)",
     )
+    add(
+        "--keep-going",
+        action="store_true",
+        help="train on when the loss diverges (by default a diverging run stops with an error)",
+    )
     add("--quiet", action="store_true", help="print only the final result")
     parser.set_defaults(run=run)
 
@@ -171,19 +177,27 @@ def run(args: argparse.Namespace) -> int:
     root = process is None or process.is_root
     started = time.perf_counter()
     quiet_print = (lambda line: None) if args.quiet else print
-    result = run_experiment(
-        config,
-        X,
-        y,
-        print_fn=quiet_print,
-        progress=False if args.quiet else None,
-        checkpoint=args.checkpoint,
-        checkpoint_every=args.checkpoint_every,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        compile=not args.no_compile,
-        process=process,
-    )
+    from chainrule.train import DivergenceWarning
+
+    with warnings.catch_warnings():
+        if not args.keep_going:  # a diverging run ends here, with the epoch named
+            warnings.simplefilter("error", DivergenceWarning)
+        try:
+            result = run_experiment(
+                config,
+                X,
+                y,
+                print_fn=quiet_print,
+                progress=False if args.quiet else None,
+                checkpoint=args.checkpoint,
+                checkpoint_every=args.checkpoint_every,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                compile=not args.no_compile,
+                process=process,
+            )
+        except DivergenceWarning as diverged:
+            raise ValueError(f"{diverged}; stopped (--keep-going trains on)") from None
     elapsed = time.perf_counter() - started
     if not root:  # only rank 0 prints and writes files
         return 0

@@ -289,6 +289,7 @@ class _Run:
             self.config_sha256 = checkpoint.config_hash(self.configuration())
         self.step = self._make_step()
         self.warned_of_divergence = False
+        self.first_loss: float | None = None
         # Only callbacks that define on_step_end are called each step.
         self.step_callbacks = [
             c
@@ -487,6 +488,8 @@ class _Run:
         value = loss.item()
         if not math.isfinite(value):
             self._stop_on_non_finite(value, xb, epoch, step)
+        if self.first_loss is None:
+            self.first_loss = value  # the loss before any update: where the run started
         return value, output, yb
 
     def _take_distributed_step(
@@ -559,14 +562,16 @@ class _Run:
             self._save_checkpoint(epoch + 1, 0)
 
     def _watch_divergence(self, epoch: int) -> None:
-        """Warn once when the loss has grown far past its first epoch's: a diverging run."""
+        """Warn once when the epoch's loss has grown far past the loss the run started from (its
+        first step's, before any update; after a resume, the first epoch's): a diverging run."""
         losses = self.state.history.loss
-        first, now = losses[0], losses[-1]
+        first = self.first_loss if self.first_loss is not None else losses[0]
+        now = losses[-1]
         if now > _DIVERGENCE_FACTOR * first > 0 and not self.warned_of_divergence:
             self.warned_of_divergence = True
             warnings.warn(
                 f"training is diverging: at epoch {epoch} the loss is {now:.4g}, more than "
-                f"{_DIVERGENCE_FACTOR:g}× its first epoch's {first:.4g} (try a smaller "
+                f"{_DIVERGENCE_FACTOR:g}× the {first:.4g} it started from (try a smaller "
                 "learning rate)",
                 DivergenceWarning,
                 stacklevel=6,
