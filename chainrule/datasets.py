@@ -39,7 +39,8 @@ def _truth_table(outputs: list[int], dtype: Any) -> Arrays:
 
 
 def xor(dtype: Any = np.float32) -> Arrays:
-    """XOR truth table: X (4, 2), y (4,) = [0, 1, 1, 0]; the smallest problem a linear model cannot fit."""
+    """XOR truth table: X (4, 2), y (4,) = [0, 1, 1, 0]; the smallest problem a linear model
+    cannot fit."""
     return _truth_table([0, 1, 1, 0], dtype)
 
 
@@ -56,7 +57,8 @@ def or_(dtype: Any = np.float32) -> Arrays:
 def moons(
     n_samples: int = 200, noise: float = 0.1, rng: Any = 0, dtype: Any = np.float32
 ) -> Arrays:
-    """Two interleaving half circles (as sklearn's make_moons), shuffled: X (n, 2), y (n,) in {0, 1}."""
+    """Two interleaving half circles (as sklearn's make_moons), shuffled: X (n, 2), y (n,) in
+    {0, 1}."""
     _check_count("n_samples", n_samples, 2)
     _check_noise(noise)
     generator = get_rng(rng)

@@ -6,8 +6,9 @@ holds a JSON description:
     {"format": "chainrule.model", "format_version": 1, "library_version": "0.1.0",
      "architecture": {"type": "Sequential", "layers": [{"type": "Linear", "in_features": 4, ...}]},
      "metadata": {...user data...}, "sha256": "..."}
-Layer types come from the fixed table `chainrule.architecture.LAYER_TYPES`; every argument is checked for
-type and range, and no name read from a file is ever imported, looked up with getattr, or evaluated.
+Layer types come from the fixed table `chainrule.architecture.LAYER_TYPES`; every argument is
+checked for type and range, and no name read from a file is ever imported, looked up with getattr,
+or evaluated.
 
 `sha256` guards against corruption (it is not a signature; anyone can recompute it). It is the
 SHA-256 over, each item preceded by its length as a little-endian u64:
