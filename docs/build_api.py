@@ -33,6 +33,11 @@ MODULES = [
     "chainrule.explain",
     "chainrule.distributed",
     "chainrule.playground",
+    "chainrule.registry",
+    "chainrule.validation",
+    "chainrule.predictor",
+    "chainrule.compile",
+    "chainrule.files",
 ]
 
 

@@ -216,6 +216,8 @@ def test_tcp_transport_trains_like_one_process(ranks, one_process, dtype):
     [
         ("--seed-per-rank", "the ranks drew different batches"),
         ("--width-per-rank", "the ranks' models differ"),
+        ("--lr-per-rank", "the ranks disagree on 'optimizer_options'"),
+        ("--rows-per-rank", "the ranks disagree on 'data'"),
     ],
 )
 def test_ranks_that_disagree_stop_with_a_clear_error(mpiexec, tmp_path, mistake, message):

@@ -35,6 +35,11 @@ PUBLIC_MODULES = [
     "chainrule.explain",
     "chainrule.distributed",
     "chainrule.playground",
+    "chainrule.registry",
+    "chainrule.validation",
+    "chainrule.predictor",
+    "chainrule.compile",
+    "chainrule.files",
 ]
 
 # Whose methods must be documented too: every public class these modules export.
@@ -57,6 +62,10 @@ DOCTEST_MODULES = [
     "chainrule.data",
     "chainrule.metrics",
     "chainrule.gradcheck",
+    "chainrule.train.loop",
+    "chainrule.predictor",
+    "chainrule.compile",
+    "chainrule.architecture",
 ]
 DOCTEST_FILES = ["docs/examples.md"]  # the optimizers' examples (SGD, Adam, a training loop)
 

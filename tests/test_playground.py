@@ -465,6 +465,30 @@ def test_a_csv_given_with_data_is_offered_and_trained_on(tmp_path):
     assert data["y"] == [row[2] for row in rows]
 
 
+def test_a_csv_with_text_labels_names_its_classes_on_the_page(tmp_path):
+    rows = [(x, y, "setosa" if x > 0 else "virginica, var") for x, y in np.eye(2).repeat(10, 0)]
+    path = tmp_path / "flowers.csv"
+    path.write_text("a,b,label\n" + "".join(f'{x},{y},"{label}"\n' for x, y, label in rows))
+    server = make_server(data=load_csv_data(str(path)), pace=0).start()
+    try:
+        post(server, "/api/reset", {"dataset": "flowers.csv"})
+        stream = Stream(server)
+        data = stream.next()["data"]
+        stream.close()
+    finally:
+        server.stop()
+    assert sorted(data["class_names"]) == ["setosa", "virginica, var"]
+    assert data["class_names"][data["y"][0]] == rows[0][2]
+
+
+def test_a_built_in_dataset_names_its_classes_by_index(playground):
+    post(playground, "/api/reset", SMALL)
+    stream = Stream(playground)
+    data = stream.next()["data"]
+    stream.close()
+    assert data["class_names"] == [f"class {k}" for k in range(data["n_classes"])]
+
+
 def test_a_csv_without_two_features_is_refused_with_the_reason(tmp_path):
     path = tmp_path / "three.csv"
     path.write_text("".join(f"{i},{i},{i},{i % 2}\n" for i in range(20)))

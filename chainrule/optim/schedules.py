@@ -8,21 +8,13 @@ import math
 from typing import Any
 
 from chainrule.optim.optimizer import Optimizer
-from chainrule.validation import check_number
+from chainrule.validation import check_int, check_number
 
 
 def _check_optimizer(owner: str, optimizer: Any) -> Optimizer:
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"{owner} needs a chainrule Optimizer, got {type(optimizer).__name__}")
     return optimizer
-
-
-def _check_count(owner: str, name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{owner}: {name} must be an integer >= {low}, got {value!r}")
-    if value < low:
-        raise ValueError(f"{owner}: {name} must be an integer >= {low}, got {value}")
-    return value
 
 
 class LRScheduler:
@@ -109,7 +101,7 @@ class StepLR(LRScheduler):
     _options = ("step_size", "gamma")
 
     def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
-        self.step_size = _check_count("StepLR", "step_size", step_size, 1)
+        self.step_size = check_int("StepLR", "step_size", step_size, low=1)
         self.gamma = check_number("StepLR", "gamma", gamma)
         super().__init__(optimizer)
 
@@ -141,7 +133,7 @@ class CosineAnnealingLR(LRScheduler):
     _options = ("T_max", "eta_min")
 
     def __init__(self, optimizer: Optimizer, T_max: int, eta_min: float = 0.0) -> None:
-        self.T_max = _check_count("CosineAnnealingLR", "T_max", T_max, 1)
+        self.T_max = check_int("CosineAnnealingLR", "T_max", T_max, low=1)
         self.eta_min = check_number("CosineAnnealingLR", "eta_min", eta_min)
         super().__init__(optimizer)
 
@@ -199,9 +191,9 @@ class ReduceLROnPlateau:
         self.mode = mode
         self.threshold_mode = threshold_mode
         self.factor = check_number(name, "factor", factor, 0.0, 1.0, high_open=True)
-        self.patience = _check_count(name, "patience", patience, 0)
+        self.patience = check_int(name, "patience", patience, low=0)
         self.threshold = check_number(name, "threshold", threshold)
-        self.cooldown = _check_count(name, "cooldown", cooldown, 0)
+        self.cooldown = check_int(name, "cooldown", cooldown, low=0)
         self.eps = check_number(name, "eps", eps)
         groups = len(optimizer.param_groups)
         if isinstance(min_lr, (list, tuple)):

@@ -20,10 +20,12 @@ import numpy as np
 
 from chainrule import datasets, nn
 from chainrule import functional as F
+from chainrule.compile import compile as compile_step
 from chainrule.experiment import mlp
 from chainrule.explain import explain
 from chainrule.plots import data_extent, decision_grid
 from chainrule.registry import HIDDEN_ACTIVATIONS, OPTIMIZERS, make_optimizer
+from chainrule.safetensors_format import printable
 from chainrule.tensor import no_grad
 from chainrule.validation import check_choice, check_int, check_number
 
@@ -73,6 +75,7 @@ class CsvData:
     name: str
     X: np.ndarray
     y: np.ndarray
+    class_names: tuple[str, ...] | None = None  # the file's own labels, by class index
 
 
 def load_csv_data(path: str) -> CsvData:
@@ -91,7 +94,8 @@ def load_csv_data(path: str) -> CsvData:
     if loaded.n_classes > 10:
         raise ValueError(f"{path}: at most 10 classes, found {loaded.n_classes}")
     name = os.path.basename(path)
-    return CsvData(name, loaded.X.astype(np.float64), loaded.y.astype(np.int64))
+    names = None if loaded.classes is None else tuple(str(label) for label in loaded.classes)
+    return CsvData(name, loaded.X.astype(np.float64), loaded.y.astype(np.int64), names)
 
 
 def _integer(name: str, value: Any, bounds: tuple[float, float]) -> int:
@@ -292,6 +296,16 @@ class Session:
         self.n_classes = max(int(y.max()) + 1, 2)
         self.model = build_model(config, self.n_classes)
         self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), config.lr)
+        model, optimizer = self.model, self.optimizer
+
+        def train_step(xb: np.ndarray, yb: np.ndarray) -> Any:
+            optimizer.zero_grad()
+            F.cross_entropy(model(xb), yb).backward()
+            optimizer.step()
+
+        # Traced on the first batch of each size, replayed after: the page's many small steps
+        # cost a few microseconds each instead of a graph's worth of Python.
+        self.train_step = compile_step(train_step)
         self.shuffle = np.random.default_rng([config.seed, 2])
         self.extent = data_extent(X)
         self.epoch, self.error, self.run = 0, None, self.run + 1
@@ -307,11 +321,19 @@ class Session:
             "mean": self.mean.tolist(),
             "std": self.std.tolist(),
             "n_classes": self.n_classes,
+            # The page names classes by these: a CSV's own labels, else "class 0", "class 1".
+            "class_names": self._class_names(),
             "extent": list(self.extent),
             "layers": [2, *config.hidden, self.n_classes],
         }
         self._measure()
         self._publish(inspect=True)
+
+    def _class_names(self) -> list[str]:
+        csv = self.csv
+        if csv is not None and self.config.dataset == csv.name and csv.class_names:
+            return [printable(name) for name in csv.class_names]
+        return [f"class {k}" for k in range(self.n_classes)]
 
     def _loop(self) -> None:
         while True:
@@ -341,9 +363,7 @@ class Session:
         size = self.config.batch_size
         for start in range(0, len(X), size):
             rows = order[start : start + size]
-            self.optimizer.zero_grad()
-            F.cross_entropy(self.model(X[rows]), y[rows]).backward()
-            self.optimizer.step()
+            self.train_step(X[rows], y[rows])
         self.epoch += 1
         self._measure()
         if self.error is None and not math.isfinite(self.loss):

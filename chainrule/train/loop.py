@@ -290,6 +290,13 @@ class _Run:
         self.step = self._make_step()
         self.warned_of_divergence = False
         self.first_loss: float | None = None
+        # Between epochs only what reads the weights needs them checked (validation, callbacks
+        # that keep the best ones, checkpoints); otherwise the next step's loss check catches a
+        # non-finite weight, and the run's end checks the last update.
+        self.batches_in_order = _batches(self.n, self.batch_size, None)  # the same every epoch
+        self.check_weights_each_epoch = bool(
+            self.validation is not None or self.callbacks or config.checkpoint
+        )
         # Only callbacks that define on_step_end are called each step.
         self.step_callbacks = [
             c
@@ -440,7 +447,9 @@ class _Run:
             # One gather per epoch, then every batch is a slice (a view): the same samples in the
             # same order as indexing each batch, for one NumPy call instead of one per batch.
             X, y, order = X[order], y[order], None
-        batches = _batches(self.n, self.batch_size, order)
+        batches = (
+            self.batches_in_order if order is None else _batches(self.n, self.batch_size, order)
+        )
         # This process's running sums (Python floats: cheaper per step than arrays).
         loss_sum, correct = 0.0, 0.0
         if first_step:
@@ -475,7 +484,8 @@ class _Run:
                 self._check_weights(epoch, step)
                 state.running = tuple(process.sum(np.array([loss_sum, correct])))
                 self._save_checkpoint(epoch, step + 1)
-        self._check_weights(epoch, len(batches) - 1)
+        if self.check_weights_each_epoch or epoch + 1 == config.epochs:
+            self._check_weights(epoch, len(batches) - 1)
         if alone:
             state.running = (loss_sum, correct)
         else:
@@ -523,9 +533,10 @@ class _Run:
         )
 
     def _check_weights(self, epoch: int, step: int) -> None:
-        """Stop if an update made a weight NaN/Inf. Checked once an epoch and before every
-        checkpoint, not every step: a non-finite weight makes the next step's loss non-finite,
-        and that check (every step) names the same parameter, one step later at most."""
+        """Stop if an update made a weight NaN/Inf. Checked at the end of the run, before every
+        checkpoint, and once an epoch when something reads the weights between epochs; not
+        every step: a non-finite weight makes the next step's loss non-finite, and that check
+        (every step) names the same parameter, one step later at most."""
         if not _weights_finite(self.parameters):
             raise NonFiniteError(
                 f"training stopped at epoch {epoch}, step {step}: "

@@ -2,7 +2,7 @@
 
     [mpiexec -n N python -m mpi4py] train.py OUT_DIR [--runs float64,float32,unused] [--epochs 4]
         [--checkpoint DIR [--resume]] [--checkpoint-steps S] [--fail-at-step K]
-        [--seed-per-rank | --width-per-rank]
+        [--seed-per-rank | --width-per-rank | --lr-per-rank | --rows-per-rank]
 
 Each run is a Linear-Tanh-Linear network trained with Adam on 62 samples in batches of 20 (so the
 last batch holds 2 samples: with 3 ranks, rank 0 gets none) and validated on 11. Runs `float64` and
@@ -71,6 +71,8 @@ def main():
     parser.add_argument("--fail-at-step", type=int)
     parser.add_argument("--seed-per-rank", action="store_true")
     parser.add_argument("--width-per-rank", action="store_true")
+    parser.add_argument("--lr-per-rank", action="store_true")
+    parser.add_argument("--rows-per-rank", action="store_true")
     args = parser.parse_args()
     process = distributed.init() if distributed.launched() else None
     data = np.random.default_rng(0)
@@ -90,11 +92,11 @@ def main():
         hashes = ReplicaHashes(process)
         history = chainrule.fit(
             model,
-            X[:SAMPLES],
-            y[:SAMPLES],
+            X[: SAMPLES - (process.rank if args.rows_per_rank else 0)],
+            y[: SAMPLES - (process.rank if args.rows_per_rank else 0)],
             loss="cross_entropy",
             optimizer="adam",
-            lr=0.02,
+            lr=0.02 * (1 + process.rank if args.lr_per_rank else 1),
             weight_decay=0.1 if run == "unused" else 0.0,
             epochs=args.epochs,
             batch_size=20,

@@ -330,12 +330,17 @@ function describeWeight(inspect) {
   const l = Number(layerIndex) / 2;
   const name = (layer, unit) => {
     if (layer === 0) return `input x${unit + 1}`;
-    if (layer === sizes.length - 1) return `output ${unit} (class ${unit})`;
+    if (layer === sizes.length - 1) return `output ${unit} (${className(unit)})`;
     return `hidden ${layer}, unit ${unit + 1}`;
   };
   const [j, i] = inspect.index;
   if (kind === 'bias') return `bias of ${name(l + 1, j)}`;
   return `from ${name(l, i)} to ${name(l + 1, j)}`;
+}
+
+function className(k) {
+  const names = state.data && state.data.class_names;
+  return names && names[k] !== undefined ? names[k] : `class ${k}`;
 }
 
 function showInspect(inspect) {
@@ -345,7 +350,7 @@ function showInspect(inspect) {
   $('inspect-grad').textContent = number(inspect.grad);
   const x = inspect.x.map((v) => v.toFixed(3)).join(', ');
   $('inspect-sample').textContent = `#${inspect.sample} (${inspect.split}), x = (${x}), `
-    + `class ${inspect.target}, its loss ${number(inspect.sample_loss)}`;
+    + `${className(inspect.target)}, its loss ${number(inspect.sample_loss)}`;
   const factors = chain.dL_da === null
     ? [chain.dL_dz[0], chain.dz_dw[0]] // softmax layers sum over outputs; not the case here
     : [chain.dL_da[0], chain.da_dz[0], chain.dz_dw[0]];
