@@ -84,7 +84,7 @@ def load_csv(
     first_line, first = next(rows, (0, None))
     if first is None:
         raise ValueError(f"{path}: the file is empty")
-    has_header = header is True or (header == "auto" and not all(map(_is_number, first)))
+    has_header = header is True or (header == "auto" and not all(map(is_number, first)))
     names = [name.strip() for name in first] if has_header else None
     n_columns = len(first)
     if n_columns < 2 and label_column is not None:
@@ -157,7 +157,7 @@ def _csv_numbers(
     except ValueError:
         for row, cells in enumerate(chunk):
             for column in features:
-                if not _is_number(cells[column]):
+                if not is_number(cells[column]):
                     raise ValueError(
                         f"{cell(offset + row, column)}: {_not_a_number(cells[column])}"
                     ) from None
@@ -291,7 +291,7 @@ def _not_a_number(text: str) -> str:
 
 
 def _csv_labels(texts: list[str], label: int, cell: Callable, dtype: Any, path: str) -> tuple:
-    numeric = [_is_number(text) for text in texts]
+    numeric = [is_number(text) for text in texts]
     if all(numeric):
         values = np.array(texts, dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(values))
@@ -593,7 +593,7 @@ def _finite(array: np.ndarray, where: str) -> np.ndarray:
     return array
 
 
-def _is_number(text: str) -> bool:
+def is_number(text: str) -> bool:
     try:
         float(text)
     except ValueError:

@@ -149,12 +149,13 @@ def _targets(text: str, loss: str, predictor: Any) -> Any:
     """--target as the loss takes it: a class index (or name) for cross-entropy, one-hot rows for
     a classifier with several probability outputs, else the numbers given."""
     from chainrule.cli import UsageError
+    from chainrule.loaders import is_number
 
     classes = predictor.classes or []
     rows = []
     for row in text.split(";"):
         items = [item.strip() for item in row.split(",")]
-        if len(items) == 1 and items[0] in classes and not _is_number(items[0]):
+        if len(items) == 1 and items[0] in classes and not is_number(items[0]):
             items = [str(classes.index(items[0]))]
         rows.append(items)
     try:
@@ -171,14 +172,6 @@ def _targets(text: str, loss: str, predictor: Any) -> Any:
                 raise UsageError(f"--target: class indices 0 to {width - 1}, got {text!r}")
             y = np.eye(width)[index]
     return y
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _load(path: str) -> Any:
