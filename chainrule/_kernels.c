@@ -550,16 +550,43 @@ enum {
 INTERPRETER(run_float, float, expf, logf, log1pf, tanhf, sqrtf, powf, adam_float, sgd_float)
 INTERPRETER(run_double, double, exp, log, log1p, tanh, sqrt, pow, adam_double, sgd_double)
 
-/* replay(code, scalars, is_double) -> bool: run a program; False if it met a bad class label (the
- * caller then replays in NumPy, which raises the op's own error) or an unknown opcode. */
+/* replay(code, scalars, is_double, arguments) -> bool: run a program. `code` opens with a table
+ * of where each argument's address goes ([count, (argument, word)...]), so the call's arrays are
+ * read in place (the caller passes C-contiguous arrays of the traced dtypes). False if it met a
+ * bad class label (the caller raises the op's error) or an unknown opcode. */
 static PyObject *replay(PyObject *self, PyObject *args) {
     Py_buffer code, scalars;
     int is_double;
-    if (!PyArg_ParseTuple(args, "y*y*p", &code, &scalars, &is_double)) return NULL;
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = is_double ? run_double(code.buf, scalars.buf) : run_float(code.buf, scalars.buf);
-    Py_END_ALLOW_THREADS
+    PyObject *arguments;
+    if (!PyArg_ParseTuple(args, "w*y*pO!", &code, &scalars, &is_double, &PyTuple_Type, &arguments))
+        return NULL;
+    enum { MAX_ARGUMENTS = 16 };
+    Py_buffer views[MAX_ARGUMENTS];
+    Py_ssize_t count = PyTuple_GET_SIZE(arguments), taken = 0;
+    int ok = count <= MAX_ARGUMENTS;
+    for (; ok && taken < count; taken++)
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(arguments, taken), &views[taken],
+                               PyBUF_C_CONTIGUOUS) != 0) {
+            PyErr_Clear();
+            ok = 0;
+            break;
+        }
+    int64_t *words = code.buf;
+    if (ok) {
+        int64_t patches = words[0];
+        for (int64_t i = 0; i < patches; i++) {
+            int64_t argument = words[1 + 2 * i], at = words[2 + 2 * i];
+            if (argument >= count) ok = 0;
+            else words[at] = (int64_t)(intptr_t)views[argument].buf;
+        }
+        if (ok) {
+            const int64_t *start = words + 1 + 2 * patches;
+            Py_BEGIN_ALLOW_THREADS
+            ok = is_double ? run_double(start, scalars.buf) : run_float(start, scalars.buf);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    for (Py_ssize_t i = 0; i < taken; i++) PyBuffer_Release(&views[i]);
     PyBuffer_Release(&code);
     PyBuffer_Release(&scalars);
     return PyBool_FromLong(ok);

@@ -140,26 +140,33 @@ def _signature(args: tuple, kwargs: dict) -> tuple[list[Any], list[np.ndarray], 
     """The arguments as the function will get them, their arrays (slots of the trace), and the
     hashable key a trace is cached under."""
     arguments, arrays, key = [], [], []
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, Tensor):
-            arrays.append(value.data)
-            key.append(("tensor", value.data.shape, value.data.dtype.str, value.requires_grad))
-        elif isinstance(value, np.ndarray):
+    for value in (*args, *kwargs.values()) if kwargs else args:
+        kind = type(value)
+        if kind is np.ndarray:
             arrays.append(value)
-            key.append(("array", value.shape, value.dtype.str))
+            key.append((value.shape, value.dtype))
+        elif isinstance(value, Tensor):
+            data = value.data
+            arrays.append(data)
+            key.append((data.shape, data.dtype, value.requires_grad))
         elif value is None or isinstance(value, (numbers.Number, str, bytes)):
-            key.append(("value", type(value).__name__, value))
+            key.append(("value", kind, value))
         else:
-            try:
-                value = np.asarray(value)
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"compiled function: an argument of type {type(value).__name__} is neither "
-                    f"a tensor, an array nor a number: {error}"
-                ) from None
-            if value.dtype == object:
-                raise TypeError("compiled function: an argument converts to an object array")
+            value = _as_array(value)
             arrays.append(value)
-            key.append(("array", value.shape, value.dtype.str))
+            key.append((value.shape, value.dtype))
         arguments.append(value)
-    return arguments, arrays, (tuple(kwargs), tuple(key))
+    return arguments, arrays, (tuple(kwargs), *key)
+
+
+def _as_array(value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"compiled function: an argument of type {type(value).__name__} is neither a tensor, "
+            f"an array nor a number: {error}"
+        ) from None
+    if array.dtype == object:
+        raise TypeError("compiled function: an argument converts to an object array")
+    return array

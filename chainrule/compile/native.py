@@ -59,6 +59,11 @@ class Decline(Exception):
     """The trace holds something the interpreter does not run."""
 
 
+class _Argument(int):
+    """An operand that is the call's argument `self`: its address is written in by the C side at
+    each call (the arrays are read in place, not copied)."""
+
+
 def build(trace: Trace) -> NativeProgram | None:
     """A C program for the trace, or None where the interpreter is absent or does not cover it."""
     if kernels.replay is None:
@@ -80,6 +85,7 @@ class NativeProgram:
         self.owned: set[int] = set()  # slots whose buffer this program allocated
         self.keep: list[np.ndarray] = []  # arrays whose addresses the code holds
         self.code: list[int] = []
+        self.patches: list[int] = []  # (argument, word) pairs: where each argument's address goes
         self.prologue: list[Callable[[list], None]] = []
         self.epilogue: list[tuple] = []
         self.scalar_sources: list[tuple[int, Callable]] = []
@@ -93,19 +99,27 @@ class NativeProgram:
             for a in self.epilogue
         ]
         self.code.append(0)
-        self.program = np.array(self.code, dtype=np.int64)
+        patches = [len(self.patches) // 2] + self.patches
+        offset = len(patches)
+        patches[2::2] = [at + offset for at in patches[2::2]]
+        self.program = np.array(patches + self.code, dtype=np.int64)
+        self._written: list[tuple | None] = [None] * len(self.scalar_sources)
         self.scalars = np.zeros(max(self.scalar_count, 1), dtype=np.float64)
 
     # ---- buffers -----------------------------------------------------------------------------
     def _address(self, slot: int | None) -> int:
         if slot is None:
             return 0
+        if slot in self.trace.arg_slots:
+            return _Argument(self.trace.arg_slots.index(slot))
         return self._array(slot).__array_interface__["data"][0]
 
     def _array(self, slot: int) -> np.ndarray:
         array = self.buffers.get(slot)
         if array is not None:
             return array
+        if slot in self.trace.arg_slots:
+            raise Decline  # an argument is read in place; nothing is written into it
         if slot in self.trace.constants:
             array = self.trace.constants[slot]
             if not array.flags.c_contiguous or array.dtype != self.dtype:
@@ -169,7 +183,11 @@ class NativeProgram:
         self._check_output(trace.output)
 
     def _emit(self, *words: int) -> None:
-        self.code.extend(int(w) for w in words)
+        for word in words:
+            if isinstance(word, _Argument):
+                self.patches.extend((int(word), len(self.code)))
+                word = 0
+            self.code.append(int(word))
 
     def _size(self, slot: int) -> int:
         return int(np.prod(self.trace.shapes[slot][0]))
@@ -270,8 +288,8 @@ class NativeProgram:
         _, make, out = event
         buffer = self._array(out)
 
-        def draw(v: list) -> None:
-            np.copyto(buffer, make())
+        def draw(arguments: tuple) -> None:
+            buffer[...] = make()
 
         self.prologue.append(draw)
 
@@ -282,8 +300,8 @@ class NativeProgram:
         position = self.trace.arg_slots.index(ins[0])
         buffer = self._array(outs[0])
 
-        def convert(arrays: list) -> None:
-            np.copyto(buffer, arrays[position], casting="unsafe")
+        def convert(arguments: tuple) -> None:
+            buffer[...] = arguments[position]
 
         self.prologue.append(convert)
 
@@ -343,20 +361,19 @@ class NativeProgram:
     def run(self, arrays: list[np.ndarray]) -> tuple[bool, Any]:
         """(True, result), or (False, None) before anything changed when a hyper-parameter's
         layout moved (momentum switched on, say): the caller then replays in NumPy."""
-        scalars = self.scalars
-        for index, source in self.scalar_sources:
+        scalars, written = self.scalars, self._written
+        for k, (index, source) in enumerate(self.scalar_sources):
             values = source()
             if values is None:
                 return False, None
-            scalars[index : index + len(values)] = values
+            if values != written[k]:  # most steps change no hyper-parameter
+                scalars[index : index + len(values)] = values
+                written[k] = values
         buffers = self.buffers
-        for slot, array in zip(self.trace.arg_slots, arrays):
-            target = buffers.get(slot)
-            if target is not None:
-                np.copyto(target, array, casting="unsafe")
+        arguments = tuple(a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays)
         for step in self.prologue:
-            step(arrays)
-        if not kernels.replay(self.program, scalars, self.dtype == np.float64):
+            step(arguments)
+        if not kernels.replay(self.program, scalars, self.dtype == np.float64, arguments):
             raise ValueError("cross_entropy: a target class is outside [0, classes)")
         for action in self.epilogue:
             if action[0] == "leaf":
