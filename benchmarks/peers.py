@@ -81,7 +81,12 @@ def make_chainrule(workload: Workload, data: Data) -> Runner:
         loss = loss_fn(output, y)
         loss.backward()
         opt.step()
-        state = [a for s in opt.state.values() for a in s.values() if isinstance(a, np.ndarray)]
+        state = [  # the float state; "step" is a count (a 0-d int64 array shared by a flat group)
+            a
+            for s in opt.state.values()
+            for key, a in s.items()
+            if isinstance(a, np.ndarray) and key != "step"
+        ]
         seen = {
             "output": output.dtype,
             "loss": loss.dtype,

@@ -607,3 +607,27 @@ def test_switching_momentum_on_after_the_trace_replays_correctly():
 
     build = mlp(np.float64, nn.Tanh(), optimizer=optim.SGD, lr=0.1)
     run_both(build, F.mse_loss, regression_batches(np.float64), np.float64, "auto", switch)
+
+
+def test_other_threads_are_not_traced_and_may_read_values():
+    import threading
+
+    model = nn.Linear(2, 1, dtype=np.float64, rng=0)
+    seen = []
+
+    def elsewhere():
+        out = model(np.ones((1, 2)))  # eager, in another thread, while the step is traced
+        seen.append(out.item())
+
+    def step(x):
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        return model(x)
+
+    compiled = cr.compile(step)
+    for _ in range(2):
+        x = np.random.default_rng(0).standard_normal((3, 2))
+        with cr.no_grad():
+            np.testing.assert_array_equal(compiled(x).data, model(x).data)
+    assert len(seen) == 1  # the replay does not run the other thread's work

@@ -149,7 +149,9 @@ class NativeProgram:
                 raise Decline
         vjp_of = {e[1]: e for e in events if e[0] == "vjp"}
         self.leaf_slot: dict[int, int] = {}
-        forgotten: set[int] = set()
+        # Leaves whose .grad is None when the program writes it: reset by a recorded zero_grad, or
+        # None on entry (the guards make sure) and not yet given one.
+        forgotten = {id(t) for t, was_none in trace.grad_entry if was_none}
         for index, event in enumerate(events):
             kind = event[0]
             if kind == "op":
