@@ -631,3 +631,20 @@ def test_other_threads_are_not_traced_and_may_read_values():
         with cr.no_grad():
             np.testing.assert_array_equal(compiled(x).data, model(x).data)
     assert len(seen) == 1  # the replay does not run the other thread's work
+
+
+@pytest.mark.parametrize("backend", ["python", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_python_and_numpy_replays_give_the_eager_numbers_bit_for_bit(backend, dtype):
+    (model_a, opt_a), (model_b, opt_b) = twins(
+        mlp(dtype, nn.ReLU(), nn.Sigmoid(), outputs=4, optimizer=optim.Adam, lr=0.01)
+    )
+    eager = training_step(model_a, opt_a, F.cross_entropy)
+    compiled = cr.compile(training_step(model_b, opt_b, F.cross_entropy), backend=backend)
+    for x, y in class_batches(dtype, n=70, steps=10):  # 70 rows: the bias gradient's BLAS branch
+        np.testing.assert_array_equal(compiled(x, y).data, eager(x, y).data)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        np.testing.assert_array_equal(q.data, p.data)
+        np.testing.assert_array_equal(q.grad, p.grad)
+    program = compiled._cache[next(iter(compiled._cache))][0]
+    assert (program.kernel_ops > 0) == (backend == "numpy")
