@@ -648,3 +648,26 @@ def test_the_python_and_numpy_replays_give_the_eager_numbers_bit_for_bit(backend
         np.testing.assert_array_equal(q.grad, p.grad)
     program = compiled._cache[next(iter(compiled._cache))][0]
     assert (program.kernel_ops > 0) == (backend == "numpy")
+
+
+def test_an_argument_sliced_outside_the_ops_is_refused():
+    compiled = cr.compile(lambda x: cr.tensor(x[:, :1]) * 2.0)
+    with pytest.raises(cr.CompileError, match="sliced or reshaped outside"):
+        compiled(np.ones((2, 2)))
+
+
+def test_a_conversion_that_could_come_from_two_arguments_is_refused():
+    model = nn.Linear(2, 1, dtype=np.float32, rng=0)
+    compiled = cr.compile(lambda a, b: model(a) + model(b))
+    with pytest.raises(cr.CompileError, match="several arguments hold the same values"):
+        compiled(np.ones((1, 2)), np.ones((1, 2)))
+
+
+def test_the_same_array_passed_twice_is_converted_once_per_use():
+    model = nn.Linear(2, 1, dtype=np.float32, rng=0)
+    compiled = cr.compile(lambda a, b: model(a) + model(b))
+    for values in ([1.0, 2.0], [3.0, -1.0]):
+        x = np.array([values])
+        with cr.no_grad():
+            expected = (model(x) + model(x)).data
+        np.testing.assert_array_equal(compiled(x, x).data, expected)

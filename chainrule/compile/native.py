@@ -81,6 +81,7 @@ class NativeProgram:
         if len(dtypes) != 1 or (dtype := dtypes.pop()) not in (np.float32, np.float64):
             raise Decline
         self.dtype = dtype
+        self.is_double = dtype == np.float64
         self.buffers: dict[int, np.ndarray] = {}
         self.owned: set[int] = set()  # slots whose buffer this program allocated
         self.keep: list[np.ndarray] = []  # arrays whose addresses the code holds
@@ -375,7 +376,7 @@ class NativeProgram:
         arguments = tuple(a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays)
         for step in self.prologue:
             step(arguments)
-        if not kernels.replay(self.program, scalars, self.dtype == np.float64, arguments):
+        if not kernels.replay(self.program, scalars, self.is_double, arguments):
             raise ValueError("cross_entropy: a target class is outside [0, classes)")
         for action in self.epilogue:
             if action[0] == "leaf":
@@ -384,7 +385,10 @@ class NativeProgram:
             else:
                 for tensor in action[1]:
                     tensor.grad = None
-        return True, _result(self.trace.output, buffers)
+        output = self.trace.output
+        if type(output) is SlotRef:  # the usual case: one loss
+            return True, wrap(buffers[output.slot].copy())
+        return True, _result(output, buffers)
 
     def _unique(self, slot: int) -> bool:
         array = self.buffers[slot]

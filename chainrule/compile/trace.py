@@ -105,20 +105,29 @@ class Recorder:
         slot = self._slot.get(id(array))
         if slot is not None:
             return slot
-        for i, argument in enumerate(self._arguments):
-            if isinstance(array, np.ndarray) and _derived_from(array, argument):
+        if isinstance(array, np.ndarray):
+            for i, argument in enumerate(self._arguments):
+                if np.shares_memory(array, argument):
+                    raise CompileError(
+                        f"argument {i} of the compiled function was sliced or reshaped outside "
+                        "chainrule's ops, so a replay cannot follow it; wrap it in a Tensor first "
+                        "(chainrule.tensor(x)[...]) or pass the part as its own argument"
+                    )
+            sources = {id(a): i for i, a in enumerate(self._arguments) if _derived_from(array, a)}
+            if len(sources) > 1:
+                raise CompileError(
+                    "an argument was converted to another dtype outside chainrule's ops, and "
+                    "several arguments hold the same values, so a replay cannot tell which; pass "
+                    "the arguments in the network's dtype"
+                )
+            if sources:
                 # An argument converted outside the ops (a float64 batch given to a float32
                 # layer): replayed as the same conversion of the new argument.
+                (i,) = sources.values()
                 slot = self._new(array)
                 convert = functools.partial(_converted, dtype=array.dtype)
                 self.trace.events.append(("call", convert, (self.trace.arg_slots[i],), (slot,)))
                 return slot
-            if isinstance(array, np.ndarray) and np.shares_memory(array, argument):
-                raise CompileError(
-                    f"argument {i} of the compiled function was sliced or reshaped outside "
-                    "chainrule's ops, so a replay cannot follow it; wrap it in a Tensor first "
-                    "(chainrule.tensor(x)[...]) or pass the part as its own argument"
-                )
         slot = self._new(array)
         self.trace.constants[slot] = array
         if owner is not None and owner.requires_grad and owner.is_leaf:
