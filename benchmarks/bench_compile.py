@@ -380,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--budget", type=float, default=0.15, help="seconds per peer per round")
     parser.add_argument("--threads", type=int, default=1, help="threads for every peer")
+    parser.add_argument(
+        "--workload", action="append", choices=[w.name for w in WORKLOADS], help="only these"
+    )
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     rounds, budget = (2, 0.01) if args.smoke else (args.rounds, args.budget)
@@ -388,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "rounds": rounds,
         "threads": threads,
-        "workloads": [measure(w, rounds, budget, threads) for w in WORKLOADS],
+        "workloads": [
+            measure(w, rounds, budget, threads)
+            for w in WORKLOADS
+            if not args.workload or w.name in args.workload
+        ],
         "first_call": first_call_ms(3 if args.smoke else 15),
     }
     for row in report["workloads"]:
