@@ -306,7 +306,7 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
  */
 enum {
     R_END = 0,
-    R_LINEAR = 1,       /* x, W, b|0, z, n, in, out */
+    R_LINEAR = 1,       /* x, W, b|0, z, n, in, out, Wᵀ scratch (in × out) */
     R_LINEAR_BACK = 2,  /* g, x, W, gx|0, gW|0, gb|0, n, in, out */
     R_RELU = 3,         /* z, a, count */
     R_RELU_BACK = 4,    /* g, z, gz, count */
@@ -333,7 +333,7 @@ enum {
 #define LOGADDEXP0(T, EXP, LOG1P, x) ((x) > 0 ? (x) + LOG1P(EXP(-(x))) : LOG1P(EXP(x)))
 
 #define INTERPRETER(NAME, T, EXP, LOG, LOG1P, TANH, SQRT, POW, ADAM, SGD)                          \
-    static int NAME(const int64_t *code, const double *scalars) {                                 \
+    VECTORIZE static int NAME(const int64_t *code, const double *scalars) {                                 \
         for (;;) {                                                                                \
             const int64_t *o = code + 1;                                                          \
             switch (code[0]) {                                                                    \
@@ -341,35 +341,51 @@ enum {
                 return 1;                                                                         \
             case R_LINEAR: {                                                                      \
                 const T *x = (const T *)o[0], *W = (const T *)o[1], *b = (const T *)o[2];         \
-                T *z = (T *)o[3];                                                                 \
+                T *z = (T *)o[3], *Wt = (T *)o[7];                                                \
                 int64_t n = o[4], in = o[5], out = o[6];                                          \
-                for (int64_t i = 0; i < n; i++)                                                   \
-                    for (int64_t j = 0; j < out; j++) {                                           \
-                        T sum = 0;                                                                \
-                        for (int64_t k = 0; k < in; k++) sum += x[i * in + k] * W[j * in + k];    \
-                        z[i * out + j] = b ? sum + b[j] : sum;                                    \
+                /* Wᵀ first (a small copy), so the inner loop runs over independent outputs. */  \
+                for (int64_t j = 0; j < out; j++)                                                 \
+                    for (int64_t k = 0; k < in; k++) Wt[k * out + j] = W[j * in + k];            \
+                for (int64_t i = 0; i < n; i++) {                                                 \
+                    T *row = z + i * out;                                                         \
+                    for (int64_t j = 0; j < out; j++) row[j] = 0;                                 \
+                    for (int64_t k = 0; k < in; k++) {                                            \
+                        T xik = x[i * in + k];                                                    \
+                        const T *wt = Wt + k * out;                                               \
+                        for (int64_t j = 0; j < out; j++) row[j] += xik * wt[j];                  \
                     }                                                                             \
-                code += 8;                                                                        \
+                    if (b)                                                                        \
+                        for (int64_t j = 0; j < out; j++) row[j] += b[j];                         \
+                }                                                                                 \
+                code += 9;                                                                        \
                 break;                                                                            \
             }                                                                                     \
             case R_LINEAR_BACK: {                                                                 \
                 const T *g = (const T *)o[0], *x = (const T *)o[1], *W = (const T *)o[2];         \
                 T *gx = (T *)o[3], *gW = (T *)o[4], *gb = (T *)o[5];                              \
                 int64_t n = o[6], in = o[7], out = o[8];                                          \
+                /* Loops ordered so the innermost runs along contiguous memory over independent   \
+                 * outputs (it vectorizes), each output still summed in order. */                \
                 if (gx)                                                                           \
+                    for (int64_t i = 0; i < n; i++) {                                             \
+                        T *row = gx + i * in;                                                     \
+                        for (int64_t k = 0; k < in; k++) row[k] = 0;                              \
+                        for (int64_t j = 0; j < out; j++) {                                       \
+                            T gij = g[i * out + j];                                               \
+                            const T *w = W + j * in;                                              \
+                            for (int64_t k = 0; k < in; k++) row[k] += gij * w[k];                \
+                        }                                                                         \
+                    }                                                                             \
+                if (gW) {                                                                         \
+                    for (int64_t e = 0; e < out * in; e++) gW[e] = 0;                             \
                     for (int64_t i = 0; i < n; i++)                                               \
-                        for (int64_t k = 0; k < in; k++) {                                        \
-                            T sum = 0;                                                            \
-                            for (int64_t j = 0; j < out; j++) sum += g[i * out + j] * W[j * in + k]; \
-                            gx[i * in + k] = sum;                                                 \
+                        for (int64_t j = 0; j < out; j++) {                                       \
+                            T gij = g[i * out + j];                                               \
+                            T *row = gW + j * in;                                                 \
+                            const T *xi = x + i * in;                                             \
+                            for (int64_t k = 0; k < in; k++) row[k] += gij * xi[k];               \
                         }                                                                         \
-                if (gW)                                                                           \
-                    for (int64_t j = 0; j < out; j++)                                             \
-                        for (int64_t k = 0; k < in; k++) {                                        \
-                            T sum = 0;                                                            \
-                            for (int64_t i = 0; i < n; i++) sum += g[i * out + j] * x[i * in + k]; \
-                            gW[j * in + k] = sum;                                                 \
-                        }                                                                         \
+                }                                                                                 \
                 if (gb)                                                                           \
                     for (int64_t j = 0; j < out; j++) {                                           \
                         T sum = 0;                                                                \

@@ -210,6 +210,7 @@ class NativeProgram:
             if n * n_in * n_out > MAX_LINEAR_WORK:
                 raise Decline
             self._emit(LINEAR, *map(self._address, (x, w, b, out)), n, n_in, n_out)
+            self._emit(self._scratch((n_in, n_out)))
         elif op in _UNARY:
             if params:
                 raise Decline
