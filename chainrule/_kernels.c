@@ -558,7 +558,7 @@ enum {
                 break;                                                                            \
             }                                                                                     \
             default:                                                                              \
-                return 0;                                                                         \
+                return -2;                                                                        \
             }                                                                                     \
         }                                                                                         \
     }
@@ -566,46 +566,53 @@ enum {
 INTERPRETER(run_float, float, expf, logf, log1pf, tanhf, sqrtf, powf, adam_float, sgd_float)
 INTERPRETER(run_double, double, exp, log, log1p, tanh, sqrt, pow, adam_double, sgd_double)
 
-/* replay(code, scalars, is_double, arguments) -> bool: run a program. `code` opens with a table
- * of where each argument's address goes ([count, (argument, word)...]), so the call's arrays are
- * read in place (the caller passes C-contiguous arrays of the traced dtypes). False if it met a
- * bad class label (the caller raises the op's error) or an unknown opcode. */
+/* replay(code, scalars, is_double, arguments) -> int: run a program. `code` opens with a table of
+ * where each argument's address goes ([count, (argument, word)...]), so the call's arrays (a tuple
+ * or list, in the traced dtypes) are read in place. Returns 1 when done; 0 if it met a bad class
+ * label (the caller raises the op's error); -1, having run nothing, if an argument is not
+ * C-contiguous (the caller passes contiguous copies); -2 for an unknown opcode. */
 static PyObject *replay(PyObject *self, PyObject *args) {
     Py_buffer code, scalars;
     int is_double;
     PyObject *arguments;
-    if (!PyArg_ParseTuple(args, "w*y*pO!", &code, &scalars, &is_double, &PyTuple_Type, &arguments))
-        return NULL;
+    if (!PyArg_ParseTuple(args, "w*y*pO", &code, &scalars, &is_double, &arguments)) return NULL;
     enum { MAX_ARGUMENTS = 16 };
     Py_buffer views[MAX_ARGUMENTS];
-    Py_ssize_t count = PyTuple_GET_SIZE(arguments), taken = 0;
-    int ok = count <= MAX_ARGUMENTS;
-    for (; ok && taken < count; taken++)
-        if (PyObject_GetBuffer(PyTuple_GET_ITEM(arguments, taken), &views[taken],
-                               PyBUF_C_CONTIGUOUS) != 0) {
+    PyObject *sequence = PySequence_Fast(arguments, "replay: arguments must be a sequence");
+    if (!sequence) {
+        PyBuffer_Release(&code);
+        PyBuffer_Release(&scalars);
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence), taken = 0;
+    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    int result = count <= MAX_ARGUMENTS ? 1 : -1;
+    for (; result == 1 && taken < count; taken++)
+        if (PyObject_GetBuffer(items[taken], &views[taken], PyBUF_C_CONTIGUOUS) != 0) {
             PyErr_Clear();
-            ok = 0;
+            result = -1;
             break;
         }
     int64_t *words = code.buf;
-    if (ok) {
+    if (result == 1) {
         int64_t patches = words[0];
         for (int64_t i = 0; i < patches; i++) {
             int64_t argument = words[1 + 2 * i], at = words[2 + 2 * i];
-            if (argument >= count) ok = 0;
+            if (argument >= count) result = -1;
             else words[at] = (int64_t)(intptr_t)views[argument].buf;
         }
-        if (ok) {
+        if (result == 1) {
             const int64_t *start = words + 1 + 2 * patches;
             Py_BEGIN_ALLOW_THREADS
-            ok = is_double ? run_double(start, scalars.buf) : run_float(start, scalars.buf);
+            result = is_double ? run_double(start, scalars.buf) : run_float(start, scalars.buf);
             Py_END_ALLOW_THREADS
         }
     }
     for (Py_ssize_t i = 0; i < taken; i++) PyBuffer_Release(&views[i]);
+    Py_DECREF(sequence);
     PyBuffer_Release(&code);
     PyBuffer_Release(&scalars);
-    return PyBool_FromLong(ok);
+    return PyLong_FromLong(result);
 }
 
 static PyMethodDef methods[] = {

@@ -671,3 +671,15 @@ def test_the_same_array_passed_twice_is_converted_once_per_use():
         with cr.no_grad():
             expected = (model(x) + model(x)).data
         np.testing.assert_array_equal(compiled(x, x).data, expected)
+
+
+@pytest.mark.skipif(kernels.replay is None, reason="the C interpreter was not built")
+def test_the_c_replay_takes_non_contiguous_arguments():
+    model, opt = mlp(np.float64, nn.Tanh())(np.random.default_rng(0))
+    twin, twin_opt = mlp(np.float64, nn.Tanh())(np.random.default_rng(0))
+    compiled = cr.compile(training_step(model, opt, F.mse_loss))
+    eager = training_step(twin, twin_opt, F.mse_loss)
+    for x, y in regression_batches(np.float64, steps=4):
+        wide = np.asfortranarray(x)
+        assert_close(compiled(wide, y).data, eager(x, y).data, np.float64)
+    assert compiled.last_replay == "c"

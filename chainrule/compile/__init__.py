@@ -146,9 +146,11 @@ def compile(function: Callable | None = None, *, cache_size: int = 8, backend: s
     return CompiledFunction(function, cache_size, backend)
 
 
-def _signature(args: tuple, kwargs: dict) -> tuple[list[Any], list[np.ndarray], tuple]:
+def _signature(args: tuple, kwargs: dict) -> tuple[Any, list[np.ndarray], tuple]:
     """The arguments as the function will get them, their arrays (slots of the trace), and the
     hashable key a trace is cached under."""
+    if not kwargs and all(type(value) is np.ndarray for value in args):  # the usual call
+        return args, list(args), ((), *[(value.shape, value.dtype) for value in args])
     arguments, arrays, key = [], [], []
     for value in (*args, *kwargs.values()) if kwargs else args:
         kind = type(value)

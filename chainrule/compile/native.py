@@ -92,13 +92,18 @@ class NativeProgram:
         self.scalar_sources: list[tuple[int, Callable]] = []
         self.scalar_count = 0
         self._translate()
-        # A leaf's .grad may keep its buffer only if no other slot shares it.
-        self.epilogue = [
-            ("leaf", a[1], self.buffers[a[2]], a[2] in self.owned and self._unique(a[2]))
-            if a[0] == "leaf"
-            else a
-            for a in self.epilogue
-        ]
+        # After the call each leaf's .grad is what the step's last word on it says: None after
+        # a zero_grad, else its gradient, which keeps the buffer unless another slot shares it.
+        final: dict[int, tuple] = {}
+        for action in self.epilogue:
+            if action[0] == "leaf":
+                _, tensor, g = action
+                copy = not (g in self.owned and self._unique(g))
+                final[id(tensor)] = (tensor, self.buffers[g], copy)
+            else:
+                for tensor in action[1]:
+                    final[id(tensor)] = (tensor, None, False)
+        self.final_grads = list(final.values())
         self.code.append(0)
         patches = [len(self.patches) // 2] + self.patches
         offset = len(patches)
@@ -373,23 +378,22 @@ class NativeProgram:
             if values != written[k]:  # most steps change no hyper-parameter
                 scalars[index : index + len(values)] = values
                 written[k] = values
-        buffers = self.buffers
-        arguments = tuple(a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in arrays)
         for step in self.prologue:
-            step(arguments)
-        if not kernels.replay(self.program, scalars, self.is_double, arguments):
-            raise ValueError("cross_entropy: a target class is outside [0, classes)")
-        for action in self.epilogue:
-            if action[0] == "leaf":
-                _, tensor, grad, alias = action
-                tensor.grad = grad if alias else grad.copy()
-            else:
-                for tensor in action[1]:
-                    tensor.grad = None
+            step(arrays)
+        done = kernels.replay(self.program, scalars, self.is_double, arrays)
+        if done == -1:  # an argument not C-contiguous: contiguous copies, read in place
+            arrays = [np.ascontiguousarray(a) for a in arrays]
+            done = kernels.replay(self.program, scalars, self.is_double, arrays)
+        if done != 1:
+            if done == 0:
+                raise ValueError("cross_entropy: a target class is outside [0, classes)")
+            raise RuntimeError(f"the replay interpreter failed ({done}); please report it")
+        for tensor, grad, copy in self.final_grads:
+            tensor.grad = grad.copy() if copy else grad
         output = self.trace.output
         if type(output) is SlotRef:  # the usual case: one loss
-            return True, wrap(buffers[output.slot].copy())
-        return True, _result(output, buffers)
+            return True, wrap(self.buffers[output.slot].copy())
+        return True, _result(output, self.buffers)
 
     def _unique(self, slot: int) -> bool:
         array = self.buffers[slot]
