@@ -79,6 +79,19 @@ WORKLOADS = [
 ]
 
 
+# The fourth row, at ~6 GFLOP a step: only with --large (minutes on a shared machine).
+LARGE = Workload(
+    "mlp-1024-2048-2048-10-b256-f32",
+    (1024, 2048, 2048, 10),
+    "relu",
+    "cross_entropy",
+    256,
+    "float32",
+    0.01,
+    ">= 1.0x JAX-jit",
+)
+
+
 def batch(workload: Workload) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
     dtype = np.dtype(workload.dtype)
@@ -383,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workload", action="append", choices=[w.name for w in WORKLOADS], help="only these"
     )
+    parser.add_argument("--large", action="store_true", help="add 1024-2048-2048-10, batch 256")
     parser.add_argument("--output", type=Path, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     rounds, budget = (2, 0.01) if args.smoke else (args.rounds, args.budget)
@@ -393,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": threads,
         "workloads": [
             measure(w, rounds, budget, threads)
-            for w in WORKLOADS
-            if not args.workload or w.name in args.workload
+            for w in WORKLOADS + ([LARGE] if args.large else [])
+            if not args.workload or w.name in args.workload or w is LARGE
         ],
         "first_call": first_call_ms(3 if args.smoke else 15),
     }
