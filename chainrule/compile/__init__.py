@@ -149,9 +149,15 @@ def compile(function: Callable | None = None, *, cache_size: int = 8, backend: s
 def _signature(args: tuple, kwargs: dict) -> tuple[Any, list[np.ndarray], tuple]:
     """The arguments as the function will get them, their arrays (slots of the trace), and the
     hashable key a trace is cached under."""
-    if not kwargs and all(type(value) is np.ndarray for value in args):  # the usual call
-        return args, list(args), ((), *[(value.shape, value.dtype) for value in args])
-    arguments, arrays, key = [], [], []
+    if not kwargs:  # the usual call: arrays only
+        key: list[Any] = [()]
+        for value in args:
+            if type(value) is not np.ndarray:
+                break
+            key.append((value.shape, value.dtype))
+        else:
+            return args, list(args), tuple(key)
+    arguments, arrays, key = [], [], [tuple(kwargs)]
     for value in (*args, *kwargs.values()) if kwargs else args:
         kind = type(value)
         if kind is np.ndarray:
@@ -168,7 +174,7 @@ def _signature(args: tuple, kwargs: dict) -> tuple[Any, list[np.ndarray], tuple]
             arrays.append(value)
             key.append((value.shape, value.dtype))
         arguments.append(value)
-    return arguments, arrays, (tuple(kwargs), *key)
+    return arguments, arrays, tuple(key)
 
 
 def _as_array(value: Any) -> np.ndarray:
