@@ -683,3 +683,25 @@ def test_the_c_replay_takes_non_contiguous_arguments():
         wide = np.asfortranarray(x)
         assert_close(compiled(wide, y).data, eager(x, y).data, np.float64)
     assert compiled.last_replay == "c"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_layer_used_twice_accumulates_both_gradients_as_in_eager(backend):
+    def build(rng):
+        shared = nn.Linear(3, 3, dtype=np.float64, rng=rng)
+        model = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(3, 1, dtype=np.float64, rng=rng))
+        return model, optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+
+    run_both(build, F.mse_loss, regression_batches(np.float64), np.float64, backend)
+
+
+def test_a_gradient_into_an_argument_is_refused():
+    model = nn.Linear(2, 1, dtype=np.float64, rng=0)
+
+    def input_gradient(x):
+        model(x).sum().backward()
+        return x
+
+    compiled = cr.compile(input_gradient)
+    with pytest.raises(cr.CompileError, match="with respect to one of its arguments"):
+        compiled(cr.tensor(np.ones((1, 2)), requires_grad=True))

@@ -90,7 +90,8 @@ class CompiledFunction:
         names = list(kwargs)
         positional = arguments[: len(args)]
         keywords = dict(zip(names, arguments[len(args) :]))
-        result, trace = record(lambda *a: self.function(*positional, **keywords), [], arrays)
+        tensors = [a for a in arguments if isinstance(a, Tensor)]
+        result, trace = record(lambda: self.function(*positional, **keywords), [], arrays, tensors)
         self._store(signature, Program(trace, self.backend))
         self._traces += 1
         self._last = None

@@ -86,6 +86,7 @@ class Recorder:
         self._guarded: set[int] = set()
         self._guarded_grads: set[int] = set()
         self._arguments = arguments
+        self.argument_tensors: list[Tensor] = []  # the call's Tensor arguments (set by record)
         for array in arguments:
             self.trace.arg_slots.append(self._new(array))
 
@@ -179,6 +180,12 @@ class Recorder:
 
     @_traced_thread_only
     def leaf(self, leaf: Tensor, g: np.ndarray, incoming: np.ndarray | None, fresh: bool) -> None:
+        if any(leaf is argument for argument in self.argument_tensors):
+            raise CompileError(
+                "the step takes a gradient with respect to one of its arguments; a replay gets "
+                "new argument tensors each call and could not give them .grad. Compute input "
+                "gradients without compile"
+            )
         if id(leaf) not in self._forgotten and id(leaf) not in self._guarded_grads:
             # The gradient did (or did not) exist before the step: a replay needs the same.
             self._guarded_grads.add(id(leaf))
@@ -250,11 +257,15 @@ def _derived_from(array: np.ndarray, argument: np.ndarray) -> bool:
     )
 
 
-def record(function: Callable, arguments: list[Any], arrays: list[np.ndarray]) -> tuple[Any, Trace]:
-    """Run `function(*arguments)` once, eagerly, while recording; return its result and trace."""
+def record(
+    function: Callable, arguments: list[Any], arrays: list[np.ndarray], tensors: list[Tensor] = ()
+) -> tuple[Any, Trace]:
+    """Run `function(*arguments)` once, eagerly, while recording; return its result and trace.
+    `tensors` are the call's Tensor arguments (a step may not take gradients into them)."""
     if tracing.active is not None:
         raise CompileError("a compiled function was called while another one was being traced")
     recorder = Recorder(arrays)
+    recorder.argument_tensors = list(tensors)
     tracing.active = recorder
     try:
         result = function(*arguments)
