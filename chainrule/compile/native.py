@@ -75,6 +75,9 @@ def build(trace: Trace) -> NativeProgram | None:
 
 
 class NativeProgram:
+    """One trace as an interpreter program over fixed buffers (their addresses are in the code,
+    so the trace's guards, parameter arrays above all, must hold before each run)."""
+
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
         dtypes = {info[1] for info in trace.shapes if info is not None and info[1].kind == "f"}
