@@ -81,11 +81,11 @@ def make_chainrule(workload: Workload, data: Data) -> Runner:
         loss = loss_fn(output, y)
         loss.backward()
         opt.step()
-        state = [  # the arrays of moments and buffers (the step counter is an integer)
+        state = [  # the float state; "step" is a count (a 0-d int64 array shared by a flat group)
             a
             for s in opt.state.values()
-            for a in s.values()
-            if isinstance(a, np.ndarray) and a.dtype.kind == "f"
+            for key, a in s.items()
+            if isinstance(a, np.ndarray) and key != "step"
         ]
         seen = {
             "output": output.dtype,

@@ -306,7 +306,7 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
  */
 enum {
     R_END = 0,
-    R_LINEAR = 1,       /* x, W, b|0, z, n, in, out */
+    R_LINEAR = 1,       /* x, W, b|0, z, n, in, out, Wᵀ scratch (in × out) */
     R_LINEAR_BACK = 2,  /* g, x, W, gx|0, gW|0, gb|0, n, in, out */
     R_RELU = 3,         /* z, a, count */
     R_RELU_BACK = 4,    /* g, z, gz, count */
@@ -333,7 +333,7 @@ enum {
 #define LOGADDEXP0(T, EXP, LOG1P, x) ((x) > 0 ? (x) + LOG1P(EXP(-(x))) : LOG1P(EXP(x)))
 
 #define INTERPRETER(NAME, T, EXP, LOG, LOG1P, TANH, SQRT, POW, ADAM, SGD)                          \
-    static int NAME(const int64_t *code, const double *scalars) {                                 \
+    VECTORIZE static int NAME(const int64_t *code, const double *scalars) {                                 \
         for (;;) {                                                                                \
             const int64_t *o = code + 1;                                                          \
             switch (code[0]) {                                                                    \
@@ -341,35 +341,51 @@ enum {
                 return 1;                                                                         \
             case R_LINEAR: {                                                                      \
                 const T *x = (const T *)o[0], *W = (const T *)o[1], *b = (const T *)o[2];         \
-                T *z = (T *)o[3];                                                                 \
+                T *z = (T *)o[3], *Wt = (T *)o[7];                                                \
                 int64_t n = o[4], in = o[5], out = o[6];                                          \
-                for (int64_t i = 0; i < n; i++)                                                   \
-                    for (int64_t j = 0; j < out; j++) {                                           \
-                        T sum = 0;                                                                \
-                        for (int64_t k = 0; k < in; k++) sum += x[i * in + k] * W[j * in + k];    \
-                        z[i * out + j] = b ? sum + b[j] : sum;                                    \
+                /* Wᵀ first (a small copy), so the inner loop runs over independent outputs. */  \
+                for (int64_t j = 0; j < out; j++)                                                 \
+                    for (int64_t k = 0; k < in; k++) Wt[k * out + j] = W[j * in + k];            \
+                for (int64_t i = 0; i < n; i++) {                                                 \
+                    T *row = z + i * out;                                                         \
+                    for (int64_t j = 0; j < out; j++) row[j] = 0;                                 \
+                    for (int64_t k = 0; k < in; k++) {                                            \
+                        T xik = x[i * in + k];                                                    \
+                        const T *wt = Wt + k * out;                                               \
+                        for (int64_t j = 0; j < out; j++) row[j] += xik * wt[j];                  \
                     }                                                                             \
-                code += 8;                                                                        \
+                    if (b)                                                                        \
+                        for (int64_t j = 0; j < out; j++) row[j] += b[j];                         \
+                }                                                                                 \
+                code += 9;                                                                        \
                 break;                                                                            \
             }                                                                                     \
             case R_LINEAR_BACK: {                                                                 \
                 const T *g = (const T *)o[0], *x = (const T *)o[1], *W = (const T *)o[2];         \
                 T *gx = (T *)o[3], *gW = (T *)o[4], *gb = (T *)o[5];                              \
                 int64_t n = o[6], in = o[7], out = o[8];                                          \
+                /* Loops ordered so the innermost runs along contiguous memory over independent   \
+                 * outputs (it vectorizes), each output still summed in order. */                \
                 if (gx)                                                                           \
+                    for (int64_t i = 0; i < n; i++) {                                             \
+                        T *row = gx + i * in;                                                     \
+                        for (int64_t k = 0; k < in; k++) row[k] = 0;                              \
+                        for (int64_t j = 0; j < out; j++) {                                       \
+                            T gij = g[i * out + j];                                               \
+                            const T *w = W + j * in;                                              \
+                            for (int64_t k = 0; k < in; k++) row[k] += gij * w[k];                \
+                        }                                                                         \
+                    }                                                                             \
+                if (gW) {                                                                         \
+                    for (int64_t e = 0; e < out * in; e++) gW[e] = 0;                             \
                     for (int64_t i = 0; i < n; i++)                                               \
-                        for (int64_t k = 0; k < in; k++) {                                        \
-                            T sum = 0;                                                            \
-                            for (int64_t j = 0; j < out; j++) sum += g[i * out + j] * W[j * in + k]; \
-                            gx[i * in + k] = sum;                                                 \
+                        for (int64_t j = 0; j < out; j++) {                                       \
+                            T gij = g[i * out + j];                                               \
+                            T *row = gW + j * in;                                                 \
+                            const T *xi = x + i * in;                                             \
+                            for (int64_t k = 0; k < in; k++) row[k] += gij * xi[k];               \
                         }                                                                         \
-                if (gW)                                                                           \
-                    for (int64_t j = 0; j < out; j++)                                             \
-                        for (int64_t k = 0; k < in; k++) {                                        \
-                            T sum = 0;                                                            \
-                            for (int64_t i = 0; i < n; i++) sum += g[i * out + j] * x[i * in + k]; \
-                            gW[j * in + k] = sum;                                                 \
-                        }                                                                         \
+                }                                                                                 \
                 if (gb)                                                                           \
                     for (int64_t j = 0; j < out; j++) {                                           \
                         T sum = 0;                                                                \
@@ -542,7 +558,7 @@ enum {
                 break;                                                                            \
             }                                                                                     \
             default:                                                                              \
-                return 0;                                                                         \
+                return -2;                                                                        \
             }                                                                                     \
         }                                                                                         \
     }
@@ -550,19 +566,53 @@ enum {
 INTERPRETER(run_float, float, expf, logf, log1pf, tanhf, sqrtf, powf, adam_float, sgd_float)
 INTERPRETER(run_double, double, exp, log, log1p, tanh, sqrt, pow, adam_double, sgd_double)
 
-/* replay(code, scalars, is_double) -> bool: run a program; False if it met a bad class label (the
- * caller then replays in NumPy, which raises the op's own error) or an unknown opcode. */
+/* replay(code, scalars, is_double, arguments) -> int: run a program. `code` opens with a table of
+ * where each argument's address goes ([count, (argument, word)...]), so the call's arrays (a tuple
+ * or list, in the traced dtypes) are read in place. Returns 1 when done; 0 if it met a bad class
+ * label (the caller raises the op's error); -1, having run nothing, if an argument is not
+ * C-contiguous (the caller passes contiguous copies); -2 for an unknown opcode. */
 static PyObject *replay(PyObject *self, PyObject *args) {
     Py_buffer code, scalars;
     int is_double;
-    if (!PyArg_ParseTuple(args, "y*y*p", &code, &scalars, &is_double)) return NULL;
-    int ok;
-    Py_BEGIN_ALLOW_THREADS
-    ok = is_double ? run_double(code.buf, scalars.buf) : run_float(code.buf, scalars.buf);
-    Py_END_ALLOW_THREADS
+    PyObject *arguments;
+    if (!PyArg_ParseTuple(args, "w*y*pO", &code, &scalars, &is_double, &arguments)) return NULL;
+    enum { MAX_ARGUMENTS = 16 };
+    Py_buffer views[MAX_ARGUMENTS];
+    PyObject *sequence = PySequence_Fast(arguments, "replay: arguments must be a sequence");
+    if (!sequence) {
+        PyBuffer_Release(&code);
+        PyBuffer_Release(&scalars);
+        return NULL;
+    }
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence), taken = 0;
+    PyObject **items = PySequence_Fast_ITEMS(sequence);
+    int result = count <= MAX_ARGUMENTS ? 1 : -1;
+    for (; result == 1 && taken < count; taken++)
+        if (PyObject_GetBuffer(items[taken], &views[taken], PyBUF_C_CONTIGUOUS) != 0) {
+            PyErr_Clear();
+            result = -1;
+            break;
+        }
+    int64_t *words = code.buf;
+    if (result == 1) {
+        int64_t patches = words[0];
+        for (int64_t i = 0; i < patches; i++) {
+            int64_t argument = words[1 + 2 * i], at = words[2 + 2 * i];
+            if (argument >= count) result = -1;
+            else words[at] = (int64_t)(intptr_t)views[argument].buf;
+        }
+        if (result == 1) {
+            const int64_t *start = words + 1 + 2 * patches;
+            Py_BEGIN_ALLOW_THREADS
+            result = is_double ? run_double(start, scalars.buf) : run_float(start, scalars.buf);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    for (Py_ssize_t i = 0; i < taken; i++) PyBuffer_Release(&views[i]);
+    Py_DECREF(sequence);
     PyBuffer_Release(&code);
     PyBuffer_Release(&scalars);
-    return PyBool_FromLong(ok);
+    return PyLong_FromLong(result);
 }
 /* Convolution and pooling kernels: defined in their section at the end of this file. */
 static PyObject *col2im(PyObject *self, PyObject *args);

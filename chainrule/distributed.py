@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from chainrule import tracing
 from chainrule.nn.module import Module
 from chainrule.tensor import Tensor
 from chainrule.train.checkpoint import fingerprint  # noqa: F401 - the `data` entry of check_agreement
@@ -211,8 +212,17 @@ class MPIProcess:
 
         Each rank's gradient is the mean over its `local_count` samples (None when it had none), so
         Σ_ranks grad·local_count/global_count is the global mean, whatever the shares' sizes. A
-        parameter that no rank has a gradient for keeps `.grad = None`, as in one process.
+        parameter that no rank has a gradient for keeps `.grad = None`, as in one process. Inside a
+        step traced by `chainrule.compile` the exchange is replayed at every call.
         """
+        if tracing.active is not None:
+            arguments = (parameters, local_count, global_count)
+            tracing.active.effect(lambda: self._average_gradients(*arguments))
+        self._average_gradients(parameters, local_count, global_count)
+
+    def _average_gradients(
+        self, parameters: Sequence[Tensor], local_count: int, global_count: int
+    ) -> None:
         if self._flat is None or not self._flat.matches(parameters):
             if not self._same_everywhere(_signature(parameters)):
                 raise DistributedError(_MODELS_DIFFER)

@@ -8,6 +8,7 @@ itself and the replay live in `chainrule.compile`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -61,9 +62,14 @@ class Recorder(Protocol):
 active: Recorder | None = None
 
 
+def tracing_here() -> bool:
+    """Whether the active trace (if any) is this thread's."""
+    return active is not None and getattr(active, "thread", None) in (None, threading.get_ident())
+
+
 def refuse(what: str) -> None:
-    """Raise a CompileError if a trace is running: `what` reads a traced value in Python."""
-    if active is not None:
+    """Raise a CompileError if a trace is running in this thread: `what` reads a traced value."""
+    if tracing_here():
         raise CompileError(
             f"{what} reads a tensor's value in Python while chainrule.compile traces the step; a "
             "replay cannot run Python that depends on values. Return the tensor from the step "

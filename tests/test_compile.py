@@ -607,3 +607,101 @@ def test_switching_momentum_on_after_the_trace_replays_correctly():
 
     build = mlp(np.float64, nn.Tanh(), optimizer=optim.SGD, lr=0.1)
     run_both(build, F.mse_loss, regression_batches(np.float64), np.float64, "auto", switch)
+
+
+def test_other_threads_are_not_traced_and_may_read_values():
+    import threading
+
+    model = nn.Linear(2, 1, dtype=np.float64, rng=0)
+    seen = []
+
+    def elsewhere():
+        out = model(np.ones((1, 2)))  # eager, in another thread, while the step is traced
+        seen.append(out.item())
+
+    def step(x):
+        worker = threading.Thread(target=elsewhere)
+        worker.start()
+        worker.join()
+        return model(x)
+
+    compiled = cr.compile(step)
+    for _ in range(2):
+        x = np.random.default_rng(0).standard_normal((3, 2))
+        with cr.no_grad():
+            np.testing.assert_array_equal(compiled(x).data, model(x).data)
+    assert len(seen) == 1  # the replay does not run the other thread's work
+
+
+@pytest.mark.parametrize("backend", ["python", "numpy"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_python_and_numpy_replays_give_the_eager_numbers_bit_for_bit(backend, dtype):
+    (model_a, opt_a), (model_b, opt_b) = twins(
+        mlp(dtype, nn.ReLU(), nn.Sigmoid(), outputs=4, optimizer=optim.Adam, lr=0.01)
+    )
+    eager = training_step(model_a, opt_a, F.cross_entropy)
+    compiled = cr.compile(training_step(model_b, opt_b, F.cross_entropy), backend=backend)
+    for x, y in class_batches(dtype, n=70, steps=10):  # 70 rows: the bias gradient's BLAS branch
+        np.testing.assert_array_equal(compiled(x, y).data, eager(x, y).data)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        np.testing.assert_array_equal(q.data, p.data)
+        np.testing.assert_array_equal(q.grad, p.grad)
+    program = compiled._cache[next(iter(compiled._cache))][0]
+    assert (program.kernel_ops > 0) == (backend == "numpy")
+
+
+def test_an_argument_sliced_outside_the_ops_is_refused():
+    compiled = cr.compile(lambda x: cr.tensor(x[:, :1]) * 2.0)
+    with pytest.raises(cr.CompileError, match="sliced or reshaped outside"):
+        compiled(np.ones((2, 2)))
+
+
+def test_a_conversion_that_could_come_from_two_arguments_is_refused():
+    model = nn.Linear(2, 1, dtype=np.float32, rng=0)
+    compiled = cr.compile(lambda a, b: model(a) + model(b))
+    with pytest.raises(cr.CompileError, match="several arguments hold the same values"):
+        compiled(np.ones((1, 2)), np.ones((1, 2)))
+
+
+def test_the_same_array_passed_twice_is_converted_once_per_use():
+    model = nn.Linear(2, 1, dtype=np.float32, rng=0)
+    compiled = cr.compile(lambda a, b: model(a) + model(b))
+    for values in ([1.0, 2.0], [3.0, -1.0]):
+        x = np.array([values])
+        with cr.no_grad():
+            expected = (model(x) + model(x)).data
+        np.testing.assert_array_equal(compiled(x, x).data, expected)
+
+
+@pytest.mark.skipif(kernels.replay is None, reason="the C interpreter was not built")
+def test_the_c_replay_takes_non_contiguous_arguments():
+    model, opt = mlp(np.float64, nn.Tanh())(np.random.default_rng(0))
+    twin, twin_opt = mlp(np.float64, nn.Tanh())(np.random.default_rng(0))
+    compiled = cr.compile(training_step(model, opt, F.mse_loss))
+    eager = training_step(twin, twin_opt, F.mse_loss)
+    for x, y in regression_batches(np.float64, steps=4):
+        wide = np.asfortranarray(x)
+        assert_close(compiled(wide, y).data, eager(x, y).data, np.float64)
+    assert compiled.last_replay == "c"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_layer_used_twice_accumulates_both_gradients_as_in_eager(backend):
+    def build(rng):
+        shared = nn.Linear(3, 3, dtype=np.float64, rng=rng)
+        model = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(3, 1, dtype=np.float64, rng=rng))
+        return model, optim.SGD(model.parameters(), lr=0.1, momentum=0.5)
+
+    run_both(build, F.mse_loss, regression_batches(np.float64), np.float64, backend)
+
+
+def test_a_gradient_into_an_argument_is_refused():
+    model = nn.Linear(2, 1, dtype=np.float64, rng=0)
+
+    def input_gradient(x):
+        model(x).sum().backward()
+        return x
+
+    compiled = cr.compile(input_gradient)
+    with pytest.raises(cr.CompileError, match="with respect to one of its arguments"):
+        compiled(cr.tensor(np.ones((1, 2)), requires_grad=True))

@@ -63,30 +63,38 @@ class CompiledFunction:
         self.backend = backend
         self._cache: OrderedDict[tuple, list[Program]] = OrderedDict()
         self.last_replay: str | None = None
-        self._counts = {"traces": 0, "replays": 0}
+        self._traces = self._replays = 0
+        self._last: tuple[tuple, Program] | None = None  # the latest replayed, checked first
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if tracing.active is not None:
+        if tracing.active is not None and tracing.tracing_here():
             raise CompileError(
                 "a compiled function was called inside another one being traced; compile only "
                 "the outer function"
             )
         arguments, arrays, signature = _signature(args, kwargs)
+        last = self._last
+        if last is not None and last[0] == signature and last[1].matches():
+            self._replays += 1
+            return last[1].run(arrays)
         programs = self._cache.get(signature)
         if programs is not None:
             for program in programs:
                 if program.matches():
                     self._cache.move_to_end(signature)
-                    self._counts["replays"] += 1
+                    self._replays += 1
+                    self._last = (signature, program)
                     self.last_replay = program.kind
                     return program.run(arrays)
         names = list(kwargs)
         positional = arguments[: len(args)]
         keywords = dict(zip(names, arguments[len(args) :]))
-        result, trace = record(lambda *a: self.function(*positional, **keywords), [], arrays)
+        tensors = [a for a in arguments if isinstance(a, Tensor)]
+        result, trace = record(lambda: self.function(*positional, **keywords), [], arrays, tensors)
         self._store(signature, Program(trace, self.backend))
-        self._counts["traces"] += 1
+        self._traces += 1
+        self._last = None
         self.last_replay = "trace"
         return result
 
@@ -98,12 +106,14 @@ class CompiledFunction:
             self._cache[oldest].pop()
             if not self._cache[oldest]:
                 del self._cache[oldest]
+        self._last = None
 
     def cache_info(self) -> dict[str, Any]:
         """Traces made, replays run, traces kept, and how each kept trace replays."""
         kept = [program for programs in self._cache.values() for program in programs]
         return {
-            **self._counts,
+            "traces": self._traces,
+            "replays": self._replays,
             "cached": len(kept),
             "replay": [program.kind for program in kept],
         }
@@ -111,6 +121,7 @@ class CompiledFunction:
     def clear(self) -> None:
         """Forget every trace (the next call traces again)."""
         self._cache.clear()
+        self._last = None
 
 
 def compile(function: Callable | None = None, *, cache_size: int = 8, backend: str = "auto") -> Any:
@@ -136,30 +147,45 @@ def compile(function: Callable | None = None, *, cache_size: int = 8, backend: s
     return CompiledFunction(function, cache_size, backend)
 
 
-def _signature(args: tuple, kwargs: dict) -> tuple[list[Any], list[np.ndarray], tuple]:
+def _signature(args: tuple, kwargs: dict) -> tuple[Any, list[np.ndarray], tuple]:
     """The arguments as the function will get them, their arrays (slots of the trace), and the
     hashable key a trace is cached under."""
-    arguments, arrays, key = [], [], []
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, Tensor):
-            arrays.append(value.data)
-            key.append(("tensor", value.data.shape, value.data.dtype.str, value.requires_grad))
-        elif isinstance(value, np.ndarray):
-            arrays.append(value)
-            key.append(("array", value.shape, value.dtype.str))
-        elif value is None or isinstance(value, (numbers.Number, str, bytes)):
-            key.append(("value", type(value).__name__, value))
+    if not kwargs:  # the usual call: arrays only
+        key: list[Any] = [()]
+        for value in args:
+            if type(value) is not np.ndarray:
+                break
+            key.append((value.shape, value.dtype))
         else:
-            try:
-                value = np.asarray(value)
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"compiled function: an argument of type {type(value).__name__} is neither "
-                    f"a tensor, an array nor a number: {error}"
-                ) from None
-            if value.dtype == object:
-                raise TypeError("compiled function: an argument converts to an object array")
+            return args, list(args), tuple(key)
+    arguments, arrays, key = [], [], [tuple(kwargs)]
+    for value in (*args, *kwargs.values()) if kwargs else args:
+        kind = type(value)
+        if kind is np.ndarray:
             arrays.append(value)
-            key.append(("array", value.shape, value.dtype.str))
+            key.append((value.shape, value.dtype))
+        elif isinstance(value, Tensor):
+            data = value.data
+            arrays.append(data)
+            key.append((data.shape, data.dtype, value.requires_grad))
+        elif value is None or isinstance(value, (numbers.Number, str, bytes)):
+            key.append(("value", kind, value))
+        else:
+            value = _as_array(value)
+            arrays.append(value)
+            key.append((value.shape, value.dtype))
         arguments.append(value)
-    return arguments, arrays, (tuple(kwargs), tuple(key))
+    return arguments, arrays, tuple(key)
+
+
+def _as_array(value: Any) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"compiled function: an argument of type {type(value).__name__} is neither a tensor, "
+            f"an array nor a number: {error}"
+        ) from None
+    if array.dtype == object:
+        raise TypeError("compiled function: an argument converts to an object array")
+    return array

@@ -59,6 +59,11 @@ class Decline(Exception):
     """The trace holds something the interpreter does not run."""
 
 
+class _Argument(int):
+    """An operand that is the call's argument `self`: its address is written in by the C side at
+    each call (the arrays are read in place, not copied)."""
+
+
 def build(trace: Trace) -> NativeProgram | None:
     """A C program for the trace, or None where the interpreter is absent or does not cover it."""
     if kernels.replay is None:
@@ -70,42 +75,60 @@ def build(trace: Trace) -> NativeProgram | None:
 
 
 class NativeProgram:
+    """One trace as an interpreter program over fixed buffers (their addresses are in the code,
+    so the trace's guards, parameter arrays above all, must hold before each run)."""
+
     def __init__(self, trace: Trace) -> None:
         self.trace = trace
         dtypes = {info[1] for info in trace.shapes if info is not None and info[1].kind == "f"}
         if len(dtypes) != 1 or (dtype := dtypes.pop()) not in (np.float32, np.float64):
             raise Decline
         self.dtype = dtype
+        self.is_double = dtype == np.float64
         self.buffers: dict[int, np.ndarray] = {}
         self.owned: set[int] = set()  # slots whose buffer this program allocated
         self.keep: list[np.ndarray] = []  # arrays whose addresses the code holds
         self.code: list[int] = []
+        self.patches: list[int] = []  # (argument, word) pairs: where each argument's address goes
         self.prologue: list[Callable[[list], None]] = []
         self.epilogue: list[tuple] = []
         self.scalar_sources: list[tuple[int, Callable]] = []
         self.scalar_count = 0
         self._translate()
-        # A leaf's .grad may keep its buffer only if no other slot shares it.
-        self.epilogue = [
-            ("leaf", a[1], self.buffers[a[2]], a[2] in self.owned and self._unique(a[2]))
-            if a[0] == "leaf"
-            else a
-            for a in self.epilogue
-        ]
+        # After the call each leaf's .grad is what the step's last word on it says: None after
+        # a zero_grad, else its gradient, which keeps the buffer unless another slot shares it.
+        final: dict[int, tuple] = {}
+        for action in self.epilogue:
+            if action[0] == "leaf":
+                _, tensor, g = action
+                copy = not (g in self.owned and self._unique(g))
+                final[id(tensor)] = (tensor, self.buffers[g], copy)
+            else:
+                for tensor in action[1]:
+                    final[id(tensor)] = (tensor, None, False)
+        self.final_grads = list(final.values())
         self.code.append(0)
-        self.program = np.array(self.code, dtype=np.int64)
+        patches = [len(self.patches) // 2] + self.patches
+        offset = len(patches)
+        patches[2::2] = [at + offset for at in patches[2::2]]
+        self.program = np.array(patches + self.code, dtype=np.int64)
+        self._written: list[tuple | None] = [None] * len(self.scalar_sources)
         self.scalars = np.zeros(max(self.scalar_count, 1), dtype=np.float64)
 
     # ---- buffers -----------------------------------------------------------------------------
     def _address(self, slot: int | None) -> int:
         if slot is None:
             return 0
+        if slot in self.trace.arg_slots:
+            return _Argument(self.trace.arg_slots.index(slot))
         return self._array(slot).__array_interface__["data"][0]
 
     def _array(self, slot: int) -> np.ndarray:
         array = self.buffers.get(slot)
         if array is not None:
             return array
+        if slot in self.trace.arg_slots:
+            raise Decline  # an argument is read in place; nothing is written into it
         if slot in self.trace.constants:
             array = self.trace.constants[slot]
             if not array.flags.c_contiguous or array.dtype != self.dtype:
@@ -135,7 +158,9 @@ class NativeProgram:
                 raise Decline
         vjp_of = {e[1]: e for e in events if e[0] == "vjp"}
         self.leaf_slot: dict[int, int] = {}
-        forgotten: set[int] = set()
+        # Leaves whose .grad is None when the program writes it: reset by a recorded zero_grad, or
+        # None on entry (the guards make sure) and not yet given one.
+        forgotten = {id(t) for t, was_none in trace.grad_entry if was_none}
         for index, event in enumerate(events):
             kind = event[0]
             if kind == "op":
@@ -169,7 +194,11 @@ class NativeProgram:
         self._check_output(trace.output)
 
     def _emit(self, *words: int) -> None:
-        self.code.extend(int(w) for w in words)
+        for word in words:
+            if isinstance(word, _Argument):
+                self.patches.extend((int(word), len(self.code)))
+                word = 0
+            self.code.append(int(word))
 
     def _size(self, slot: int) -> int:
         return int(np.prod(self.trace.shapes[slot][0]))
@@ -189,6 +218,7 @@ class NativeProgram:
             if n * n_in * n_out > MAX_LINEAR_WORK:
                 raise Decline
             self._emit(LINEAR, *map(self._address, (x, w, b, out)), n, n_in, n_out)
+            self._emit(self._scratch((n_in, n_out)))
         elif op in _UNARY:
             if params:
                 raise Decline
@@ -270,8 +300,8 @@ class NativeProgram:
         _, make, out = event
         buffer = self._array(out)
 
-        def draw(v: list) -> None:
-            np.copyto(buffer, make())
+        def draw(arguments: tuple) -> None:
+            buffer[...] = make()
 
         self.prologue.append(draw)
 
@@ -282,8 +312,8 @@ class NativeProgram:
         position = self.trace.arg_slots.index(ins[0])
         buffer = self._array(outs[0])
 
-        def convert(arrays: list) -> None:
-            np.copyto(buffer, arrays[position], casting="unsafe")
+        def convert(arguments: tuple) -> None:
+            buffer[...] = arguments[position]
 
         self.prologue.append(convert)
 
@@ -343,29 +373,30 @@ class NativeProgram:
     def run(self, arrays: list[np.ndarray]) -> tuple[bool, Any]:
         """(True, result), or (False, None) before anything changed when a hyper-parameter's
         layout moved (momentum switched on, say): the caller then replays in NumPy."""
-        scalars = self.scalars
-        for index, source in self.scalar_sources:
+        scalars, written = self.scalars, self._written
+        for k, (index, source) in enumerate(self.scalar_sources):
             values = source()
             if values is None:
                 return False, None
-            scalars[index : index + len(values)] = values
-        buffers = self.buffers
-        for slot, array in zip(self.trace.arg_slots, arrays):
-            target = buffers.get(slot)
-            if target is not None:
-                np.copyto(target, array, casting="unsafe")
+            if values != written[k]:  # most steps change no hyper-parameter
+                scalars[index : index + len(values)] = values
+                written[k] = values
         for step in self.prologue:
             step(arrays)
-        if not kernels.replay(self.program, scalars, self.dtype == np.float64):
-            raise ValueError("cross_entropy: a target class is outside [0, classes)")
-        for action in self.epilogue:
-            if action[0] == "leaf":
-                _, tensor, grad, alias = action
-                tensor.grad = grad if alias else grad.copy()
-            else:
-                for tensor in action[1]:
-                    tensor.grad = None
-        return True, _result(self.trace.output, buffers)
+        done = kernels.replay(self.program, scalars, self.is_double, arrays)
+        if done == -1:  # an argument not C-contiguous: contiguous copies, read in place
+            arrays = [np.ascontiguousarray(a) for a in arrays]
+            done = kernels.replay(self.program, scalars, self.is_double, arrays)
+        if done != 1:
+            if done == 0:
+                raise ValueError("cross_entropy: a target class is outside [0, classes)")
+            raise RuntimeError(f"the replay interpreter failed ({done}); please report it")
+        for tensor, grad, copy in self.final_grads:
+            tensor.grad = grad.copy() if copy else grad
+        output = self.trace.output
+        if type(output) is SlotRef:  # the usual case: one loss
+            return True, wrap(self.buffers[output.slot].copy())
+        return True, _result(output, self.buffers)
 
     def _unique(self, slot: int) -> bool:
         array = self.buffers[slot]

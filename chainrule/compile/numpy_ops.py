@@ -77,7 +77,7 @@ def _linear(s: Spec) -> Kernel | None:
             np.matmul(g.T, v[xs], out=gw)
         if gb is not None:
             if ones is None:
-                np.sum(g, axis=0, out=gb)
+                np.add.reduce(g, axis=0, out=gb)  # g.sum(axis=0), without its wrapper
             else:
                 np.matmul(ones, g, out=gb)
 
@@ -241,7 +241,7 @@ def _mse_loss(s: Spec) -> Kernel | None:
     def forward(v: list) -> None:
         np.subtract(v[p_slot], v[t_slot], out=diff)
         np.multiply(diff, diff, out=square)
-        total = square.sum()
+        total = np.add.reduce(square, axis=None)  # square.sum(), without its wrapper
         out[()] = total / max(count, 1) if reduction == "mean" else total
 
     if s.g is None:
@@ -280,14 +280,15 @@ def _cross_entropy(s: Spec) -> Kernel | None:
 
     def forward(v: list) -> None:
         z, target = v[z_slot], v[t_slot]
-        if target.min() < 0 or target.max() >= classes:  # the reference's check, same message
+        low, high = np.minimum.reduce(target), np.maximum.reduce(target)
+        if low < 0 or high >= classes:  # the reference's check, and its message
             ops.cross_entropy(z, target)
         np.subtract(z, z[rows, z.argmax(axis=1)][:, None], out=shifted)
         np.exp(shifted, out=exp_shifted)
         np.matmul(exp_shifted, ones, out=sums)
         np.log(sums, out=per_sample)
         np.subtract(per_sample, shifted[rows, target], out=per_sample)  # −log softmax there
-        total = per_sample.sum()
+        total = np.add.reduce(per_sample, axis=None)
         out[()] = total / max(batch, 1) if reduction == "mean" else total
 
     if s.g is None or s.grads[0] is None:

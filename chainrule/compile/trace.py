@@ -10,6 +10,7 @@ constants; parameters are guarded by identity, so replacing their arrays makes a
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,11 +59,25 @@ class Trace:
         return len(self.shapes)
 
 
+def _traced_thread_only(method: Callable) -> Callable:
+    """Hooks reached from other threads (a server answering requests while a step is traced) are
+    not part of the step: they are ignored."""
+
+    @functools.wraps(method)
+    def hook(self: Recorder, *args: Any, **kwargs: Any) -> Any:
+        if threading.get_ident() == self.thread:
+            return method(self, *args, **kwargs)
+        return None
+
+    return hook
+
+
 class Recorder:
     """Implements `tracing.Recorder`: maps arrays to slots (by identity; every array seen is kept
     alive until the trace ends, so no id is reused) and appends events."""
 
     def __init__(self, arguments: list[np.ndarray]) -> None:
+        self.thread = threading.get_ident()
         self.trace = Trace()
         self._slot: dict[int, int] = {}
         self._alive: list[Any] = []
@@ -71,6 +86,7 @@ class Recorder:
         self._guarded: set[int] = set()
         self._guarded_grads: set[int] = set()
         self._arguments = arguments
+        self.argument_tensors: list[Tensor] = []  # the call's Tensor arguments (set by record)
         for array in arguments:
             self.trace.arg_slots.append(self._new(array))
 
@@ -90,20 +106,29 @@ class Recorder:
         slot = self._slot.get(id(array))
         if slot is not None:
             return slot
-        for i, argument in enumerate(self._arguments):
-            if isinstance(array, np.ndarray) and _derived_from(array, argument):
+        if isinstance(array, np.ndarray):
+            for i, argument in enumerate(self._arguments):
+                if np.shares_memory(array, argument):
+                    raise CompileError(
+                        f"argument {i} of the compiled function was sliced or reshaped outside "
+                        "chainrule's ops, so a replay cannot follow it; wrap it in a Tensor first "
+                        "(chainrule.tensor(x)[...]) or pass the part as its own argument"
+                    )
+            sources = {id(a): i for i, a in enumerate(self._arguments) if _derived_from(array, a)}
+            if len(sources) > 1:
+                raise CompileError(
+                    "an argument was converted to another dtype outside chainrule's ops, and "
+                    "several arguments hold the same values, so a replay cannot tell which; pass "
+                    "the arguments in the network's dtype"
+                )
+            if sources:
                 # An argument converted outside the ops (a float64 batch given to a float32
                 # layer): replayed as the same conversion of the new argument.
+                (i,) = sources.values()
                 slot = self._new(array)
                 convert = functools.partial(_converted, dtype=array.dtype)
                 self.trace.events.append(("call", convert, (self.trace.arg_slots[i],), (slot,)))
                 return slot
-            if isinstance(array, np.ndarray) and np.shares_memory(array, argument):
-                raise CompileError(
-                    f"argument {i} of the compiled function was sliced or reshaped outside "
-                    "chainrule's ops, so a replay cannot follow it; wrap it in a Tensor first "
-                    "(chainrule.tensor(x)[...]) or pass the part as its own argument"
-                )
         slot = self._new(array)
         self.trace.constants[slot] = array
         if owner is not None and owner.requires_grad and owner.is_leaf:
@@ -120,6 +145,7 @@ class Recorder:
         return value
 
     # ---- the tracing.Recorder protocol -------------------------------------------------------
+    @_traced_thread_only
     def op(self, op: Callable, inputs: tuple, params: dict, result: Tensor) -> None:
         ins = tuple(self._find(t.data, t) for t in inputs)
         params = {key: self._param(value) for key, value in params.items()}
@@ -129,6 +155,7 @@ class Recorder:
         self._alive.append(result)
         self.trace.events.append(("op", op, ins, params, out, closure))
 
+    @_traced_thread_only
     def backward_node(self, node: Tensor, parents: tuple, g: np.ndarray, grads: Any) -> None:
         event = self._node.get(id(node))
         if event is None:
@@ -143,13 +170,22 @@ class Recorder:
             outs.append(self._new(grad) if used else None)
         self.trace.events.append(("vjp", event, g_slot, tuple(outs)))
 
+    @_traced_thread_only
     def unbroadcast(self, before: np.ndarray, after: np.ndarray) -> None:
         self.trace.events.append(("unbroadcast", self._find(before), self._new(after)))
 
+    @_traced_thread_only
     def pending_sum(self, first: np.ndarray, second: np.ndarray, total: np.ndarray) -> None:
         self.trace.events.append(("sum", self._find(first), self._find(second), self._new(total)))
 
+    @_traced_thread_only
     def leaf(self, leaf: Tensor, g: np.ndarray, incoming: np.ndarray | None, fresh: bool) -> None:
+        if any(leaf is argument for argument in self.argument_tensors):
+            raise CompileError(
+                "the step takes a gradient with respect to one of its arguments; a replay gets "
+                "new argument tensors each call and could not give them .grad. Compute input "
+                "gradients without compile"
+            )
         if id(leaf) not in self._forgotten and id(leaf) not in self._guarded_grads:
             # The gradient did (or did not) exist before the step: a replay needs the same.
             self._guarded_grads.add(id(leaf))
@@ -157,23 +193,28 @@ class Recorder:
         incoming_slot = None if incoming is None else self._find(incoming)
         self.trace.events.append(("leaf", leaf, self._find(g), incoming_slot))
 
+    @_traced_thread_only
     def forget_grads(self, leaves: list) -> None:
         self._forgotten.update(id(t) for t in leaves)
         self.trace.events.append(("forget", list(leaves)))
 
+    @_traced_thread_only
     def source(self, array: np.ndarray, make: Callable[[], np.ndarray]) -> None:
         self.trace.events.append(("source", make, self._new(array)))
 
+    @_traced_thread_only
     def call(self, function: Callable, inputs: tuple, outputs: tuple) -> None:
         ins = tuple(self._find(a) for a in inputs)
         self.trace.events.append(("call", function, ins, tuple(self._new(a) for a in outputs)))
 
+    @_traced_thread_only
     def effect(
         self, function: Callable[[], Any], inputs: tuple = (), native: Callable | None = None
     ) -> None:
         ins = tuple(self._find(a) for a in inputs)
         self.trace.events.append(("effect", function, ins, native))
 
+    @_traced_thread_only
     def guard(self, read: Callable[[], Any]) -> None:
         self.trace.guards.append((read, read()))
 
@@ -216,11 +257,15 @@ def _derived_from(array: np.ndarray, argument: np.ndarray) -> bool:
     )
 
 
-def record(function: Callable, arguments: list[Any], arrays: list[np.ndarray]) -> tuple[Any, Trace]:
-    """Run `function(*arguments)` once, eagerly, while recording; return its result and trace."""
+def record(
+    function: Callable, arguments: list[Any], arrays: list[np.ndarray], tensors: list[Tensor] = ()
+) -> tuple[Any, Trace]:
+    """Run `function(*arguments)` once, eagerly, while recording; return its result and trace.
+    `tensors` are the call's Tensor arguments (a step may not take gradients into them)."""
     if tracing.active is not None:
         raise CompileError("a compiled function was called while another one was being traced")
     recorder = Recorder(arrays)
+    recorder.argument_tensors = list(tensors)
     tracing.active = recorder
     try:
         result = function(*arguments)

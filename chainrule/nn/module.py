@@ -23,7 +23,7 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data: Any, dtype: Any = None) -> None:
-        if tracing.active is not None:
+        if tracing.active is not None and tracing.tracing_here():
             raise tracing.CompileError(
                 "a Parameter (or a layer) was created while chainrule.compile traced the step; a "
                 "replay would reuse the first one. Build the model and optimizer before the "
