@@ -197,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
                 process=process,
             )
         except DivergenceWarning as diverged:
-            raise ValueError(f"{diverged}; stopped (--keep-going trains on)") from None
+            raise ValueError(f"{diverged} (--keep-going accepts such a run)") from None
     elapsed = time.perf_counter() - started
     if not root:  # only rank 0 prints and writes files
         return 0

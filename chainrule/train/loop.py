@@ -46,6 +46,8 @@ __all__ = [
 _EPOCH_COPY_BYTES = 256 * 2**20
 # An epoch's loss this many times its first epoch's is a run going the wrong way.
 _DIVERGENCE_FACTOR = 1e3
+# A run that ends this far above its first step's loss made things worse.
+_WORSE_FACTOR = 1.5
 
 
 class NonFiniteError(ArithmeticError):
@@ -424,6 +426,7 @@ class _Run:
                     break
         if bar is not None:
             bar.close()
+        self._watch_the_ending()
         for callback in self.callbacks:
             callback.on_train_end(state)
         self._say_how_it_ended()
@@ -586,6 +589,23 @@ class _Run:
                 "learning rate)",
                 DivergenceWarning,
                 stacklevel=6,
+            )
+
+    def _watch_the_ending(self) -> None:
+        """Warn when a run ends with its loss above where it started: it got worse, not better
+        (a learning rate so large that saturated units stopped every gradient ends so, with a
+        loss that never grew 1000×)."""
+        losses = self.state.history.loss
+        if self.warned_of_divergence or self.first_loss is None or not losses:
+            return
+        if losses[-1] > _WORSE_FACTOR * self.first_loss > 0:
+            self.warned_of_divergence = True
+            warnings.warn(
+                f"training ended with the loss at {losses[-1]:.4g}, above the "
+                f"{self.first_loss:.4g} it started from: it did not learn (try a smaller "
+                "learning rate)",
+                DivergenceWarning,
+                stacklevel=4,
             )
 
     def _save_checkpoint(self, epoch: int, step: int) -> None:
