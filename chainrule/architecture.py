@@ -77,6 +77,129 @@ def _choice(*options: str) -> Callable[[Any], str]:
 _dtype = _choice("float32", "float64")
 
 
+def _sizes(count: int, low: int = 1) -> Callable[[Any], list[int]]:
+    """A list of `count` integers from `low` (kernel sizes, strides, dilations, paddings)."""
+
+    def check(value: Any) -> list[int]:
+        if not isinstance(value, list) or len(value) != count:
+            raise ArchitectureError(f"must be a list of {count} integers, got {str(value)[:80]}")
+        return [check_int("", "", v, low, MAX_SIZE, error=ArchitectureError) for v in value]
+
+    return check
+
+
+def _conv_padding(count: int) -> Callable[[Any], str | list[int]]:
+    """'same', 'valid', or a list of `count` integers >= 0."""
+    sizes = _sizes(count, 0)
+
+    def check(value: Any) -> str | list[int]:
+        if isinstance(value, str):
+            return _choice("same", "valid")(value)
+        return sizes(value)
+
+    return check
+
+
+def _check_conv(a: dict) -> None:
+    """What the constructor would refuse, refused before anything is built."""
+    for what in ("in_channels", "out_channels"):
+        if a[what] % a["groups"]:
+            raise ArchitectureError(
+                f"{what} ({a[what]}) must be divisible by groups ({a['groups']})"
+            )
+    if a["padding"] == "same" and any(s != 1 for s in a["stride"]):
+        raise ArchitectureError(f"padding 'same' needs stride 1, got stride {a['stride']}")
+
+
+def _check_pool(a: dict) -> None:
+    if any(2 * p > k for p, k in zip(a["padding"], a["kernel_size"])):
+        raise ArchitectureError(
+            f"padding {a['padding']} must be at most half the kernel size {a['kernel_size']}"
+        )
+
+
+def _conv_tensors(a: dict) -> list[tuple[str, tuple[int, ...], bool]]:
+    weight = (a["out_channels"], a["in_channels"] // a["groups"], *a["kernel_size"])
+    return [("weight", weight, True)] + (
+        [("bias", (a["out_channels"],), True)] if a["bias"] else []
+    )
+
+
+def _conv_arguments(count: int) -> dict[str, Callable[[Any], Any]]:
+    return {
+        "in_channels": _size,
+        "out_channels": _size,
+        "kernel_size": _sizes(count),
+        "stride": _sizes(count),
+        "padding": _conv_padding(count),
+        "dilation": _sizes(count),
+        "groups": _size,
+        "bias": _flag,
+        "dtype": _dtype,
+    }
+
+
+def _describe_conv(m: Any) -> dict:
+    padding = m.padding
+    if not isinstance(padding, str):
+        padding = list(padding) if isinstance(padding, tuple) else [padding]
+    return {
+        "in_channels": m.in_channels,
+        "out_channels": m.out_channels,
+        "kernel_size": list(m.kernel_size),
+        "stride": list(m.stride),
+        "padding": padding,
+        "dilation": list(m.dilation),
+        "groups": m.groups,
+        "bias": m.bias is not None,
+        "dtype": m.weight.dtype.name,
+    }
+
+
+def _build_conv1d(a: dict) -> nn.Conv1d:
+    padding = a["padding"] if isinstance(a["padding"], str) else a["padding"][0]
+    return nn.Conv1d(
+        a["in_channels"],
+        a["out_channels"],
+        a["kernel_size"][0],
+        a["stride"][0],
+        padding,
+        a["dilation"][0],
+        a["groups"],
+        a["bias"],
+        a["dtype"],
+        rng=0,
+    )
+
+
+def _build_conv2d(a: dict) -> nn.Conv2d:
+    padding = a["padding"] if isinstance(a["padding"], str) else tuple(a["padding"])
+    return nn.Conv2d(
+        a["in_channels"],
+        a["out_channels"],
+        tuple(a["kernel_size"]),
+        tuple(a["stride"]),
+        padding,
+        tuple(a["dilation"]),
+        a["groups"],
+        a["bias"],
+        a["dtype"],
+        rng=0,  # as Linear: the values are overwritten
+    )
+
+
+def _pool_arguments() -> dict[str, Callable[[Any], Any]]:
+    return {"kernel_size": _sizes(2), "stride": _sizes(2), "padding": _sizes(2, 0)}
+
+
+def _describe_pool(m: Any) -> dict:
+    return {
+        "kernel_size": list(m.kernel_size),
+        "stride": list(m.stride),
+        "padding": list(m.padding),
+    }
+
+
 # ---- the layer table ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LayerType:
@@ -88,6 +211,8 @@ class LayerType:
     describe: Callable[[Any], dict]
     # (name, shape, is_parameter) of the layer's state_dict entries, from its arguments alone
     tensors: Callable[[dict], list[tuple[str, tuple[int, ...], bool]]] = lambda a: []
+    # a check across arguments (the constructor's own refusals), raising ArchitectureError
+    check: Callable[[dict], None] = lambda a: None
 
 
 def _no_arguments(module: type) -> LayerType:
@@ -191,6 +316,86 @@ LAYER_TYPES: dict[str, LayerType] = {
         lambda a: _affine(tuple(a["normalized_shape"]), a["elementwise_affine"]),
     ),
 }
+
+
+def _batch_norm_tensors(a: dict) -> list[tuple[str, tuple[int, ...], bool]]:
+    return _affine((a["num_features"],), a["affine"]) + [
+        ("running_mean", (a["num_features"],), False),
+        ("running_var", (a["num_features"],), False),
+    ]
+
+
+LAYER_TYPES.update(
+    {
+        "Conv2d": LayerType(
+            nn.Conv2d,
+            _conv_arguments(2),
+            _build_conv2d,
+            _describe_conv,
+            _conv_tensors,
+            _check_conv,
+        ),
+        "Conv1d": LayerType(
+            nn.Conv1d,
+            _conv_arguments(1),
+            _build_conv1d,
+            _describe_conv,
+            _conv_tensors,
+            _check_conv,
+        ),
+        "MaxPool2d": LayerType(
+            nn.MaxPool2d,
+            _pool_arguments(),
+            lambda a: nn.MaxPool2d(
+                tuple(a["kernel_size"]), tuple(a["stride"]), tuple(a["padding"])
+            ),
+            _describe_pool,
+            check=_check_pool,
+        ),
+        "AvgPool2d": LayerType(
+            nn.AvgPool2d,
+            {**_pool_arguments(), "count_include_pad": _flag},
+            lambda a: nn.AvgPool2d(
+                tuple(a["kernel_size"]),
+                tuple(a["stride"]),
+                tuple(a["padding"]),
+                a["count_include_pad"],
+            ),
+            lambda m: {**_describe_pool(m), "count_include_pad": m.count_include_pad},
+            check=_check_pool,
+        ),
+        "AdaptiveAvgPool2d": LayerType(
+            nn.AdaptiveAvgPool2d,
+            {"output_size": _sizes(2)},
+            lambda a: nn.AdaptiveAvgPool2d(tuple(a["output_size"])),
+            lambda m: {"output_size": list(m.output_size)},
+        ),
+        "BatchNorm2d": LayerType(
+            nn.BatchNorm2d,
+            {
+                "num_features": _size,
+                "eps": _positive,
+                "momentum": _fraction,
+                "affine": _flag,
+                "dtype": _dtype,
+            },
+            lambda a: nn.BatchNorm2d(
+                a["num_features"], a["eps"], a["momentum"], a["affine"], a["dtype"]
+            ),
+            lambda m: {
+                "num_features": m.num_features,
+                "eps": m.eps,
+                "momentum": m.momentum,
+                "affine": m.weight is not None,
+                "dtype": np.asarray(m.running_mean).dtype.name,
+            },
+            _batch_norm_tensors,
+        ),
+        "Dropout2d": LayerType(
+            nn.Dropout2d, {"p": _probability}, lambda a: nn.Dropout2d(a["p"]), lambda m: {"p": m.p}
+        ),
+    }
+)
 _NAMES_BY_MODULE = {layer.module: name for name, layer in LAYER_TYPES.items()}
 _KNOWN = ", ".join(["Sequential", *LAYER_TYPES])
 
@@ -271,6 +476,10 @@ def parse_node(node: Any, where: str, depth: int, count: list[int]) -> dict:
             normalised[name] = check(node[name])
         except ArchitectureError as error:
             raise ArchitectureError(f"{where} ({kind}): {name} {error}") from None
+    try:
+        layer.check(normalised)
+    except ArchitectureError as error:
+        raise ArchitectureError(f"{where} ({kind}): {error}") from None
     return normalised
 
 

@@ -59,7 +59,56 @@ def inputs(dtype, rng) -> np.ndarray:
     return rng.standard_normal((5, 2, 3)).astype(dtype)  # (batch, 2, 3), flattened to 6 features
 
 
+def every_conv_layer_model(dtype, rng) -> nn.Sequential:
+    """Each image layer type at least once, with random state; input (batch, 2, 9, 9)."""
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding="same", dtype=dtype, rng=rng),
+        nn.BatchNorm2d(4, eps=1e-3, momentum=0.2, dtype=dtype),
+        nn.ReLU(),
+        nn.MaxPool2d(2, stride=(2, 1), padding=1),
+        nn.Conv2d(4, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, bias=False, dtype=dtype, rng=rng),
+        nn.BatchNorm2d(6, affine=False, dtype=dtype),
+        nn.AvgPool2d((2, 3), 1, (1, 1), count_include_pad=False),
+        nn.Dropout2d(0.25),
+        nn.AdaptiveAvgPool2d((3, 2)),
+        nn.Flatten(),
+        nn.Linear(36, 3, dtype=dtype, rng=rng),
+    )
+    state = {name: rng.uniform(0.5, 1.5, array.shape) for name, array in model.state_dict().items()}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def every_conv1d_model(dtype, rng) -> nn.Sequential:
+    """Conv1d in each padding form; input (batch, 2, 10)."""
+    return nn.Sequential(
+        nn.Conv1d(2, 4, 3, padding="same", dtype=dtype, rng=rng),
+        nn.Conv1d(4, 4, 2, stride=2, padding=1, dilation=2, groups=2, dtype=dtype, rng=rng),
+        nn.Conv1d(4, 2, 1, padding="valid", bias=False, dtype=dtype, rng=rng),
+    ).eval()
+
+
 # ---- round trip ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("make", "shape"), [(every_conv_layer_model, (5, 2, 9, 9)), (every_conv1d_model, (5, 2, 10))]
+)
+def test_image_layers_round_trip_bit_for_bit(tmp_path, rng, dtype, make, shape):
+    model = make(dtype, rng)
+    x = rng.standard_normal(shape).astype(dtype)
+    io.save(model, tmp_path / "model.safetensors")
+    loaded = io.load(tmp_path / "model.safetensors")
+    assert io.describe_model(loaded) == io.describe_model(model)
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert list(restored) == list(original)
+    for name, array in original.items():
+        assert restored[name].dtype == array.dtype, name
+        np.testing.assert_array_equal(restored[name], array, err_msg=name)
+    expected, actual = model(x).data, loaded(x).data
+    assert actual.dtype == expected.dtype == dtype
+    np.testing.assert_array_equal(actual, expected)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_save_then_load_predicts_bit_exactly_with_the_same_dtype(tmp_path, rng, dtype):
     model = every_layer_model(dtype, rng)
