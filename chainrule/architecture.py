@@ -188,6 +188,42 @@ def _build_conv2d(a: dict) -> nn.Conv2d:
     )
 
 
+def _linear_output(a: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if not shape or shape[-1] != a["in_features"]:
+        raise ArchitectureError(f"takes {a['in_features']} features, gets {shape}")
+    return (*shape[:-1], a["out_features"])
+
+
+def _window_output(
+    shape: tuple[int, ...], kernel: list, stride: list, padding: Any, dilation: list
+) -> tuple[int, ...]:
+    """The spatial sizes a convolution or pooling window leaves of `shape`'s."""
+    if padding == "same":
+        return shape
+    pads = [0] * len(shape) if padding == "valid" else padding
+    sizes = tuple(
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(shape, kernel, stride, pads, dilation)
+    )
+    if any(n < 1 for n in sizes):
+        raise ArchitectureError(f"the window is larger than the padded input {shape}")
+    return sizes
+
+
+def _conv_output(a: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != len(a["kernel_size"]) + 1 or shape[0] != a["in_channels"]:
+        raise ArchitectureError(f"takes {a['in_channels']} channels, gets {shape}")
+    spatial = _window_output(shape[1:], a["kernel_size"], a["stride"], a["padding"], a["dilation"])
+    return (a["out_channels"], *spatial)
+
+
+def _pool_output(a: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != 3:
+        raise ArchitectureError(f"takes (channels, height, width), gets {shape}")
+    ones = [1] * len(a["kernel_size"])
+    return (shape[0], *_window_output(shape[1:], a["kernel_size"], a["stride"], a["padding"], ones))
+
+
 def _pool_arguments() -> dict[str, Callable[[Any], Any]]:
     return {"kernel_size": _sizes(2), "stride": _sizes(2), "padding": _sizes(2, 0)}
 
@@ -213,6 +249,9 @@ class LayerType:
     tensors: Callable[[dict], list[tuple[str, tuple[int, ...], bool]]] = lambda a: []
     # a check across arguments (the constructor's own refusals), raising ArchitectureError
     check: Callable[[dict], None] = lambda a: None
+    # the shape (without the batch) it makes of an input's shape, or ArchitectureError if the
+    # input does not fit; by default the shape it was given (activations, norms, dropout)
+    output: Callable[[dict, tuple[int, ...]], tuple[int, ...]] = lambda a, shape: shape
 
 
 def _no_arguments(module: type) -> LayerType:
@@ -244,13 +283,16 @@ LAYER_TYPES: dict[str, LayerType] = {
             [("weight", (a["out_features"], a["in_features"]), True)]
             + ([("bias", (a["out_features"],), True)] if a["bias"] else [])
         ),
+        output=lambda a, shape: _linear_output(a, shape),
     ),
     "Sigmoid": _no_arguments(nn.Sigmoid),
     "Tanh": _no_arguments(nn.Tanh),
     "ReLU": _no_arguments(nn.ReLU),
     "Softplus": _no_arguments(nn.Softplus),
     "Identity": _no_arguments(nn.Identity),
-    "Flatten": _no_arguments(nn.Flatten),
+    "Flatten": LayerType(
+        nn.Flatten, {}, lambda a: nn.Flatten(), lambda m: {}, output=lambda a, s: (math.prod(s),)
+    ),
     "LeakyReLU": LayerType(
         nn.LeakyReLU,
         {"negative_slope": _finite},
@@ -334,6 +376,7 @@ LAYER_TYPES.update(
             _describe_conv,
             _conv_tensors,
             _check_conv,
+            _conv_output,
         ),
         "Conv1d": LayerType(
             nn.Conv1d,
@@ -342,6 +385,7 @@ LAYER_TYPES.update(
             _describe_conv,
             _conv_tensors,
             _check_conv,
+            _conv_output,
         ),
         "MaxPool2d": LayerType(
             nn.MaxPool2d,
@@ -351,6 +395,7 @@ LAYER_TYPES.update(
             ),
             _describe_pool,
             check=_check_pool,
+            output=_pool_output,
         ),
         "AvgPool2d": LayerType(
             nn.AvgPool2d,
@@ -363,12 +408,14 @@ LAYER_TYPES.update(
             ),
             lambda m: {**_describe_pool(m), "count_include_pad": m.count_include_pad},
             check=_check_pool,
+            output=_pool_output,
         ),
         "AdaptiveAvgPool2d": LayerType(
             nn.AdaptiveAvgPool2d,
             {"output_size": _sizes(2)},
             lambda a: nn.AdaptiveAvgPool2d(tuple(a["output_size"])),
             lambda m: {"output_size": list(m.output_size)},
+            output=lambda a, shape: (shape[0], *a["output_size"]),
         ),
         "BatchNorm2d": LayerType(
             nn.BatchNorm2d,
@@ -518,3 +565,42 @@ def leaves(node: dict, prefix: str = "") -> list[dict]:
             "parameters": parameters,
         }
     ]
+
+
+def output_shapes(node: dict, input_shape: tuple[int, ...]) -> list[tuple[int, ...] | None]:
+    """Each leaf layer's output shape (without the batch) for inputs of `input_shape`, computed
+    from the arguments alone (nothing is built); None from the first layer the shape does not fit.
+
+    >>> output_shapes({"type": "Sequential", "layers": [{"type": "Flatten"}]}, (1, 8, 8))
+    [(64,)]
+    """
+    shapes: list[tuple[int, ...] | None] = []
+    shape: tuple[int, ...] | None = tuple(input_shape)
+    for leaf in _leaf_nodes(node):
+        if shape is not None:
+            try:
+                shape = tuple(LAYER_TYPES[leaf["type"]].output(leaf, shape))
+            except (ArchitectureError, IndexError):
+                shape = None
+        shapes.append(shape)
+    return shapes
+
+
+def input_shape(node: dict, metadata: dict) -> tuple[int, ...] | None:
+    """The shape of one input: the metadata's `input_shape`, else (in_features,) of a first
+    parametrised layer that is a Linear; None when neither tells."""
+    shape = metadata.get("input_shape")
+    if isinstance(shape, list) and shape and all(type(n) is int and n >= 1 for n in shape):
+        return tuple(shape)
+    for leaf in _leaf_nodes(node):
+        if leaf["type"] == "Linear":
+            return (leaf["in_features"],)
+        if LAYER_TYPES[leaf["type"]].tensors(leaf):
+            return None
+    return None
+
+
+def _leaf_nodes(node: dict) -> list[dict]:
+    if node["type"] == "Sequential":
+        return [leaf for child in node["layers"] for leaf in _leaf_nodes(child)]
+    return [node]

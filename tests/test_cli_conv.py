@@ -55,7 +55,9 @@ def test_predict_reads_a_csv_of_flat_pixel_rows(cnn_run, tmp_path):
 def test_info_shows_each_layers_output_shape(cnn_run):
     result = cli("info", cnn_run[0])
     assert result.returncode == 0, result.stderr
-    assert "input_shape: [1, 8, 8]" in result.stdout
+    assert "input_shape: [1, 8, 8]" in result.stdout and "  input    (1, 8, 8)" in result.stdout
+    for shape in ["(16, 8, 8)", "(32, 8, 8)", "(32, 4, 4)", "(512,)", "(64,)", "(10,)"]:
+        assert f"-> {shape}" in result.stdout
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

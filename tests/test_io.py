@@ -18,6 +18,7 @@ import safetensors.numpy
 
 from chainrule import io, nn
 from chainrule import safetensors_format as st
+from chainrule.architecture import output_shapes
 from chainrule.atomic import atomic_write, remove_stale_temporaries
 from chainrule.random import get_rng, manual_seed
 
@@ -303,6 +304,38 @@ def test_inspect_reports_architecture_parameters_and_metadata(tmp_path, rng):
     assert info.layers[1]["parameters"] == 6 * 8 + 8
     assert info.tensors["2.running_var"] == ("float64", (8,))
     assert f"{model.num_parameters():,} parameters in all" in str(info)
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"), [(every_conv_layer_model, (2, 9, 9)), (every_conv1d_model, (2, 10))]
+)
+def test_inspect_shows_each_layers_output_shape_as_the_forward_pass_makes_it(
+    tmp_path, rng, make, shape
+):
+    model = make(np.float64, rng)
+    io.save(model, tmp_path / "model.safetensors", metadata={"input_shape": list(shape)})
+    info = io.inspect(tmp_path / "model.safetensors")
+    x = rng.standard_normal((2, *shape))
+    expected = []
+    for layer in model:
+        x = layer(x).data
+        expected.append(x.shape[1:])
+    assert output_shapes(info.architecture, shape) == expected
+    text = str(info)
+    assert f"  input    {shape}" in text
+    assert all(f"-> {s}" in text for s in expected)
+
+
+def test_an_mlp_file_shows_output_shapes_from_its_first_linear(tmp_path, rng):
+    model = nn.Sequential(nn.Linear(4, 3, rng=rng), nn.ReLU(), nn.Linear(3, 2, rng=rng))
+    io.save(model, tmp_path / "model.safetensors")
+    text = str(io.inspect(tmp_path / "model.safetensors"))
+    assert "  input    (4,)" in text and text.count("-> (3,)") == 2 and "-> (2,)" in text
+
+
+def test_a_shape_the_layers_do_not_fit_shows_no_output_shape_from_there_on():
+    architecture = io.describe_model(nn.Sequential(nn.Flatten(), nn.Linear(5, 2), nn.ReLU()))
+    assert output_shapes(architecture, (1, 2, 2)) == [(4,), None, None]
 
 
 # ---- save refuses what it cannot write faithfully ------------------------------------------------
