@@ -60,6 +60,20 @@ def test_info_shows_each_layers_output_shape(cnn_run):
         assert f"-> {shape}" in result.stdout
 
 
+def test_explain_walks_the_dense_head_and_sums_a_conv_weight_over_its_positions(cnn_run):
+    X, _ = digits()
+    row = ",".join(f"{v:g}" for v in X[0])
+    result = cli("explain", cnn_run[0], "--input", row, "--target", "0")
+    assert result.returncode == 0, result.stderr
+    text = result.stdout
+    assert "rows of 64 pixels as images (1, 8, 8)" in text
+    assert "a^[0] = flatten(features(x))" in text
+    assert "Layer 2: Linear '8'" in text and "Layer 1: Linear '6'" in text
+    assert "∂L/∂W[0,0,0,0] = Σ_n Σ_(y,x) ∂L/∂z[n,0,y,x] · a_prev[n,0,y·1+0·1−1, x·1+0·1−1]" in text
+    assert "MISMATCH" not in text
+    assert text.rstrip().endswith(("agrees", "within the differences' own rounding"))
+
+
 def idx_bytes(array: np.ndarray) -> bytes:
     codes = {np.dtype(np.uint8): 0x08}
     header = bytes([0, 0, codes[array.dtype], array.ndim])
