@@ -77,6 +77,165 @@ def _choice(*options: str) -> Callable[[Any], str]:
 _dtype = _choice("float32", "float64")
 
 
+def _sizes(count: int, low: int = 1) -> Callable[[Any], list[int]]:
+    """A list of `count` integers from `low` (kernel sizes, strides, dilations, paddings)."""
+
+    def check(value: Any) -> list[int]:
+        if not isinstance(value, list) or len(value) != count:
+            raise ArchitectureError(f"must be a list of {count} integers, got {str(value)[:80]}")
+        return [check_int("", "", v, low, MAX_SIZE, error=ArchitectureError) for v in value]
+
+    return check
+
+
+def _conv_padding(count: int) -> Callable[[Any], str | list[int]]:
+    """'same', 'valid', or a list of `count` integers >= 0."""
+    sizes = _sizes(count, 0)
+
+    def check(value: Any) -> str | list[int]:
+        if isinstance(value, str):
+            return _choice("same", "valid")(value)
+        return sizes(value)
+
+    return check
+
+
+def _check_conv(a: dict) -> None:
+    """What the constructor would refuse, refused before anything is built."""
+    for what in ("in_channels", "out_channels"):
+        if a[what] % a["groups"]:
+            raise ArchitectureError(
+                f"{what} ({a[what]}) must be divisible by groups ({a['groups']})"
+            )
+    if a["padding"] == "same" and any(s != 1 for s in a["stride"]):
+        raise ArchitectureError(f"padding 'same' needs stride 1, got stride {a['stride']}")
+
+
+def _check_pool(a: dict) -> None:
+    if any(2 * p > k for p, k in zip(a["padding"], a["kernel_size"])):
+        raise ArchitectureError(
+            f"padding {a['padding']} must be at most half the kernel size {a['kernel_size']}"
+        )
+
+
+def _conv_tensors(a: dict) -> list[tuple[str, tuple[int, ...], bool]]:
+    weight = (a["out_channels"], a["in_channels"] // a["groups"], *a["kernel_size"])
+    return [("weight", weight, True)] + (
+        [("bias", (a["out_channels"],), True)] if a["bias"] else []
+    )
+
+
+def _conv_arguments(count: int) -> dict[str, Callable[[Any], Any]]:
+    return {
+        "in_channels": _size,
+        "out_channels": _size,
+        "kernel_size": _sizes(count),
+        "stride": _sizes(count),
+        "padding": _conv_padding(count),
+        "dilation": _sizes(count),
+        "groups": _size,
+        "bias": _flag,
+        "dtype": _dtype,
+    }
+
+
+def _describe_conv(m: Any) -> dict:
+    padding = m.padding
+    if not isinstance(padding, str):
+        padding = list(padding) if isinstance(padding, tuple) else [padding]
+    return {
+        "in_channels": m.in_channels,
+        "out_channels": m.out_channels,
+        "kernel_size": list(m.kernel_size),
+        "stride": list(m.stride),
+        "padding": padding,
+        "dilation": list(m.dilation),
+        "groups": m.groups,
+        "bias": m.bias is not None,
+        "dtype": m.weight.dtype.name,
+    }
+
+
+def _build_conv1d(a: dict) -> nn.Conv1d:
+    padding = a["padding"] if isinstance(a["padding"], str) else a["padding"][0]
+    return nn.Conv1d(
+        a["in_channels"],
+        a["out_channels"],
+        a["kernel_size"][0],
+        a["stride"][0],
+        padding,
+        a["dilation"][0],
+        a["groups"],
+        a["bias"],
+        a["dtype"],
+        rng=0,
+    )
+
+
+def _build_conv2d(a: dict) -> nn.Conv2d:
+    padding = a["padding"] if isinstance(a["padding"], str) else tuple(a["padding"])
+    return nn.Conv2d(
+        a["in_channels"],
+        a["out_channels"],
+        tuple(a["kernel_size"]),
+        tuple(a["stride"]),
+        padding,
+        tuple(a["dilation"]),
+        a["groups"],
+        a["bias"],
+        a["dtype"],
+        rng=0,  # as Linear: the values are overwritten
+    )
+
+
+def _linear_output(a: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if not shape or shape[-1] != a["in_features"]:
+        raise ArchitectureError(f"takes {a['in_features']} features, gets {shape}")
+    return (*shape[:-1], a["out_features"])
+
+
+def _window_output(
+    shape: tuple[int, ...], kernel: list, stride: list, padding: Any, dilation: list
+) -> tuple[int, ...]:
+    """The spatial sizes a convolution or pooling window leaves of `shape`'s."""
+    if padding == "same":
+        return shape
+    pads = [0] * len(shape) if padding == "valid" else padding
+    sizes = tuple(
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(shape, kernel, stride, pads, dilation)
+    )
+    if any(n < 1 for n in sizes):
+        raise ArchitectureError(f"the window is larger than the padded input {shape}")
+    return sizes
+
+
+def _conv_output(a: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != len(a["kernel_size"]) + 1 or shape[0] != a["in_channels"]:
+        raise ArchitectureError(f"takes {a['in_channels']} channels, gets {shape}")
+    spatial = _window_output(shape[1:], a["kernel_size"], a["stride"], a["padding"], a["dilation"])
+    return (a["out_channels"], *spatial)
+
+
+def _pool_output(a: dict, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != 3:
+        raise ArchitectureError(f"takes (channels, height, width), gets {shape}")
+    ones = [1] * len(a["kernel_size"])
+    return (shape[0], *_window_output(shape[1:], a["kernel_size"], a["stride"], a["padding"], ones))
+
+
+def _pool_arguments() -> dict[str, Callable[[Any], Any]]:
+    return {"kernel_size": _sizes(2), "stride": _sizes(2), "padding": _sizes(2, 0)}
+
+
+def _describe_pool(m: Any) -> dict:
+    return {
+        "kernel_size": list(m.kernel_size),
+        "stride": list(m.stride),
+        "padding": list(m.padding),
+    }
+
+
 # ---- the layer table ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class LayerType:
@@ -88,6 +247,11 @@ class LayerType:
     describe: Callable[[Any], dict]
     # (name, shape, is_parameter) of the layer's state_dict entries, from its arguments alone
     tensors: Callable[[dict], list[tuple[str, tuple[int, ...], bool]]] = lambda a: []
+    # a check across arguments (the constructor's own refusals), raising ArchitectureError
+    check: Callable[[dict], None] = lambda a: None
+    # the shape (without the batch) it makes of an input's shape, or ArchitectureError if the
+    # input does not fit; by default the shape it was given (activations, norms, dropout)
+    output: Callable[[dict, tuple[int, ...]], tuple[int, ...]] = lambda a, shape: shape
 
 
 def _no_arguments(module: type) -> LayerType:
@@ -119,13 +283,16 @@ LAYER_TYPES: dict[str, LayerType] = {
             [("weight", (a["out_features"], a["in_features"]), True)]
             + ([("bias", (a["out_features"],), True)] if a["bias"] else [])
         ),
+        output=lambda a, shape: _linear_output(a, shape),
     ),
     "Sigmoid": _no_arguments(nn.Sigmoid),
     "Tanh": _no_arguments(nn.Tanh),
     "ReLU": _no_arguments(nn.ReLU),
     "Softplus": _no_arguments(nn.Softplus),
     "Identity": _no_arguments(nn.Identity),
-    "Flatten": _no_arguments(nn.Flatten),
+    "Flatten": LayerType(
+        nn.Flatten, {}, lambda a: nn.Flatten(), lambda m: {}, output=lambda a, s: (math.prod(s),)
+    ),
     "LeakyReLU": LayerType(
         nn.LeakyReLU,
         {"negative_slope": _finite},
@@ -191,6 +358,91 @@ LAYER_TYPES: dict[str, LayerType] = {
         lambda a: _affine(tuple(a["normalized_shape"]), a["elementwise_affine"]),
     ),
 }
+
+
+def _batch_norm_tensors(a: dict) -> list[tuple[str, tuple[int, ...], bool]]:
+    return _affine((a["num_features"],), a["affine"]) + [
+        ("running_mean", (a["num_features"],), False),
+        ("running_var", (a["num_features"],), False),
+    ]
+
+
+LAYER_TYPES.update(
+    {
+        "Conv2d": LayerType(
+            nn.Conv2d,
+            _conv_arguments(2),
+            _build_conv2d,
+            _describe_conv,
+            _conv_tensors,
+            _check_conv,
+            _conv_output,
+        ),
+        "Conv1d": LayerType(
+            nn.Conv1d,
+            _conv_arguments(1),
+            _build_conv1d,
+            _describe_conv,
+            _conv_tensors,
+            _check_conv,
+            _conv_output,
+        ),
+        "MaxPool2d": LayerType(
+            nn.MaxPool2d,
+            _pool_arguments(),
+            lambda a: nn.MaxPool2d(
+                tuple(a["kernel_size"]), tuple(a["stride"]), tuple(a["padding"])
+            ),
+            _describe_pool,
+            check=_check_pool,
+            output=_pool_output,
+        ),
+        "AvgPool2d": LayerType(
+            nn.AvgPool2d,
+            {**_pool_arguments(), "count_include_pad": _flag},
+            lambda a: nn.AvgPool2d(
+                tuple(a["kernel_size"]),
+                tuple(a["stride"]),
+                tuple(a["padding"]),
+                a["count_include_pad"],
+            ),
+            lambda m: {**_describe_pool(m), "count_include_pad": m.count_include_pad},
+            check=_check_pool,
+            output=_pool_output,
+        ),
+        "AdaptiveAvgPool2d": LayerType(
+            nn.AdaptiveAvgPool2d,
+            {"output_size": _sizes(2)},
+            lambda a: nn.AdaptiveAvgPool2d(tuple(a["output_size"])),
+            lambda m: {"output_size": list(m.output_size)},
+            output=lambda a, shape: (shape[0], *a["output_size"]),
+        ),
+        "BatchNorm2d": LayerType(
+            nn.BatchNorm2d,
+            {
+                "num_features": _size,
+                "eps": _positive,
+                "momentum": _fraction,
+                "affine": _flag,
+                "dtype": _dtype,
+            },
+            lambda a: nn.BatchNorm2d(
+                a["num_features"], a["eps"], a["momentum"], a["affine"], a["dtype"]
+            ),
+            lambda m: {
+                "num_features": m.num_features,
+                "eps": m.eps,
+                "momentum": m.momentum,
+                "affine": m.weight is not None,
+                "dtype": np.asarray(m.running_mean).dtype.name,
+            },
+            _batch_norm_tensors,
+        ),
+        "Dropout2d": LayerType(
+            nn.Dropout2d, {"p": _probability}, lambda a: nn.Dropout2d(a["p"]), lambda m: {"p": m.p}
+        ),
+    }
+)
 _NAMES_BY_MODULE = {layer.module: name for name, layer in LAYER_TYPES.items()}
 _KNOWN = ", ".join(["Sequential", *LAYER_TYPES])
 
@@ -271,6 +523,10 @@ def parse_node(node: Any, where: str, depth: int, count: list[int]) -> dict:
             normalised[name] = check(node[name])
         except ArchitectureError as error:
             raise ArchitectureError(f"{where} ({kind}): {name} {error}") from None
+    try:
+        layer.check(normalised)
+    except ArchitectureError as error:
+        raise ArchitectureError(f"{where} ({kind}): {error}") from None
     return normalised
 
 
@@ -309,3 +565,42 @@ def leaves(node: dict, prefix: str = "") -> list[dict]:
             "parameters": parameters,
         }
     ]
+
+
+def output_shapes(node: dict, input_shape: tuple[int, ...]) -> list[tuple[int, ...] | None]:
+    """Each leaf layer's output shape (without the batch) for inputs of `input_shape`, computed
+    from the arguments alone (nothing is built); None from the first layer the shape does not fit.
+
+    >>> output_shapes({"type": "Sequential", "layers": [{"type": "Flatten"}]}, (1, 8, 8))
+    [(64,)]
+    """
+    shapes: list[tuple[int, ...] | None] = []
+    shape: tuple[int, ...] | None = tuple(input_shape)
+    for leaf in _leaf_nodes(node):
+        if shape is not None:
+            try:
+                shape = tuple(LAYER_TYPES[leaf["type"]].output(leaf, shape))
+            except (ArchitectureError, IndexError):
+                shape = None
+        shapes.append(shape)
+    return shapes
+
+
+def input_shape(node: dict, metadata: dict) -> tuple[int, ...] | None:
+    """The shape of one input: the metadata's `input_shape`, else (in_features,) of a first
+    parametrised layer that is a Linear; None when neither tells."""
+    shape = metadata.get("input_shape")
+    if isinstance(shape, list) and shape and all(type(n) is int and n >= 1 for n in shape):
+        return tuple(shape)
+    for leaf in _leaf_nodes(node):
+        if leaf["type"] == "Linear":
+            return (leaf["in_features"],)
+        if LAYER_TYPES[leaf["type"]].tensors(leaf):
+            return None
+    return None
+
+
+def _leaf_nodes(node: dict) -> list[dict]:
+    if node["type"] == "Sequential":
+        return [leaf for child in node["layers"] for leaf in _leaf_nodes(child)]
+    return [node]

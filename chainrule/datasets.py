@@ -225,12 +225,25 @@ def load_dataset(name_or_path: str | os.PathLike, **options: Any) -> LoadedData:
         return _call_with_options(load_csv, "CSV files", path, **options)
     if base.endswith(".npz"):
         return _call_with_options(load_npz, ".npz files", path, **options)
-    if base.endswith((".idx", ".gz")) or "ubyte" in base or ".idx" in base:
+    if _is_idx(base):
         return _call_with_options(load_idx, "IDX files", path, **options)
     raise ValueError(
         f"{path}: unknown file type; expected .csv, .csv.gz, .npz, or an MNIST IDX file "
         "(*-images-idx3-ubyte[.gz])"
     )
+
+
+def _is_idx(base: str) -> bool:
+    return base.endswith((".idx", ".gz")) or "ubyte" in base or ".idx" in base
+
+
+def loads_images(name_or_path: str | os.PathLike) -> bool:
+    """Whether `load_dataset(name_or_path, images=True)` gives (n, channels, height, width): the
+    digits and MNIST IDX files do; tables (CSV, NPZ) are reshaped by their caller instead."""
+    if isinstance(name_or_path, str) and name_or_path in DATASETS:
+        return "images" in inspect.signature(DATASETS[name_or_path].loader).parameters
+    base = os.path.basename(os.fspath(name_or_path)).lower()
+    return not base.endswith((".csv", ".csv.gz", ".txt", ".npz")) and _is_idx(base)
 
 
 def _call_with_options(function: Callable, what: str, *args: Any, **options: Any) -> Any:

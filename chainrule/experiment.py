@@ -49,6 +49,11 @@ class TrainConfig:
     dtype: str = "float32"
     label_column: Any = -1  # CSV only: index or header name of the target column
     early_stopping: int | None = None  # patience in epochs (needs val_split > 0)
+    # 3×3 convolutions (padding 'same', ReLU) with these channel counts, a 2×2 max-pool after the
+    # last, then Flatten and the hidden layers; () keeps the plain MLP
+    conv: tuple[int, ...] = ()
+    # (channels, height, width) of each row of a table of pixels; None: the data's own shape
+    image_shape: tuple[int, ...] | None = None
 
 
 # Per-dataset defaults, chosen so each built-in trains well in a few seconds.
@@ -81,6 +86,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         log_every=5,
         test_split=0.2,
     ),
+    # With --conv: the reference PyTorch CNN's head and learning rate (dense 64, Adam 2e-3); ten
+    # epochs reach 0.98-0.99 on the test split, thirty add little but time.
+    "digits+conv": dict(hidden=(64,), lr=2e-3, epochs=10, log_every=1),
     "spirals": dict(hidden=(64, 64), activation="tanh", epochs=300, lr=0.01),
     # A table of the user's own (a CSV, NPZ or IDX file): usually small, so a validation split
     # and early stopping keep the network from learning the training rows by heart.
@@ -99,6 +107,8 @@ def config_for(dataset: str, **overrides: Any) -> TrainConfig:
     """The dataset's preset, then `overrides` (None values mean 'not given')."""
     preset = preset_name(dataset)
     values = dict(PRESETS[preset]) if preset else {}
+    if overrides.get("conv") and f"{preset}+conv" in PRESETS:
+        values.update(PRESETS[f"{preset}+conv"])
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(values) - known)
@@ -118,6 +128,13 @@ def validate(config: TrainConfig) -> TrainConfig:
         check_choice("", "scheduler", config.scheduler, SCHEDULES)
     for size in config.hidden:
         check_int("", "hidden layer size", size, low=1, high=100_000)
+    for channels in config.conv:
+        check_int("", "conv channel count", channels, low=1, high=10_000)
+    if config.image_shape is not None:
+        if len(config.image_shape) != 3:
+            raise ValueError(f"image shape must be channels,height,width, got {config.image_shape}")
+        for size in config.image_shape:
+            check_int("", "image shape size", size, low=1, high=65_536)
     check_number("", "learning rate", config.lr, low=0.0, low_open=True)
     check_number("", "momentum", config.momentum)
     check_number("", "weight decay", config.weight_decay)
@@ -177,21 +194,58 @@ def mlp(
     return nn.Sequential(*layers)
 
 
-def build_model(config: TrainConfig, n_features: int, task: Task, loss: str) -> nn.Sequential:
-    """The config's MLP with the output the loss needs: one logit per class for
-    cross-entropy, a probability (sigmoid or softmax head) for losses that take probabilities
-    or values of a classification, and one value per target for regression."""
+def cnn(
+    input_shape: tuple[int, int, int],
+    conv: tuple[int, ...],
+    hidden: tuple[int, ...],
+    activation: str,
+    n_outputs: int,
+    dtype: Any = np.float32,
+    rng: Any = 0,
+) -> nn.Sequential:
+    """Conv2d 3×3 (padding 'same') → ReLU for each channel count in `conv`, a 2×2 max-pool after
+    the last, Flatten, then `mlp`'s hidden layers and output: the network `chainrule train
+    --conv` builds. Input (batch, channels, height, width).
+
+    >>> cnn((1, 8, 8), (4,), (), "relu", 3)[-1]
+    Linear(in_features=64, out_features=3, bias=True)
+    """
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    channels, height, width = input_shape
+    layers: list[nn.Module] = []
+    for out in conv:
+        layers += [nn.Conv2d(channels, out, 3, padding="same", dtype=dtype, rng=rng), nn.ReLU()]
+        channels = out
+    if height < 2 or width < 2:
+        raise ValueError(f"--conv pools 2×2: images of {height}×{width} are too small")
+    layers += [nn.MaxPool2d(2), nn.Flatten()]
+    features = channels * (height // 2) * (width // 2)
+    return nn.Sequential(*layers, *mlp(features, hidden, activation, n_outputs, dtype, rng))
+
+
+def build_model(
+    config: TrainConfig, n_features: int | tuple[int, ...], task: Task, loss: str
+) -> nn.Sequential:
+    """The config's MLP (or, with `config.conv`, CNN over inputs of shape `n_features`) with the
+    output the loss needs: one logit per class for cross-entropy, a probability (sigmoid or
+    softmax head) for losses that take probabilities or values of a classification, and one
+    value per target for regression."""
     outputs = task.n_outputs
     if task.classification and loss != "cross_entropy":
         outputs = 1 if task.n_classes == 2 else task.n_classes
-    model = mlp(
-        n_features,
-        config.hidden,
-        config.activation,
-        outputs,
-        float_dtype(config.dtype),
-        config.seed,
-    )
+    dtype = float_dtype(config.dtype)
+    if config.conv:
+        shape = tuple(n_features) if isinstance(n_features, tuple) else ()
+        if len(shape) != 3:
+            raise ValueError(
+                f"--conv needs images (channels, height, width), the data has rows of shape "
+                f"{shape or (n_features,)}; give --image-shape C,H,W for a table of pixels"
+            )
+        model = cnn(
+            shape, config.conv, config.hidden, config.activation, outputs, dtype, config.seed
+        )
+    else:
+        model = mlp(n_features, config.hidden, config.activation, outputs, dtype, config.seed)
     if task.classification and LOSSES[loss].output != "logits":
         model.append(nn.Sigmoid() if outputs == 1 else nn.Softmax())
     return model
@@ -207,6 +261,31 @@ def shape_targets(y: np.ndarray, task: Task, loss: str, dtype: Any) -> np.ndarra
     if task.n_classes == 2:
         return y.reshape(-1, 1).astype(dtype)
     return one_hot(y, task.n_classes, dtype)
+
+
+def as_images(X: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """X as (n, channels, height, width) when the config trains a CNN: rows of a table reshaped
+    to `config.image_shape`, images kept; X unchanged for an MLP."""
+    if not config.conv:
+        return X
+    if config.image_shape is not None:
+        size = int(np.prod(config.image_shape))
+        if int(np.prod(X.shape[1:])) != size:
+            raise ValueError(
+                f"image shape {','.join(map(str, config.image_shape))} holds {size} pixels, the "
+                f"data has {int(np.prod(X.shape[1:]))} per row"
+            )
+        return X.reshape(len(X), *config.image_shape)
+    if X.ndim == 3:  # (n, height, width): one channel
+        return X[:, None]
+    return X
+
+
+def _pixel_statistics(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) over every pixel of X, each as a (1,) float64 array; std 0 is stored as 1."""
+    mean = X.mean(dtype=np.float64)
+    std = X.std(dtype=np.float64)
+    return np.array([mean]), np.array([std if std > 1e-12 * max(1.0, abs(mean)) else 1.0])
 
 
 @dataclass
@@ -252,21 +331,28 @@ def run(
     )
     if len(train_idx) == 0:
         raise ValueError("the splits leave no training data")
+    X = as_images(X, config)
     raw = X = X.astype(dtype, copy=False)
     mean = std = None
-    scaler = Standardizer().fit(X[train_idx])  # statistics of the training split only
-    if len(scaler.constant_) == X.shape[1]:  # a few blank pixels (digits) are normal
-        warnings.warn(
-            "every feature is constant in the training data (up to rounding): the network has "
-            "nothing to learn from but the targets' average",
-            UserWarning,
-            stacklevel=2,
-        )
-    if config.standardize:
+    if X.ndim == 2:
+        scaler = Standardizer().fit(X[train_idx])  # statistics of the training split only
+        if len(scaler.constant_) == X.shape[1]:  # a few blank pixels (digits) are normal
+            warnings.warn(
+                "every feature is constant in the training data (up to rounding): the network "
+                "has nothing to learn from but the targets' average",
+                UserWarning,
+                stacklevel=2,
+            )
+    if config.standardize and X.ndim > 2:
+        # Images: one mean and std over all pixels (per-pixel statistics would make a pixel that
+        # is always dark in training explode at test time), of the training split only.
+        mean, std = _pixel_statistics(X[train_idx])
+        X = (X - mean.astype(dtype)) / std.astype(dtype)
+    elif config.standardize:
         mean, std = scaler.mean_, scaler.std_
         X = scaler.transform(X)
     targets = shape_targets(y, task, loss, dtype)
-    model = build_model(config, X.shape[1], task, loss)
+    model = build_model(config, X.shape[1] if X.ndim == 2 else X.shape[1:], task, loss)
     callbacks = []
     if config.early_stopping is not None:
         if len(val_idx) == 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,35 @@ class Chain:
 
 
 @dataclass(repr=False)
+class ConvSum:
+    """One convolution weight's gradient as the sum over every position its window touched.
+
+    ∂L/∂W[o,c,i,j] = Σ_n Σ_(y,x) ∂L/∂z[n,o,y,x] · a_prev[n,c',y·s+i·d−p, x·s+j·d−p], where c' is
+    the input channel the weight reads (c in its group) and a_prev is 0 in the padding. Arrays
+    are (batch, positions); `terms` holds each sample's sum over its positions.
+    """
+
+    parameter: str  # '0.weight'
+    index: tuple[int, ...]  # (o, c, i, j) for Conv2d, (o, c, i) for Conv1d
+    layer: str  # the convolution's name in the Sequential
+    description: str  # its repr
+    channel: int  # c': the input channel it reads
+    stride: tuple[int, ...]
+    dilation: tuple[int, ...]
+    pad: tuple[int, ...]  # p: padding before the first element, per axis
+    positions: np.ndarray  # (P, axes) output positions (y, x)
+    sources: np.ndarray  # (P, axes) the input positions read there (outside: the padding)
+    inside: np.ndarray  # (P,) whether the source is inside the input
+    dL_dz: np.ndarray  # (batch, P) ∂L/∂z[n,o,y,x], of the batch loss
+    a_prev: np.ndarray  # (batch, P) a_prev at the source, 0 in the padding
+    terms: np.ndarray  # (batch,) Σ_(y,x) ∂L/∂z · a_prev, per sample
+    value: float  # the engine's ∂L/∂W[o,c,i,j]
+    numeric: float
+    status: str
+    relative_error: float
+
+
+@dataclass(repr=False)
 class Explanation:
     """Everything one forward and backward pass computed; `str()` walks it back from the loss."""
 
@@ -93,6 +122,10 @@ class Explanation:
     numeric: dict[str, np.ndarray]  # central differences (NaN where not computed)
     updated: dict[str, np.ndarray]  # after one step θ ← θ − lr·∂L/∂θ
     chains: list[Chain]
+    # A CNN: the layers up to its Flatten (their output is a^[0] of the dense head), and the
+    # convolution weights written out as sums over positions
+    features: str | None = None
+    convolutions: list[ConvSum] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"Explanation({self.model}, loss={self.loss_name} {self.loss:.6g})"
@@ -128,6 +161,11 @@ def explain(
     `weight` names the elements whose chain is written out, e.g. "2.weight[0,1]" (default: W[0,0]
     of every Linear). It all runs in float64 on a copy: the model and its .grad never change.
 
+    A CNN — convolutions, pooling, BatchNorm2d and activations, a Flatten, then the dense layers
+    above — takes x (batch, channels, height, width): the walk goes through the dense head with
+    the flattened features as a^[0], and a convolution weight ("0.weight[0,0,1,1]"; default: the
+    first convolution's W[0,0,0,0]) is written as the sum over the positions its window touched.
+
     >>> net = nn.Sequential(nn.Linear(2, 1, rng=0), nn.Sigmoid())
     >>> print(explain(net, [1.0, 1.0], [0.0]))  # doctest: +SKIP
     >>> print(explain(net, [1.0, 1.0], [0.0]).format(precision=6, step=True))  # doctest: +SKIP
@@ -135,11 +173,12 @@ def explain(
     check_choice("explain", "loss", loss, LOSSES)
     for label, value in (("lr", lr), ("eps", eps)):
         check_number("explain", label, value, low=0.0, low_open=True)
-    stages = _stages(model)
+    head = _head_start(model)
+    stages = _stages(model, head)
     model64 = copy.deepcopy(model).double()
     model64.zero_grad()  # a copied .grad would be added to
     loss_fn = LOSSES[loss].function
-    x = _inputs(x, model64.layers[0])
+    x = _inputs(x, model64.layers[0]) if head == 0 else _images(x, model64)
     h, outputs = Tensor(x), []
     for module in model64.layers:
         h = module(h)
@@ -151,7 +190,7 @@ def explain(
     named = dict(model64.named_parameters())
     params = {name: p.data.copy() for name, p in named.items()}
     grad = {name: p.grad.copy() for name, p in named.items()}
-    chosen = _parse_weights(weight, params, stages)
+    chosen = _parse_weights(weight, params, stages, _convolutions(model64, head))
     with no_grad():
         sample_losses = np.array([loss_fn(h[[n]], y[[n]]).item() for n in range(len(x))])
 
@@ -174,7 +213,7 @@ def explain(
         )
 
     layers: dict[str, Layer] = {}
-    a_prev = x
+    a_prev = x if head == 0 else outputs[head - 1].data
     for index, (first, last) in enumerate(stages, start=1):
         z, a = outputs[first], outputs[last]
         f = model64.layers[last] if last > first else nn.Identity()
@@ -209,13 +248,55 @@ def explain(
         numeric=numeric,
         updated={name: params[name] - lr * grad[name] for name in params},
         chains=[
-            _chain(name, i, layers, params, grad, numeric, total.item(), eps) for name, i in chosen
+            _chain(name, i, layers, params, grad, numeric, total.item(), eps)
+            for name, i in chosen
+            if name.rsplit(".", 1)[0] in layers
+        ],
+        features=_describe(model64[:head]) if head else None,
+        convolutions=[
+            _conv_sum(name, i, model64, x, outputs, grad, numeric, total.item(), eps)
+            for name, i in chosen
+            if name.rsplit(".", 1)[0] not in layers
         ],
     )
 
 
 # ---- checking the model and the data ------------------------------------------------------
-def _stages(model: Any) -> list[tuple[int, int]]:
+# What may come before a CNN's Flatten: the layers whose gradients flow through the features.
+_FEATURE_LAYERS = (
+    nn.Conv2d,
+    nn.Conv1d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.BatchNorm2d,
+    nn.Dropout2d,
+    nn.Dropout,
+)
+
+
+def _head_start(model: Any) -> int:
+    """Where the dense head starts: after the last Flatten of a model with convolutions, else 0."""
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"explain needs a chainrule.nn.Sequential, got {type(model).__name__}")
+    flattens = [i for i, m in enumerate(model.layers) if isinstance(m, nn.Flatten)]
+    if not flattens or not any(isinstance(m, _FEATURE_LAYERS) for m in model.layers):
+        return 0
+    head = flattens[-1] + 1
+    for i, module in enumerate(model.layers[: head - 1]):
+        if not isinstance(module, (*_FEATURE_LAYERS, nn.Flatten)) and not activation_for(module):
+            raise ValueError(
+                f"explain: layer {i} is {type(module).__name__}; before a CNN's Flatten explain "
+                "takes convolutions, pooling, BatchNorm2d, dropout and activations"
+            )
+    return head
+
+
+def _convolutions(model: nn.Sequential, head: int) -> list[int]:
+    return [i for i, m in enumerate(model.layers[:head]) if isinstance(m, (nn.Conv2d, nn.Conv1d))]
+
+
+def _stages(model: Any, head: int = 0) -> list[tuple[int, int]]:
     """(index of each Linear, index of the module whose output is its a) in the Sequential."""
     if not isinstance(model, nn.Sequential):
         raise TypeError(f"explain needs a chainrule.nn.Sequential, got {type(model).__name__}")
@@ -234,6 +315,8 @@ def _stages(model: Any) -> list[tuple[int, int]]:
     )
     stages: list[tuple[int, int]] = []
     for i, module in enumerate(model.layers):
+        if i < head:
+            continue
         kind = type(module).__name__
         if isinstance(module, nn.Linear):
             stages.append((i, i))
@@ -269,6 +352,26 @@ def _inputs(x: Any, first: nn.Linear) -> np.ndarray:
     return x
 
 
+def _images(x: Any, model: nn.Sequential) -> np.ndarray:
+    """x as (batch, channels, ...) for a CNN: one image gets a batch axis; the layers check the
+    shape and name themselves when it does not fit."""
+    try:
+        x = np.array(x.data if isinstance(x, Tensor) else x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"explain: the input must be numbers, got {type(x).__name__}") from None
+    first = model.layers[0]
+    axes = len(first.kernel_size) if isinstance(first, (nn.Conv2d, nn.Conv1d)) else 2
+    x = x[None] if x.ndim == axes + 1 else x
+    if x.ndim != axes + 2 or len(x) == 0:
+        spatial = "height, width" if axes == 2 else "length"
+        raise ValueError(
+            f"explain: the model takes images (batch, channels, {spatial}), got shape {x.shape}"
+        )
+    if not np.isfinite(x).all():
+        raise ValueError("explain: the input contains NaN or infinity")
+    return x
+
+
 def _targets(y: Any, output: np.ndarray, loss: str) -> np.ndarray:
     y = np.asarray(y.data if isinstance(y, Tensor) else y)
     if loss == "cross_entropy" and y.dtype.kind in "iu" and y.size == len(output):
@@ -283,15 +386,25 @@ def _targets(y: Any, output: np.ndarray, loss: str) -> np.ndarray:
     return y.astype(np.float64).reshape(output.shape)
 
 
-def _parse_weights(weight: Any, params: dict, stages: list) -> list[tuple[str, tuple[int, ...]]]:
+def _parse_weights(
+    weight: Any, params: dict, stages: list, convolutions: list[int] = ()
+) -> list[tuple[str, tuple[int, ...]]]:
     if weight is None:
-        return [(f"{first}.weight", (0, 0)) for first, _ in stages]
+        chosen = [(f"{first}.weight", (0, 0)) for first, _ in stages]
+        conv = [(f"{i}.weight", (0,) * params[f"{i}.weight"].ndim) for i in convolutions[:1]]
+        return conv + chosen
+    layers = {str(first) for first, _ in stages} | {str(i) for i in convolutions}
     chosen = []
     for spec in [weight] if isinstance(weight, str) else list(weight):
         match = re.fullmatch(r"\s*([\w.]+?)\s*(?:\[\s*(\d+(?:\s*,\s*\d+)*)\s*\])?\s*", str(spec))
         name = match.group(1) if match else spec
         if name not in params:
             raise KeyError(f"explain: no parameter {spec!r}; the model has {', '.join(params)}")
+        if name.rsplit(".", 1)[0] not in layers:
+            raise ValueError(
+                f"explain: {spec!r} is not a weight of a Linear or a convolution; explain writes "
+                "out those"
+            )
         shape = params[name].shape
         index = tuple(int(i) for i in match.group(2).split(",")) if match.group(2) else None
         index = (0,) * len(shape) if index is None else index
@@ -303,7 +416,15 @@ def _parse_weights(weight: Any, params: dict, stages: list) -> list[tuple[str, t
 
 def _describe(model: nn.Sequential) -> str:
     linear = "Linear({0.in_features}, {0.out_features})".format
-    parts = [linear(m) if isinstance(m, nn.Linear) else type(m).__name__ for m in model.layers]
+    conv = "{0}({1.in_channels}, {1.out_channels}, {2})".format
+    parts = []
+    for m in model.layers:
+        if isinstance(m, nn.Linear):
+            parts.append(linear(m))
+        elif isinstance(m, (nn.Conv2d, nn.Conv1d)):
+            parts.append(conv(type(m).__name__, m, "×".join(map(str, m.kernel_size))))
+        else:
+            parts.append(type(m).__name__)
     return f"Sequential({', '.join(parts)})"
 
 
@@ -362,8 +483,54 @@ def _chain(name, element, layers, params, grad, numeric, loss, eps) -> Chain:
     )
 
 
+def _conv_sum(name, element, model, x, outputs, grad, numeric, loss, eps) -> ConvSum:
+    """The sum over positions for one convolution weight, from the engine's ∂L/∂z and a_prev."""
+    k = int(name.rsplit(".", 1)[0])
+    conv = model.layers[k]
+    a_prev = x if k == 0 else outputs[k - 1].data
+    dz = outputs[k].grad
+    o, c, offsets = element[0], element[1], np.array(element[2:])
+    channel = (o // (conv.out_channels // conv.groups)) * (conv.in_channels // conv.groups) + c
+    stride, dilation = np.array(conv.stride), np.array(conv.dilation)
+    kernel = np.array(conv.kernel_size)
+    if conv.padding == "valid":
+        pad = np.zeros_like(kernel)
+    elif conv.padding == "same":  # as the op: d·(k−1) in all, the odd one after
+        pad = dilation * (kernel - 1) // 2
+    else:
+        pad = np.broadcast_to(np.array(conv.padding), kernel.shape)
+    positions = np.array(list(np.ndindex(*dz.shape[2:])))
+    sources = positions * stride + offsets * dilation - pad
+    size = np.array(a_prev.shape[2:])
+    inside = ((sources >= 0) & (sources < size)).all(axis=1)
+    read = np.zeros((len(a_prev), len(positions)))
+    read[:, inside] = a_prev[(slice(None), channel, *sources[inside].T)]
+    dL_dz = dz[(slice(None), o, *positions.T)]
+    status, relative = compare(grad[name][element], numeric[name][element], loss, eps)
+    return ConvSum(
+        parameter=name,
+        index=tuple(element),
+        layer=str(k),
+        description=repr(conv),
+        channel=int(channel),
+        stride=tuple(int(v) for v in stride),
+        dilation=tuple(int(v) for v in dilation),
+        pad=tuple(int(v) for v in pad),
+        positions=positions,
+        sources=sources,
+        inside=inside,
+        dL_dz=dL_dz,
+        a_prev=read,
+        terms=(dL_dz * read).sum(axis=1),
+        value=float(grad[name][element]),
+        numeric=float(numeric[name][element]),
+        status=status,
+        relative_error=relative,
+    )
+
+
 def _plain(value: Any) -> Any:
-    if isinstance(value, (Layer, Chain)):
+    if isinstance(value, (Layer, Chain, ConvSum)):
         return _plain(vars(value))
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}

@@ -12,7 +12,7 @@ import numpy as np
 from chainrule.registry import ACTIVATIONS, LOSSES
 
 if TYPE_CHECKING:  # the records this module writes; chainrule.explain imports this module
-    from chainrule.explain import Chain, Explanation, Layer
+    from chainrule.explain import Chain, ConvSum, Explanation, Layer
 
 # Activation class name -> (its name in formulas, its derivative as the text writes it).
 _NAMES = {entry.module.__name__: (name, entry.derivative) for name, entry in ACTIVATIONS.items()}
@@ -90,6 +90,8 @@ class Writer:
         self.lines += ["", "Backward, from the loss one layer at a time"]
         for layer in reversed(e.layers.values()):
             self.backward(layer)
+        for conv in e.convolutions:
+            self.convolution(conv)
         if step:
             self.update()
         return "\n".join(self.lines)
@@ -97,7 +99,12 @@ class Writer:
     def forward(self) -> None:
         e, last = self.e, len(self.e.layers)
         self.lines += ["", "Forward" + (" (sample 0)" if self.n > 1 else "")]
-        rows = [("a^[0] = x", self.vec(e.x[0]))]
+        if e.features is None:
+            rows = [("a^[0] = x", self.vec(e.x[0]))]
+        else:  # a CNN: the dense head starts from the flattened features
+            self.lines.append(f"  features: x {tuple(e.x.shape[1:])} through {e.features}")
+            first = next(iter(e.layers.values()))
+            rows = [("a^[0] = flatten(features(x))", self.vec(first.a_prev[0]))]
         for layer in e.layers.values():
             l, f = layer.index, _NAMES[layer.activation][0]
             rows.append((f"z^[{l}] = W^[{l}]·a^[{l - 1}] + b^[{l}]", self.vec(layer.z[0])))
@@ -198,6 +205,52 @@ class Writer:
             self.lines.append(f"    ∂L/∂{element} = (1/{n})·({terms}) = {self.num(c.value)}")
         self.lines.append(
             f"    finite difference {self.num(c.numeric)}, relative error "
+            f"{c.relative_error:.1e}: {_VERDICTS[c.status]}"
+        )
+
+    def convolution(self, c: ConvSum) -> None:
+        """A convolution weight's gradient: one term per output position its window touched."""
+        axes = len(c.positions[0])
+        o, ch, offsets = c.index[0], c.channel, c.index[2:]
+        names = "yx" if axes == 2 else "x"
+        reads = ", ".join(
+            f"{v}·{s}+{i}·{d}−{p}"
+            for v, s, i, d, p in zip(names, c.stride, offsets, c.dilation, c.pad)
+        )
+        element = f"W[{','.join(map(str, c.index))}]"
+        where = ",".join(names)
+        self.lines += [
+            "",
+            f"Convolution '{c.layer}': {c.description} ({c.parameter})",
+            "  One weight is shared by every output position, so its gradient sums over the "
+            "positions its window touched:",
+            f"  ∂L/∂{element} = Σ_n Σ_({where}) ∂L/∂z[n,{o},{where}] · a_prev[n,{ch},{reads}]"
+            + ("   (a_prev is 0 in the padding)" if not c.inside.all() else ""),
+            f"  {len(c.positions)} positions per sample, {int((~c.inside).sum())} of them in the "
+            "padding (adding 0); shown: the terms with ∂L/∂z ≠ 0 (pooling and ReLU pass gradient "
+            "only where they let the value through)",
+        ]
+        n = len(c.terms)
+        for s in range(n) if n <= 4 else [0, 1, n - 1]:
+            terms = [
+                f"{self.factor(g)} × {self.factor(a)}"
+                for g, a, inside in zip(c.dL_dz[s], c.a_prev[s], c.inside)
+                if inside and g != 0
+            ]
+            shown = " + ".join(terms[:3]) + (
+                f" + … ({len(terms) - 3} more)" if len(terms) > 3 else ""
+            )
+            shown = shown or "0 (no position passes gradient back)"
+            self.lines.append(f"    n={s}: Σ_({where}) = {shown} = {self.num(c.terms[s])}")
+        if n > 4:
+            self.lines.append("    …")
+        total = " + ".join(map(self.factor, c.terms)) if n <= 4 else f"the {n} sums"
+        self.lines.append(
+            f"  ∂L/∂{element} = {total} = {self.num(c.terms.sum())} "
+            f"(the engine's backward: {self.num(c.value)})"
+        )
+        self.lines.append(
+            f"  finite difference {self.num(c.numeric)}, relative error "
             f"{c.relative_error:.1e}: {_VERDICTS[c.status]}"
         )
 

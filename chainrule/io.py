@@ -40,7 +40,9 @@ from chainrule.architecture import (
     build,
     describe_model,
     expected_tensors,
+    input_shape,
     leaves,
+    output_shapes,
     parse_node,
 )
 from chainrule.atomic import atomic_write
@@ -192,10 +194,15 @@ class ModelInfo:
             f"chainrule {printable(self.library_version)[:40]}"
         )
         lines = [f"{self.path}: {title}"]
-        for row in self.layers:
+        shape = input_shape(self.architecture, self.metadata)
+        shapes = output_shapes(self.architecture, shape) if shape else [None] * len(self.layers)
+        if shape:
+            lines.append(f"  input    {shape}")
+        for row, output in zip(self.layers, shapes):
             arguments = ", ".join(f"{key}={value!r}" for key, value in row["arguments"].items())
             lines.append(
                 f"  {row['name']:<8} {row['type']}({arguments})  {row['parameters']:,} parameters"
+                + (f"  -> {output}" if output else "")
             )
         lines.append(f"  {self.num_parameters:,} parameters in all; sha256 {self.sha256}")
         lines += [  # json.dumps escapes control characters (ensure_ascii)

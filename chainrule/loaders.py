@@ -463,34 +463,37 @@ def load_idx(
     labels_path: str | os.PathLike | None = None,
     dtype: Any = np.float32,
     max_bytes: int | None = None,
+    images: bool = False,
 ) -> LoadedData:
     """MNIST-style IDX images and labels, raw or gzip-compressed (detected by content).
 
-    Images (samples, rows, cols) are flattened to (samples, rows·cols); uint8 pixels are scaled to
+    Images (samples, rows, cols) are flattened to (samples, rows·cols), or with images=True kept as
+    (samples, 1, rows, cols) for convolutional networks; uint8 pixels are scaled to
     [0, 1] by dividing by 255, other types are kept. Without labels_path the labels file is found
     beside the images by MNIST naming: train-images-idx3-ubyte[.gz] -> train-labels-idx1-ubyte[.gz].
     A gzip file may expand to at most `max_bytes` (default 2 GiB, or
     CHAINRULE_MAX_DECOMPRESSED_BYTES).
     """
     images_path = os.fspath(images_path)
-    images = read_idx(images_path, max_bytes)
-    if images.ndim < 2:
+    pixels = read_idx(images_path, max_bytes)
+    if pixels.ndim < 2:
         raise ValueError(
-            f"{images_path}: holds a 1-D array of shape {images.shape} (a labels file?); "
+            f"{images_path}: holds a 1-D array of shape {pixels.shape} (a labels file?); "
             "expected images (samples, rows, cols)"
         )
     labels_path = _find_idx_labels(images_path) if labels_path is None else os.fspath(labels_path)
     labels = read_idx(labels_path, max_bytes)
-    if labels.ndim != 1 or len(labels) != len(images):
+    if labels.ndim != 1 or len(labels) != len(pixels):
         raise ValueError(
-            f"{labels_path}: labels of shape {labels.shape} do not match {len(images)} images "
+            f"{labels_path}: labels of shape {labels.shape} do not match {len(pixels)} images "
             f"in {images_path}"
         )
-    if len(images) == 0:
+    if len(pixels) == 0:
         raise ValueError(f"{images_path}: holds no images")
     dtype = float_dtype(dtype)
-    X = _cast(images.reshape(len(images), -1), dtype)
-    if images.dtype == np.uint8:
+    shape = (1, *pixels.shape[1:]) if images and pixels.ndim == 3 else (-1,)
+    X = _cast(pixels.reshape(len(pixels), *shape), dtype)
+    if pixels.dtype == np.uint8:
         X /= dtype.type(255)
     X = _finite(X, images_path)
     return LoadedData(X, *_array_labels(labels, labels_path, dtype), name=images_path)

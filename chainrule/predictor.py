@@ -23,9 +23,11 @@ def run_metadata(result: Any, class_names: Any = None) -> dict[str, Any]:
         "task": "classification" if result.task.classification else "regression",
         "loss": result.loss,
         "n_classes": result.task.n_classes,
-        "n_features": int(result.inputs.shape[1]),
+        "n_features": int(np.prod(result.inputs.shape[1:])),
         "dataset": result.config.dataset,
     }
+    if result.inputs.ndim > 2:  # images: predict reshapes flat rows of pixels to this
+        metadata["input_shape"] = [int(n) for n in result.inputs.shape[1:]]
     if class_names is not None:
         # One name per output class: data with a single class still trains two outputs.
         names = [str(name) for name in class_names]
@@ -38,9 +40,36 @@ def run_metadata(result: Any, class_names: Any = None) -> dict[str, Any]:
 
 
 def _widths(model: Module) -> tuple[int | None, int | None]:
-    """(input features, outputs): the first and last weight matrices' widths (None without)."""
-    matrices = [parameter.shape for parameter in model.parameters() if parameter.ndim == 2]
-    return (matrices[0][1], matrices[-1][0]) if matrices else (None, None)
+    """(input features, outputs): the first and last weight matrices' widths (None without). A
+    network that starts with a convolution takes images: its input width is unknown here."""
+    weights = [parameter.shape for parameter in model.parameters() if parameter.ndim >= 2]
+    matrices = [shape for shape in weights if len(shape) == 2]
+    if not matrices:
+        return None, None
+    return (matrices[0][1] if len(weights[0]) == 2 else None), matrices[-1][0]
+
+
+MAX_INPUT_PIXELS = 2**26  # an input_shape read from a file: 64 Mi values per image at most
+
+
+def _check_input_shape(model: Module, value: Any) -> tuple[int, ...]:
+    """A file's input_shape, (channels, height, width) or similar, that the model runs on."""
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= 4
+        or not all(_is_count(n) and n >= 1 for n in value)
+        or int(np.prod(value)) > MAX_INPUT_PIXELS
+    ):
+        raise ValueError(
+            f"metadata 'input_shape' must be a list of 1 to 4 sizes, got {shown(value)}"
+        )
+    try:
+        predict(model, np.zeros((1, *value), dtype=model.dtype))
+    except ValueError as error:
+        raise ValueError(
+            f"metadata 'input_shape' {value} does not fit the model: {error}"
+        ) from None
+    return tuple(value)
 
 
 def check_prediction_metadata(model: Module, metadata: dict[str, Any]) -> None:
@@ -52,6 +81,10 @@ def check_prediction_metadata(model: Module, metadata: dict[str, Any]) -> None:
     a file with 100 000 means for 4 features is refused at once.
     """
     inputs, outputs = _widths(model)
+    channels = None
+    if "input_shape" in metadata:
+        shape = _check_input_shape(model, metadata["input_shape"])
+        inputs, channels = int(np.prod(shape)), shape[0]
     for key in ("task", "loss"):
         if key in metadata and not isinstance(metadata[key], str):
             raise ValueError(f"metadata {key!r} must be a string, got {shown(metadata[key])}")
@@ -66,7 +99,7 @@ def check_prediction_metadata(model: Module, metadata: dict[str, Any]) -> None:
     if ("mean" in metadata) != ("std" in metadata):
         raise ValueError("metadata holds only one of 'mean' and 'std'; scaling needs both")
     for key in ("mean", "std") if "mean" in metadata else ():
-        _check_scaling(key, metadata[key], inputs, np.dtype(model.dtype))
+        _check_scaling(key, metadata[key], inputs, np.dtype(model.dtype), channels)
     if "class_names" in metadata:
         names = metadata["class_names"]
         expected = None if outputs is None else max(outputs, 2)
@@ -85,8 +118,12 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _check_scaling(key: str, value: Any, inputs: int | None, dtype: np.dtype) -> None:
-    if not isinstance(value, list) or inputs is None or len(value) != inputs:
+def _check_scaling(
+    key: str, value: Any, inputs: int | None, dtype: np.dtype, channels: int | None = None
+) -> None:
+    # Images are scaled by one number over all pixels or one per channel, other inputs per feature.
+    allowed = (1, channels) if channels is not None else (inputs,)
+    if not isinstance(value, list) or inputs is None or len(value) not in allowed:
         found = f"{len(value)} values" if isinstance(value, list) else shown(value)
         raise ValueError(
             f"metadata {key!r} holds {found}, but the model takes "
@@ -185,8 +222,17 @@ class Predictor:
     # ---- what the file says, or what follows from the model ---------------------------------
     @property
     def n_features(self) -> int | None:
-        """The number of input features the first layer takes (None if it cannot tell)."""
+        """The number of input features the first layer takes (None if it cannot tell); for
+        images the number of pixels (values) in one."""
+        if self.input_shape is not None:
+            return int(np.prod(self.input_shape))
         return _widths(self.model)[0]
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The shape of one input, e.g. (1, 8, 8), for networks over images (None otherwise)."""
+        shape = self.metadata.get("input_shape")
+        return tuple(shape) if shape is not None else None
 
     @property
     def loss(self) -> str | None:
@@ -234,8 +280,12 @@ class Predictor:
     # ---- using it ------------------------------------------------------------------------------
     def transform(self, X: Any) -> np.ndarray:
         """Raw rows (n, features) as the network takes them: scaled by the training split's mean
-        and std when the file has them, in the model's dtype."""
+        and std when the file has them, in the model's dtype. For a network over images, rows of
+        flat pixels (n, pixels), images (n, *input_shape) or one image (*input_shape) all give
+        (n, *input_shape)."""
         X = np.asarray(X, dtype=self.model.dtype)
+        if self.input_shape is not None:
+            return self._transform_images(X, self.input_shape)
         X = X[None, :] if X.ndim == 1 else X
         expected = self.n_features
         if X.ndim != 2 or (expected is not None and X.shape[1] != expected):
@@ -246,6 +296,25 @@ class Predictor:
             X = (X - np.asarray(self.metadata["mean"], dtype=X.dtype)) / np.asarray(
                 self.metadata["std"], dtype=X.dtype
             )
+        return X
+
+    def _transform_images(self, X: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        size = int(np.prod(shape))
+        if X.shape == shape:
+            X = X[None]
+        elif X.ndim == 1 and X.size == size or X.ndim == 2 and X.shape[1] == size:
+            X = X.reshape(-1, *shape)
+        elif X.shape[1:] != shape:
+            raise ValueError(
+                f"the model takes images of shape {shape} (or rows of {size} pixels), the input "
+                f"has shape {X.shape}"
+            )
+        if "mean" in self.metadata:
+            mean = np.asarray(self.metadata["mean"], dtype=X.dtype)
+            std = np.asarray(self.metadata["std"], dtype=X.dtype)
+            if mean.size > 1:  # one per channel
+                mean, std = (v.reshape(-1, *[1] * (len(shape) - 1)) for v in (mean, std))
+            X = (X - mean) / std
         return X
 
     def outputs(self, X: Any) -> np.ndarray:

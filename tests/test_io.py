@@ -18,6 +18,7 @@ import safetensors.numpy
 
 from chainrule import io, nn
 from chainrule import safetensors_format as st
+from chainrule.architecture import output_shapes
 from chainrule.atomic import atomic_write, remove_stale_temporaries
 from chainrule.random import get_rng, manual_seed
 
@@ -59,7 +60,56 @@ def inputs(dtype, rng) -> np.ndarray:
     return rng.standard_normal((5, 2, 3)).astype(dtype)  # (batch, 2, 3), flattened to 6 features
 
 
+def every_conv_layer_model(dtype, rng) -> nn.Sequential:
+    """Each image layer type at least once, with random state; input (batch, 2, 9, 9)."""
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding="same", dtype=dtype, rng=rng),
+        nn.BatchNorm2d(4, eps=1e-3, momentum=0.2, dtype=dtype),
+        nn.ReLU(),
+        nn.MaxPool2d(2, stride=(2, 1), padding=1),
+        nn.Conv2d(4, 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, bias=False, dtype=dtype, rng=rng),
+        nn.BatchNorm2d(6, affine=False, dtype=dtype),
+        nn.AvgPool2d((2, 3), 1, (1, 1), count_include_pad=False),
+        nn.Dropout2d(0.25),
+        nn.AdaptiveAvgPool2d((3, 2)),
+        nn.Flatten(),
+        nn.Linear(36, 3, dtype=dtype, rng=rng),
+    )
+    state = {name: rng.uniform(0.5, 1.5, array.shape) for name, array in model.state_dict().items()}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def every_conv1d_model(dtype, rng) -> nn.Sequential:
+    """Conv1d in each padding form; input (batch, 2, 10)."""
+    return nn.Sequential(
+        nn.Conv1d(2, 4, 3, padding="same", dtype=dtype, rng=rng),
+        nn.Conv1d(4, 4, 2, stride=2, padding=1, dilation=2, groups=2, dtype=dtype, rng=rng),
+        nn.Conv1d(4, 2, 1, padding="valid", bias=False, dtype=dtype, rng=rng),
+    ).eval()
+
+
 # ---- round trip ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("make", "shape"), [(every_conv_layer_model, (5, 2, 9, 9)), (every_conv1d_model, (5, 2, 10))]
+)
+def test_image_layers_round_trip_bit_for_bit(tmp_path, rng, dtype, make, shape):
+    model = make(dtype, rng)
+    x = rng.standard_normal(shape).astype(dtype)
+    io.save(model, tmp_path / "model.safetensors")
+    loaded = io.load(tmp_path / "model.safetensors")
+    assert io.describe_model(loaded) == io.describe_model(model)
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert list(restored) == list(original)
+    for name, array in original.items():
+        assert restored[name].dtype == array.dtype, name
+        np.testing.assert_array_equal(restored[name], array, err_msg=name)
+    expected, actual = model(x).data, loaded(x).data
+    assert actual.dtype == expected.dtype == dtype
+    np.testing.assert_array_equal(actual, expected)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_save_then_load_predicts_bit_exactly_with_the_same_dtype(tmp_path, rng, dtype):
     model = every_layer_model(dtype, rng)
@@ -254,6 +304,38 @@ def test_inspect_reports_architecture_parameters_and_metadata(tmp_path, rng):
     assert info.layers[1]["parameters"] == 6 * 8 + 8
     assert info.tensors["2.running_var"] == ("float64", (8,))
     assert f"{model.num_parameters():,} parameters in all" in str(info)
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"), [(every_conv_layer_model, (2, 9, 9)), (every_conv1d_model, (2, 10))]
+)
+def test_inspect_shows_each_layers_output_shape_as_the_forward_pass_makes_it(
+    tmp_path, rng, make, shape
+):
+    model = make(np.float64, rng)
+    io.save(model, tmp_path / "model.safetensors", metadata={"input_shape": list(shape)})
+    info = io.inspect(tmp_path / "model.safetensors")
+    x = rng.standard_normal((2, *shape))
+    expected = []
+    for layer in model:
+        x = layer(x).data
+        expected.append(x.shape[1:])
+    assert output_shapes(info.architecture, shape) == expected
+    text = str(info)
+    assert f"  input    {shape}" in text
+    assert all(f"-> {s}" in text for s in expected)
+
+
+def test_an_mlp_file_shows_output_shapes_from_its_first_linear(tmp_path, rng):
+    model = nn.Sequential(nn.Linear(4, 3, rng=rng), nn.ReLU(), nn.Linear(3, 2, rng=rng))
+    io.save(model, tmp_path / "model.safetensors")
+    text = str(io.inspect(tmp_path / "model.safetensors"))
+    assert "  input    (4,)" in text and text.count("-> (3,)") == 2 and "-> (2,)" in text
+
+
+def test_a_shape_the_layers_do_not_fit_shows_no_output_shape_from_there_on():
+    architecture = io.describe_model(nn.Sequential(nn.Flatten(), nn.Linear(5, 2), nn.ReLU()))
+    assert output_shapes(architecture, (1, 2, 2)) == [(4,), None, None]
 
 
 # ---- save refuses what it cannot write faithfully ------------------------------------------------

@@ -211,6 +211,29 @@ def test_a_layer_type_outside_the_registry_is_refused(tmp_path, good, name):
 LINEAR = {"type": "Linear", "in_features": 2, "out_features": 2, "bias": True, "dtype": "float32"}
 
 
+CONV2D = {
+    "type": "Conv2d",
+    "in_channels": 2,
+    "out_channels": 2,
+    "kernel_size": [3, 3],
+    "stride": [1, 1],
+    "padding": [0, 0],
+    "dilation": [1, 1],
+    "groups": 1,
+    "bias": True,
+    "dtype": "float32",
+}
+POOL = {"type": "MaxPool2d", "kernel_size": [2, 2], "stride": [2, 2], "padding": [0, 0]}
+BATCH_NORM_2D = {
+    "type": "BatchNorm2d",
+    "num_features": 2,
+    "eps": 1e-5,
+    "momentum": 0.1,
+    "affine": True,
+    "dtype": "float32",
+}
+
+
 LAYER_ATTACKS = [
     ({**LINEAR, "in_features": "__import__('os').system('x')"}, "in_features must be an integer"),
     ({**LINEAR, "in_features": True}, "in_features must be an integer"),
@@ -245,6 +268,25 @@ LAYER_ATTACKS = [
         },
         "normalized_shape must be an integer from 1",
     ),
+    ({**CONV2D, "kernel_size": [-3, 3]}, "kernel_size must be an integer from 1"),
+    ({**CONV2D, "kernel_size": 3}, "kernel_size must be a list of 2 integers"),
+    ({**CONV2D, "kernel_size": [3, 3, 3]}, "kernel_size must be a list of 2 integers"),
+    ({**CONV2D, "stride": [0, 1]}, "stride must be an integer from 1"),
+    ({**CONV2D, "dilation": [1, True]}, "dilation must be an integer from 1"),
+    ({**CONV2D, "padding": "full"}, "padding must be one of 'same', 'valid'"),
+    ({**CONV2D, "padding": [-1, 0]}, "padding must be an integer from 0"),
+    ({**CONV2D, "padding": "same", "stride": [2, 2]}, "padding 'same' needs stride 1"),
+    ({**CONV2D, "groups": 2, "in_channels": 3}, "in_channels (3) must be divisible by groups (2)"),
+    ({**CONV2D, "in_channels": 0}, "in_channels must be an integer from 1"),
+    ({**CONV2D, "rng": 0}, "unknown ['rng']"),
+    ({**CONV2D, "type": "Conv1d"}, "kernel_size must be a list of 1 integers"),
+    ({**POOL, "padding": [2, 0]}, "must be at most half the kernel size"),
+    ({**POOL, "stride": None}, "stride must be a list of 2 integers"),
+    ({**POOL, "type": "AvgPool2d"}, "missing ['count_include_pad']"),
+    ({**POOL, "type": "AvgPool2d", "count_include_pad": 1}, "count_include_pad must be true"),
+    ({"type": "AdaptiveAvgPool2d", "output_size": [0, 1]}, "output_size must be an integer"),
+    ({"type": "Dropout2d", "p": -0.5}, "p must be in [0, 1)"),
+    ({**BATCH_NORM_2D, "momentum": 2}, "momentum must be in [0, 1]"),
     ({"type": "Sequential", "layers": [], "function": "os.system"}, "exactly the keys"),
     ({"type": "Sequential", "layers": "os.system"}, "'layers' (a list)"),
     ("os.system", "must be an object with a string 'type'"),
@@ -257,6 +299,26 @@ LAYER_ATTACKS = [
 )
 def test_a_layer_argument_of_the_wrong_type_or_range_is_refused(tmp_path, good, layer, complaint):
     assert complaint in refused(tmp_path / "model.safetensors", with_layer(good, layer))
+
+
+@pytest.mark.parametrize(
+    ("layer", "key", "value"),
+    [
+        (0, "in_channels", 2),
+        (0, "out_channels", 8),
+        (0, "kernel_size", [5, 5]),
+        (1, "num_features", 3),
+    ],
+)
+def test_a_conv_layer_whose_arguments_disagree_with_its_weights_is_refused(
+    tmp_path, layer, key, value
+):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, rng=0), nn.BatchNorm2d(4), nn.Flatten())
+    io.save(model, tmp_path / "good.safetensors")
+    description, tensors = parts((tmp_path / "good.safetensors").read_bytes())
+    description["architecture"]["layers"][layer][key] = value
+    message = refused(tmp_path / "model.safetensors", assemble(description, tensors))
+    assert "has shape" in message and "but the architecture needs" in message
 
 
 def test_sequentials_nested_too_deeply_are_refused(tmp_path, good):

@@ -298,6 +298,59 @@ def test_conv_layers_run_in_onnx_runtime_as_in_chainrule(name, dtype, tmp_path):
         )
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", list(_conv_networks()))
+def test_conv_layers_export_then_load_bit_for_bit(name, dtype, tmp_path):
+    model = _random_state(
+        nn.Sequential(*_conv_networks()[name](dtype), nn.Flatten()), np.random.default_rng(0)
+    ).eval()
+    x = np.random.default_rng(1).normal(size=(7, 2, 7, 8)).astype(dtype)
+    export(model, tmp_path / "conv.onnx", x[:1])
+    loaded = load(tmp_path / "conv.onnx")
+    np.testing.assert_array_equal(loaded(x).data, model(x).data)
+    for name_, array in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[name_], array, err_msg=name_)
+
+
+def test_a_conv1d_and_a_cnn_classifier_round_trip_through_onnx(tmp_path):
+    rng = np.random.default_rng(3)
+    cnn = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding="same", rng=rng),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64, 3, rng=rng),
+    ).eval()
+    x = rng.normal(size=(5, 1, 8, 8)).astype(np.float32)
+    export(cnn, tmp_path / "cnn.onnx", x[:1])
+    loaded = describe_model(load(tmp_path / "cnn.onnx"))["layers"]
+    assert [layer["type"] for layer in loaded] == [type(layer).__name__ for layer in cnn]
+    assert loaded[0]["padding"] == [1, 1]  # 'same' as ONNX writes it: the same function
+    np.testing.assert_array_equal(load(tmp_path / "cnn.onnx")(x).data, cnn(x).data)
+    conv1d = nn.Sequential(nn.Conv1d(2, 4, 3, stride=2, padding=1, rng=rng), nn.Flatten()).eval()
+    x = rng.normal(size=(5, 2, 9)).astype(np.float32)
+    export(conv1d, tmp_path / "conv1d.onnx", x[:1])
+    np.testing.assert_array_equal(load(tmp_path / "conv1d.onnx")(x).data, conv1d(x).data)
+
+
+def test_a_conv_whose_channels_disagree_with_the_input_is_refused(tmp_path, rng):
+    weight = numpy_helper.from_array(_weights(rng, 2, 3, 3, 3), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])]
+    path = _graph_file(tmp_path / "bad.onnx", [node], [weight], inputs, ("N", 2, 6, 6))
+    with pytest.raises(OnnxImportError, match=r"does not fit 1 channels"):
+        load(path)
+
+
+def test_uneven_pads_are_refused(tmp_path, rng):
+    weight = numpy_helper.from_array(_weights(rng, 2, 1, 3, 3), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 0, 0, 0])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])]
+    path = _graph_file(tmp_path / "bad.onnx", [node], [weight], inputs, ("N", 2, 7, 6))
+    with pytest.raises(OnnxImportError, match=r"pad the two sides differently"):
+        load(path)
+
+
 # ---- graphs as other frameworks write them ------------------------------------------------------
 def _graph_file(
     path, nodes, initializers, inputs=None, output_shape=("N", 3), opset=17, dtype=TensorProto.FLOAT

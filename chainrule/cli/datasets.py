@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {task:<14} {info.description}")
         if name in PRESETS:
             print(f"{'':<{width}}  {'preset:':<14} {_preset_text(PRESETS[name])}")
+        if f"{name}+conv" in PRESETS:
+            print(f"{'':<{width}}  {'with --conv:':<14} {_preset_text(PRESETS[name + '+conv'])}")
     print(f"\na CSV, NPZ or IDX file: preset {_preset_text(PRESETS['file'])}")
     defaults = {
         key: getattr(TrainConfig, key)

@@ -76,7 +76,13 @@ def run(args: argparse.Namespace) -> int:
         predictor = _load(args.model)
         model, raw = predictor.model, _rows(args.input, "--input")
         x = predictor.transform(raw).astype(np.float64)
-        if "mean" in predictor.metadata:
+        if "mean" in predictor.metadata and predictor.input_shape is not None:
+            note = (
+                f"Input: rows of {predictor.n_features} pixels as images {predictor.input_shape}, "
+                f"standardised as the model was trained, x = (raw − {predictor.metadata['mean']})"
+                f"/{predictor.metadata['std']}"
+            )
+        elif "mean" in predictor.metadata:
             note = (
                 "Input standardised as the model was trained, x = (raw − mean)/std: "
                 f"{np.round(raw[0], 6).tolist()} → {np.round(x[0], 6).tolist()}"

@@ -20,6 +20,18 @@ def _hidden(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--hidden takes sizes like 64,32, got {text!r}") from None
 
 
+def _sizes(flag: str, example: str):
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(part) for part in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} takes sizes like {example}, got {text!r}"
+            ) from None
+
+    return parse
+
+
 def _label_column(text: str) -> int | str:
     try:
         return int(text)
@@ -51,6 +63,18 @@ def register(commands: argparse._SubParsersAction) -> None:
     add = parser.add_argument
     add("dataset", help="a built-in dataset name or a path to a .csv, .npz or IDX file")
     add("--hidden", type=_hidden, help=f"hidden layer sizes, e.g. 64,32 ({_default('hidden')})")
+    add(
+        "--conv",
+        type=_sizes("--conv", "16,32"),
+        help="a CNN: 3×3 convolutions with these channel counts (padding same, ReLU), a 2×2 "
+        "max-pool, then the --hidden layers (default: none, an MLP)",
+    )
+    add(
+        "--image-shape",
+        type=_sizes("--image-shape", "1,28,28"),
+        metavar="C,H,W",
+        help="with --conv: the shape of each row of a table of pixels (CSV, NPZ)",
+    )
     add("--activation", choices=HIDDEN_ACTIVATIONS, help=_default("activation"))
     add("--loss", choices=tuple(LOSSES), help="default: cross_entropy for classes, mse for values")
     add("--optimizer", choices=tuple(OPTIMIZERS), help=_default("optimizer"))
@@ -130,13 +154,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from chainrule.datasets import load_dataset
+    from chainrule.datasets import load_dataset, loads_images
     from chainrule.experiment import config_for
     from chainrule.experiment import run as run_experiment
 
     batch_size = args.batch_size
     overrides = dict(
         hidden=args.hidden,
+        conv=args.conv,
+        image_shape=args.image_shape,
         activation=args.activation,
         loss=args.loss,
         optimizer=args.optimizer,
@@ -158,9 +184,13 @@ def run(args: argparse.Namespace) -> int:
     if batch_size is not None:
         config = dataclasses.replace(config, batch_size=batch_size or None)
     options = {} if args.label_column is None else {"label_column": args.label_column}
+    if config.conv and config.image_shape is None and loads_images(args.dataset):
+        options["images"] = True
+    if config.image_shape is not None and not config.conv:
+        raise ValueError("--image-shape shapes the input of a CNN: give --conv too")
     data = load_dataset(args.dataset, **options)
     X, y = data
-    if args.boundary and (X.shape[1] != 2 or y.dtype.kind not in "iu"):
+    if args.boundary and (X.ndim != 2 or X.shape[1] != 2 or y.dtype.kind not in "iu"):
         raise ValueError(
             f"--boundary draws classes over a plane: it needs 2 features and class labels, "
             f"{args.dataset} has {X.shape[1]} features and "

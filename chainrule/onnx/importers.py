@@ -40,6 +40,7 @@ _ATTRIBUTE_TYPES = {
     float: AttributeProto.FLOAT,
     int: AttributeProto.INT,
     str: AttributeProto.STRING,
+    list: AttributeProto.INTS,  # kernel_shape, strides, pads of the image layers
 }
 
 
@@ -70,6 +71,8 @@ class _Chain:
                 values[attribute.name] = _short_float(attribute.f)
             elif attribute.type == AttributeProto.INT:
                 values[attribute.name] = int(attribute.i)
+            elif attribute.type == AttributeProto.INTS:
+                values[attribute.name] = [int(v) for v in attribute.ints[: MAX_RANK * 2 + 1]]
             else:
                 values[attribute.name] = attribute.s.decode("utf-8", "replace")
         return values

@@ -24,10 +24,13 @@ from chainrule.architecture import (
     parse_node,
 )
 from chainrule.onnx.exporters import MAX_FILE_BYTES, MAX_OPSET, METADATA_KEY
+from chainrule.onnx.image_importers import IMAGE_IMPORTERS
 from chainrule.onnx.importers import IMPORTERS, LOADABLE, MAX_RANK, OnnxImportError, _Chain, shown
 from chainrule.safetensors_format import ModelFileError, parse_json
 
 MIN_IMPORT_OPSET = 13  # Softmax over one axis (before 13 it flattened to 2-D first)
+_IMPORTERS = {**IMPORTERS, **IMAGE_IMPORTERS}  # the image layers' BatchNormalization reads both
+_LOADABLE = f"{LOADABLE}; Conv, MaxPool, AveragePool, GlobalAveragePool over images"
 _DTYPES = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8")}
 
 
@@ -126,13 +129,13 @@ def _walk(proto: onnx.ModelProto, path: str) -> tuple[dict, dict[str, np.ndarray
     i = 0
     while i < len(nodes):
         node = nodes[i]
-        importer = IMPORTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        importer = _IMPORTERS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if importer is None:
             domain = f"{shown(node.domain)}." if node.domain else ""
             raise chain.fail(
                 node,
                 f"{domain}{shown(node.op_type)} is not an operation chainrule has; it loads "
-                f"{LOADABLE}",
+                f"{_LOADABLE}",
             )
         layer, tensors, used, shape = importer(chain, nodes, i)
         group = nodes[i : i + used]
@@ -204,7 +207,8 @@ def load(path: str | os.PathLike) -> nn.Sequential:
     The graph must be a linear chain, from its one input to its one output, of operations chainrule
     has: Gemm, MatMul (+Add), Relu, Sigmoid, Tanh, LeakyRelu, PRelu with one slope, Gelu (or the
     nodes opsets before 20 write for it), Softplus, Softmax, Flatten, Reshape to (batch, features),
-    BatchNormalization and LayerNormalization (read as affine layers), Identity, Dropout. Anything
+    BatchNormalization and LayerNormalization (read as affine layers), Identity, Dropout; over
+    images Conv (1-D, 2-D), MaxPool, AveragePool, GlobalAveragePool and BatchNormalization. Anything
     else, and any malformed or hostile file (sizes that disagree with the data, external data,
     files over MAX_FILE_BYTES), raises OnnxImportError naming the node or defect.
     """
