@@ -1,5 +1,6 @@
 """The training loop: `fit` returns a History; callbacks stop early, keep the best weights, schedule
-the learning rate; every step is guarded against NaN/Inf; checkpoints make a run resumable.
+the learning rate; every step is guarded against NaN/Inf (guards.py); checkpoints make a run
+resumable (checkpoint.py); evaluation.py evaluates without a graph.
 
 One loop serves the CLI, user scripts, the scikit-learn adapter and data-parallel runs, so they all
 train the same way. Each step is the loop users write by hand — zero_grad, forward, loss,
@@ -22,24 +23,30 @@ from chainrule import registry
 from chainrule.architecture import describe_model
 from chainrule.compile import CompileError
 from chainrule.compile import compile as compile_step
-from chainrule.metrics import to_labels
-from chainrule.nn.module import Module, Sequential
-from chainrule.tensor import Tensor, no_grad
+from chainrule.nn.module import Module
+from chainrule.tensor import Tensor
 from chainrule.train import checkpoint
 from chainrule.train.callbacks import Callback, LearningRateScheduler
 from chainrule.train.config import FitConfig
+from chainrule.train.evaluation import (
+    LocalProcess,
+    batch_selectors,
+    correct_count,
+    evaluate,
+    format_log,
+    selection_size,
+)
+from chainrule.train.guards import (
+    DivergenceWarning,
+    NonFiniteError,
+    check_training_data,
+    first_non_finite,
+    first_non_finite_output,
+    weights_finite,
+)
 from chainrule.train.state import History, TrainState
 
-__all__ = [
-    "DivergenceWarning",
-    "LocalProcess",
-    "NonFiniteError",
-    "check_training_data",
-    "evaluate",
-    "fit",
-    "format_log",
-    "predict",
-]
+__all__ = ["fit", "fit_config"]
 
 # Data up to this size is shuffled as a whole once per epoch (a second copy in memory); larger
 # data is gathered batch by batch.
@@ -48,170 +55,6 @@ _EPOCH_COPY_BYTES = 256 * 2**20
 _DIVERGENCE_FACTOR = 1e3
 # A run that ends this far above its first step's loss made things worse.
 _WORSE_FACTOR = 1.5
-
-
-class NonFiniteError(ArithmeticError):
-    """Training produced NaN or Inf; the message names the epoch, the step and where it appeared."""
-
-
-class DivergenceWarning(UserWarning):
-    """The loss grew far beyond where it started: the learning rate is likely too large."""
-
-
-class LocalProcess:
-    """The single-process case of the data-parallel protocol that `chainrule.distributed`
-    implements: one rank holding every sample, so sharding and reductions change nothing."""
-
-    rank, world_size, is_root = 0, 1, True
-
-    def check_order(self, order: np.ndarray | None, n: int) -> None:
-        """Every rank must shuffle alike; alone, there is nothing to compare."""
-
-    def shard(self, selector: Any, count: int) -> Any:
-        """This rank's part of a batch: all of it."""
-        return selector
-
-    def average_gradients(
-        self, parameters: Sequence[Tensor], local_count: int, global_count: int
-    ) -> None:
-        """Combine the ranks' gradients: alone, they are already the batch's."""
-
-    def sum(self, values: np.ndarray) -> np.ndarray:
-        """Sum over ranks: alone, the values themselves."""
-        return values
-
-    def broadcast_parameters(self, model: Module) -> None:
-        """Give every rank rank 0's weights: alone, nothing to send."""
-
-
-# ---- guards ------------------------------------------------------------------------------------
-def _first_non_finite(model: Module) -> str | None:
-    for name, parameter in model.named_parameters():
-        if not np.isfinite(parameter.data).all():
-            return f"weight {name}"
-        if parameter.grad is not None and not np.isfinite(parameter.grad).all():
-            return f"gradient of {name}"
-    return None
-
-
-def _first_non_finite_output(model: Module, x: np.ndarray) -> str:
-    """Which layer first produces NaN/Inf on x (run again layer by layer, without a graph)."""
-    if not isinstance(model, Sequential):
-        return "the model output"
-    with no_grad():
-        value: Any = x
-        for index, layer in enumerate(model):
-            value = layer(value)
-            if not np.isfinite(value.data).all():
-                return f"the output of layer {index} ({type(layer).__name__})"
-    return "the loss"
-
-
-def _weights_finite(parameters: Sequence[Tensor]) -> bool:
-    # One BLAS dot per parameter (the fastest full pass NumPy has): a sum of squares is finite
-    # unless a weight is NaN/Inf or huge, and for huge weights isfinite() decides.
-    for parameter in parameters:
-        flat = parameter.data.reshape(-1)
-        if not math.isfinite(np.dot(flat, flat)) and not np.isfinite(flat).all():
-            return False
-    return True
-
-
-def check_training_data(X: np.ndarray, y: np.ndarray) -> None:
-    """Refuse data that cannot train: wrong shapes, no rows, non-numbers, NaN or Inf."""
-    if X.ndim < 2:
-        raise ValueError(
-            "training inputs must be at least a 2-D array: (samples, features) or (samples, "
-            f"channels, height, width), got shape {X.shape}"
-        )
-    if len(X) != len(y):
-        raise ValueError(f"{len(X)} input rows but {len(y)} targets")
-    if len(X) == 0:
-        raise ValueError("no training samples")
-    if X.dtype.kind not in "fiub":
-        raise TypeError(f"training inputs must be numbers, got dtype {X.dtype}")
-    if X.dtype.kind == "f" and not np.isfinite(X).all():
-        row = int(np.argwhere(~np.isfinite(X))[0][0])
-        raise ValueError(f"training inputs contain NaN or Inf (first in row {row})")
-    if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ValueError("training targets contain NaN or Inf")
-
-
-# ---- evaluation -------------------------------------------------------------------------------
-def _batches(n: int, batch_size: int, order: np.ndarray | None) -> list[Any]:
-    """Index selectors for one epoch: slices of the data in order, or chunks of a permutation."""
-    starts = range(0, n, batch_size)
-    if order is None:
-        return [slice(s, min(s + batch_size, n)) for s in starts]
-    return [order[s : s + batch_size] for s in starts]
-
-
-def _selection_size(selector: Any) -> int:
-    return selector.stop - selector.start if isinstance(selector, slice) else len(selector)
-
-
-def _correct(output: np.ndarray, target: np.ndarray, loss_name: str) -> int:
-    entry = registry.LOSSES.get(loss_name)
-    threshold = 0.0 if entry is not None and entry.output == "logits" else 0.5
-    labels = to_labels(output, threshold)
-    if target.ndim == 2 and target.shape[1] > 1:
-        target = target.argmax(axis=1)
-    return int(np.count_nonzero(labels == target.reshape(len(target))))
-
-
-def evaluate(
-    model: Module,
-    X: np.ndarray,
-    y: np.ndarray,
-    loss: str | Callable = "mse",
-    classification: bool = False,
-    batch_size: int = 1024,
-    process: Any = None,
-) -> dict[str, float]:
-    """Loss (and accuracy for classification) on (X, y), in eval mode, without a graph.
-
-    With a data-parallel `process`, each rank evaluates its share and the sums are combined.
-    """
-    process = process or LocalProcess()
-    loss_fn = registry.get_loss(loss, "evaluate")
-    loss_name = loss if isinstance(loss, str) else ""
-    lo = process.rank * len(X) // process.world_size
-    hi = (process.rank + 1) * len(X) // process.world_size
-    was_training = model.training
-    model.eval()
-    totals = np.zeros(2)
-    with no_grad():
-        for selector in _batches(hi - lo, batch_size, None):
-            rows = slice(lo + selector.start, lo + selector.stop)
-            output = model(X[rows])
-            totals[0] += loss_fn(output, y[rows]).item() * (rows.stop - rows.start)
-            if classification:
-                totals[1] += _correct(output.data, y[rows], loss_name)
-    model.train(was_training)
-    totals = process.sum(totals)
-    result = {"loss": float(totals[0] / len(X))}
-    if classification:
-        result["accuracy"] = float(totals[1] / len(X))
-    return result
-
-
-def predict(model: Module, X: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """The model's outputs for X, in eval mode, without recording a graph."""
-    was_training = model.training
-    model.eval()
-    with no_grad():
-        outputs = [model(X[s]).data for s in _batches(len(X), batch_size, None)]
-    model.train(was_training)
-    return np.concatenate(outputs)
-
-
-def format_log(epoch: int, logs: dict[str, float]) -> str:
-    """The founding tutorial's line, `Epoch N, Loss: x.xxxx`, then validation figures if any."""
-    parts = [f"Epoch {epoch}, Loss: {logs['loss']:.4f}"]
-    for key, label in {"val_loss": "Val loss", "val_accuracy": "Val accuracy"}.items():
-        if key in logs:
-            parts.append(f"{label}: {logs[key]:.4f}")
-    return ", ".join(parts)
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -295,7 +138,9 @@ class _Run:
         # Between epochs only what reads the weights needs them checked (validation, callbacks
         # that keep the best ones, checkpoints); otherwise the next step's loss check catches a
         # non-finite weight, and the run's end checks the last update.
-        self.batches_in_order = _batches(self.n, self.batch_size, None)  # the same every epoch
+        self.batches_in_order = batch_selectors(
+            self.n, self.batch_size, None
+        )  # the same every epoch
         self.check_weights_each_epoch = bool(
             self.validation is not None or self.callbacks or config.checkpoint
         )
@@ -409,10 +254,10 @@ class _Run:
             bar.update(start_epoch)
         for callback in self.callbacks:
             callback.on_train_begin(state)
-        if not _weights_finite(self.parameters):
+        if not weights_finite(self.parameters):
             raise NonFiniteError(
                 f"training stopped at epoch {start_epoch}, step {start_step}: "
-                f"{_first_non_finite(self.model)} is NaN or Inf before the first step"
+                f"{first_non_finite(self.model)} is NaN or Inf before the first step"
             )
         self.model.train()
         # The loop checks every loss and weight for NaN/Inf itself and stops with the epoch, step
@@ -451,7 +296,9 @@ class _Run:
             # same order as indexing each batch, for one NumPy call instead of one per batch.
             X, y, order = X[order], y[order], None
         batches = (
-            self.batches_in_order if order is None else _batches(self.n, self.batch_size, order)
+            self.batches_in_order
+            if order is None
+            else batch_selectors(self.n, self.batch_size, order)
         )
         # This process's running sums (Python floats: cheaper per step than arrays).
         loss_sum, correct = 0.0, 0.0
@@ -466,19 +313,19 @@ class _Run:
         for step in range(first_step, len(batches)):
             state.step = step
             selector = batches[step]
-            global_count = local_count = _selection_size(selector)
+            global_count = local_count = selection_size(selector)
             if alone:
                 value, output, yb = self._take_step(X[selector], y[selector], epoch, step)
             else:
                 selector = process.shard(selector, global_count)
-                local_count = _selection_size(selector)
+                local_count = selection_size(selector)
                 value, output, yb = self._take_distributed_step(
                     X[selector], y[selector], local_count, global_count, epoch, step
                 )
             if local_count:
                 loss_sum += value * local_count
                 if self.classification:
-                    correct += _correct(output.data, yb, config.loss_name)
+                    correct += correct_count(output.data, yb, config.loss_name)
             state.global_step += 1
             for callback in step_callbacks:
                 callback.on_step_end(state)
@@ -529,7 +376,7 @@ class _Run:
         return value, output, yb
 
     def _stop_on_non_finite(self, value: float, xb: np.ndarray, epoch: int, step: int) -> None:
-        where = _first_non_finite(self.model) or _first_non_finite_output(self.model, xb)
+        where = first_non_finite(self.model) or first_non_finite_output(self.model, xb)
         raise NonFiniteError(
             f"training stopped at epoch {epoch}, step {step}: the loss is {value}; first "
             f"non-finite value: {where} (try a smaller learning rate)"
@@ -540,10 +387,10 @@ class _Run:
         checkpoint, and once an epoch when something reads the weights between epochs; not
         every step: a non-finite weight makes the next step's loss non-finite, and that check
         (every step) names the same parameter, one step later at most."""
-        if not _weights_finite(self.parameters):
+        if not weights_finite(self.parameters):
             raise NonFiniteError(
                 f"training stopped at epoch {epoch}, step {step}: "
-                f"{_first_non_finite(self.model)} became NaN or Inf (try a smaller learning rate)"
+                f"{first_non_finite(self.model)} became NaN or Inf (try a smaller learning rate)"
             )
 
     def _end_epoch(self, epoch: int, bar: Any) -> None:
