@@ -13,9 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from chainrule import kernels
 from chainrule.compile import native, numpy_ops
 from chainrule.compile.trace import SlotRef, Trace
 from chainrule.tensor import accumulate_into_leaf, unbroadcast, wrap
+
+MISS = object()  # what a fast path returns when the call is not its common case
 
 
 class Program:
@@ -30,6 +33,7 @@ class Program:
         self.steps = self._build(backend != "python")
         self.native = native.build(trace) if backend in ("auto", "c") else None
         self.kind = "c" if self.native is not None else "python" if backend == "python" else "numpy"
+        self.fast: Callable[[tuple], Any] | None | bool = False  # built on first use (__init__)
 
     # ---- guards ----------------------------------------------------------------------------
     def matches(self) -> bool:
@@ -47,6 +51,46 @@ class Program:
         return True
 
     # ---- running ---------------------------------------------------------------------------
+    def fast_path(self) -> Callable[[tuple], Any] | None:
+        """The whole call for its common case, where each call's Python counts (a small network's
+        C replay is a few µs): `fast(args)` runs the step and returns its result when `args` are
+        arrays of the traced shapes and dtypes and the guards hold, else returns MISS having done
+        nothing, and the caller takes the general path. None where there is no C replay."""
+        native = self.native
+        if native is None or kernels.replay_at is None:
+            return None
+        shapes = self.trace.shapes
+        arguments = tuple(shapes[slot] for slot in self.trace.arg_slots)
+        count = len(arguments)
+        parameters = tuple(self.trace.parameters)
+        other_guards = bool(self.trace.guards or self.trace.grad_entry)
+        matches, refresh, prologue = self.matches, native.refresh, native.prologue
+        replay_at, rerun, finish = kernels.replay_at, native.rerun, native.finish
+        code, scalars, is_double = native.code_address, native.scalars_address, native.is_double
+        ndarray = np.ndarray
+
+        def fast(args: tuple) -> Any:
+            if len(args) != count:
+                return MISS
+            for array, (shape, dtype) in zip(args, arguments):
+                if type(array) is not ndarray or array.shape != shape or array.dtype is not dtype:
+                    return MISS
+            for tensor, array in parameters:
+                if tensor.data is not array:
+                    return MISS
+            if other_guards and not matches():
+                return MISS
+            if not refresh():
+                return MISS  # the general path replays in NumPy
+            for step in prologue:
+                step(args)
+            done = replay_at(code, scalars, is_double, *args)
+            if done != 1:
+                rerun(done, args)
+            return finish()
+
+        return fast
+
     def run(self, arrays: list[np.ndarray]) -> Any:
         if self.native is not None:
             done, result = self.native.run(arrays)
