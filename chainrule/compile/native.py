@@ -108,6 +108,9 @@ class NativeProgram:
                 for tensor in action[1]:
                     final[id(tensor)] = (tensor, None, False)
         self.final_grads = list(final.values())
+        # Split by what finish() does with each, so that it tests nothing per call.
+        self.handed = [(t, g) for t, g, copy in self.final_grads if g is None or not copy]
+        self.copied = [(t, g) for t, g, copy in self.final_grads if g is not None and copy]
         self.code.append(0)
         patches = [len(self.patches) // 2] + self.patches
         offset = len(patches)
@@ -116,6 +119,8 @@ class NativeProgram:
         self._seen: list[tuple | None] = [None] * len(self.scalar_sources)
         self.scalars = np.zeros(max(self.scalar_count, 1), dtype=np.float64)
         self.code_address = _address_of(self.program)
+        self.expected = _expected([trace.shapes[slot] for slot in trace.arg_slots])
+        self.expected_address = _address_of(self.expected)
         self.scalars_address = _address_of(self.scalars)
         self.output = None  # the one returned buffer, where the step returns one tensor
         if type(trace.output) is SlotRef:
@@ -403,7 +408,7 @@ class NativeProgram:
             step(arrays)
         if kernels.replay_at is not None:
             done = kernels.replay_at(
-                self.code_address, self.scalars_address, self.is_double, *arrays
+                self.code_address, self.scalars_address, self.is_double, 0, *arrays
             )
         else:
             done = kernels.replay(self.program, self.scalars, self.is_double, arrays)
@@ -424,8 +429,10 @@ class NativeProgram:
 
     def finish(self) -> Any:
         """Hand back each leaf's .grad and the result (fresh Tensors: copies of the buffers)."""
-        for tensor, grad, copy in self.final_grads:
-            tensor.grad = grad.copy() if copy else grad
+        for tensor, grad in self.handed:
+            tensor.grad = grad
+        for tensor, grad in self.copied:
+            tensor.grad = grad.copy()
         if self.output is not None:  # the usual case: one loss
             return wrap(self.output.copy())
         return _result(self.trace.output, self.buffers)
@@ -433,6 +440,16 @@ class NativeProgram:
     def _unique(self, slot: int) -> bool:
         array = self.buffers[slot]
         return sum(1 for other in self.buffers.values() if other is array) == 1
+
+
+def _expected(arguments: list[tuple]) -> np.ndarray:
+    """The traced arguments as replay_at checks them: [count, then per argument: ndim, itemsize,
+    the buffer format's bytes packed in a word, shape...]."""
+    words = [len(arguments)]
+    for shape, dtype in arguments:
+        format_ = memoryview(np.empty(0, dtype)).format.encode()[:8]
+        words += [len(shape), dtype.itemsize, int.from_bytes(format_, "little"), *shape]
+    return np.array(words, dtype=np.int64)
 
 
 def _immutable(value: Any) -> bool:
