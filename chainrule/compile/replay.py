@@ -55,19 +55,21 @@ class Program:
         """The whole call for its common case, where each call's Python counts (a small network's
         C replay is a few µs): `fast(args)` runs the step and returns its result when `args` are
         arrays of the traced shapes and dtypes and the guards hold, else returns MISS having done
-        nothing, and the caller takes the general path. None where there is no C replay."""
+        nothing, and the caller takes the general path."""
         native = self.native
-        if native is None or kernels.replay_at is None:
-            return None
+        if native is not None and kernels.replay_at is None:
+            return None  # an extension built before replay_at: the general path
         shapes = self.trace.shapes
         arguments = tuple(shapes[slot] for slot in self.trace.arg_slots)
         count = len(arguments)
         parameters = tuple(self.trace.parameters)
         other_guards = bool(self.trace.guards or self.trace.grad_entry)
+        ndarray = np.ndarray
+        if native is None:
+            return self._steps_fast_path(arguments, parameters, other_guards)
         matches, refresh, prologue = self.matches, native.refresh, native.prologue
         replay_at, rerun, finish = kernels.replay_at, native.rerun, native.finish
         code, scalars, is_double = native.code_address, native.scalars_address, native.is_double
-        ndarray = np.ndarray
 
         if not prologue:
             # The interpreter checks the arguments' shapes and dtypes itself (-3: not these).
@@ -110,6 +112,35 @@ class Program:
             if done != 1:
                 rerun(done, args)
             return finish()
+
+        return fast
+
+    def _steps_fast_path(
+        self, arguments: tuple, parameters: tuple, other_guards: bool
+    ) -> Callable[[tuple], Any]:
+        """fast_path for the NumPy and Python replays: the same checks, then the steps."""
+        count, ndarray = len(arguments), np.ndarray
+        matches, steps, v, output = self.matches, self.steps, self.values, self.trace.output
+        slots = tuple(self.trace.arg_slots)
+
+        def fast(args: tuple) -> Any:
+            if len(args) != count:
+                return MISS
+            for array, (shape, dtype) in zip(args, arguments):
+                if type(array) is not ndarray or array.shape != shape or array.dtype is not dtype:
+                    return MISS
+            for tensor, array in parameters:
+                if tensor.data is not array:
+                    return MISS
+            if other_guards and not matches():
+                return MISS
+            for slot, array in zip(slots, args):
+                v[slot] = array
+            for step in steps:
+                step(v)
+            if type(output) is SlotRef:
+                return wrap(v[output.slot].copy())
+            return _rebuild(output, v)
 
         return fast
 
