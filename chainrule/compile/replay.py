@@ -139,7 +139,7 @@ class Program:
             for step in steps:
                 step(v)
             if type(output) is SlotRef:
-                return wrap(v[output.slot].copy())
+                return wrap(np.array(v[output.slot], copy=True))
             return _rebuild(output, v)
 
         return fast
