@@ -614,6 +614,76 @@ static PyObject *replay(PyObject *self, PyObject *args) {
     PyBuffer_Release(&scalars);
     return PyLong_FromLong(result);
 }
+/* replay_at(code_address, scalars_address, is_double, expected_address, *arguments) -> int:
+ * `replay` for the compiled step's fast path, where each call counts: the program and the scalars
+ * are arrays the caller keeps alive and passes by address (no buffer exported for them), the
+ * arguments come one by one (no sequence built). `expected` (0: no check) describes the traced
+ * arguments, [count, then per argument: ndim, itemsize, format (its bytes packed in a word), shape
+ * ...]; an argument count, shape or format that differs, or an argument that is not a C-contiguous
+ * buffer, returns -3 having run nothing (the caller then takes its general path). Otherwise returns
+ * as `replay` does. */
+static int64_t packed_format(const char *format) {
+    int64_t word = 0;
+    for (int i = 0; format && format[i] && i < 8; i++)
+        word |= (int64_t)(unsigned char)format[i] << (8 * i);
+    return word;
+}
+
+static PyObject *replay_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    enum { MAX_ARGUMENTS = 16 };
+    if (nargs < 4) {
+        PyErr_SetString(PyExc_TypeError, "replay_at: code, scalars, is_double, expected, *arguments");
+        return NULL;
+    }
+    int64_t *words = PyLong_AsVoidPtr(args[0]);
+    double *scalars = PyLong_AsVoidPtr(args[1]);
+    int is_double = PyObject_IsTrue(args[2]);
+    const int64_t *expected = PyLong_AsVoidPtr(args[3]);
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t count = nargs - 4, taken = 0;
+    Py_buffer views[MAX_ARGUMENTS];
+    int result = count <= MAX_ARGUMENTS ? 1 : -1;
+    if (expected && expected[0] != count) result = -3;
+    const int64_t *at = expected ? expected + 1 : NULL;
+    int flags = expected ? PyBUF_C_CONTIGUOUS | PyBUF_FORMAT : PyBUF_C_CONTIGUOUS;
+    for (; result == 1 && taken < count; taken++) {
+        if (PyObject_GetBuffer(args[4 + taken], &views[taken], flags) != 0) {
+            PyErr_Clear();
+            result = expected ? -3 : -1;
+            break;
+        }
+        if (expected) {
+            Py_buffer *view = &views[taken];
+            int64_t ndim = at[0];
+            int same = view->ndim == ndim && view->itemsize == at[1] &&
+                       packed_format(view->format) == at[2];
+            for (int64_t d = 0; same && d < ndim; d++) same = view->shape[d] == at[3 + d];
+            at += 3 + ndim;
+            if (!same) {
+                result = -3;
+                taken++;
+                break;
+            }
+        }
+    }
+    if (result == 1) {
+        int64_t patches = words[0];
+        for (int64_t i = 0; i < patches; i++) {
+            int64_t argument = words[1 + 2 * i], word = words[2 + 2 * i];
+            if (argument >= count) result = -1;
+            else words[word] = (int64_t)(intptr_t)views[argument].buf;
+        }
+        if (result == 1) {
+            const int64_t *start = words + 1 + 2 * patches;
+            Py_BEGIN_ALLOW_THREADS
+            result = is_double ? run_double(start, scalars) : run_float(start, scalars);
+            Py_END_ALLOW_THREADS
+        }
+    }
+    for (Py_ssize_t i = 0; i < taken; i++) PyBuffer_Release(&views[i]);
+    return PyLong_FromLong(result);
+}
+
 /* Convolution and pooling kernels: defined in their section at the end of this file. */
 static PyObject *col2im(PyObject *self, PyObject *args);
 static PyObject *max_pool2d(PyObject *self, PyObject *args);
@@ -625,6 +695,8 @@ static PyMethodDef methods[] = {
     {"relu", relu, METH_VARARGS, "out = max(z, 0); False if the arrays do not fit."},
     {"relu_backward", relu_backward, METH_VARARGS, "out = g·(z > 0); False if the arrays do not fit."},
     {"replay", replay, METH_VARARGS, "Run a recorded step (see the replay interpreter section)."},
+    {"replay_at", (PyCFunction)(void (*)(void))replay_at, METH_FASTCALL,
+     "Run a recorded step from addresses (the compiled step's fast path)."},
     {"col2im", col2im, METH_VARARGS, "Add im2col columns back into an image; False if they do not fit."},
     {"max_pool2d", max_pool2d, METH_VARARGS, "Max pooling with argmax; False if the arrays do not fit."},
     {"max_pool2d_backward", max_pool2d_backward, METH_VARARGS,

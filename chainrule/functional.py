@@ -15,7 +15,7 @@ from chainrule import ops, tracing
 from chainrule.ops import conv as conv_ops
 from chainrule.ops.losses import REDUCTIONS
 from chainrule.random import get_rng
-from chainrule.tensor import Tensor, apply, lift
+from chainrule.tensor import Tensor, apply, lift, wrap
 
 
 def _tensor(x: Any) -> Tensor:
@@ -308,9 +308,12 @@ def cross_entropy(logits: Any, target: Any, reduction: str = "mean") -> Tensor:
     _check_reduction(reduction)
     logits = _tensor(logits)
     target_array = np.asarray(target.data if isinstance(target, Tensor) else target)
-    if target_array.dtype.kind == "f":
+    kind = target_array.dtype.kind
+    if kind == "f":
         target_array = target_array.astype(logits.dtype, copy=False)
-    return apply(ops.cross_entropy, logits, Tensor(target_array), reduction=reduction)
+    # Labels need no gradient and no graph: a bare wrapper (Tensor() would check them again).
+    labels = wrap(target_array) if kind in "fiub" else Tensor(target_array)
+    return apply(ops.cross_entropy, logits, labels, reduction=reduction)
 
 
 def nll_loss(log_probabilities: Any, target: Any, reduction: str = "mean") -> Tensor:

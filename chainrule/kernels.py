@@ -31,6 +31,9 @@ relu_backward = _kernels.relu_backward if AVAILABLE else _decline
 # The replay interpreter of chainrule.compile (a whole recorded step in one call); None when absent,
 # so a compiled step replays in NumPy instead.
 replay = getattr(_kernels, "replay", None) if AVAILABLE else None
+# The same, taking the program and scalars by address and the arguments one by one (the compiled
+# step's fast path); None in a module built before it existed.
+replay_at = getattr(_kernels, "replay_at", None) if replay is not None else None
 
 # Convolution and pooling (chainrule/ops/conv.py): `col2im(cols, gx, ...)` and
 # `max_pool2d_backward(g, index, gx, ...)` fill gx, `max_pool2d(x, out, index, ...)` fills out and

@@ -385,6 +385,25 @@ def test_replacing_a_parameters_array_traces_again():
     assert forward.cache_info()["traces"] == 2
 
 
+def test_the_fast_path_checks_the_parameters_and_arguments_at_every_call():
+    model, opt = mlp(np.float64, nn.Tanh())(np.random.default_rng(0))
+    twin, twin_opt = mlp(np.float64, nn.Tanh())(np.random.default_rng(0))
+    compiled = cr.compile(training_step(model, opt, F.mse_loss))
+    eager = training_step(twin, twin_opt, F.mse_loss)
+    batches = regression_batches(np.float64, steps=6)
+    for i, (x, y) in enumerate(batches):
+        if i == 3:  # replaced between replays: a new trace, as in eager
+            for module, other in ((model, twin), (opt, twin_opt)):
+                module.load_state_dict(copy.deepcopy(other.state_dict()))
+        if i == 4:
+            x = x.astype(np.float32)  # another dtype: another signature
+        given = y.tolist() if i == 2 else y  # not an array: the general path converts it
+        assert_close(compiled(x, given).data, eager(x, y).data, np.float64)
+        for p, q in zip(model.parameters(), twin.parameters()):
+            assert_close(p.grad, q.grad, np.float64)
+    assert compiled.cache_info()["traces"] >= 2
+
+
 def test_a_float64_batch_given_to_a_float32_network_is_converted_at_each_replay():
     build = mlp(np.float32, nn.Tanh())
     batches = [(x.astype(np.float64), y) for x, y in regression_batches(np.float32)]

@@ -454,3 +454,15 @@ def test_bce_rejects_values_outside_zero_to_one_and_suggests_logits():
 def test_huber_rejects_a_non_positive_delta(delta):
     with pytest.raises(ValueError, match="delta"):
         nn.HuberLoss(delta=delta)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int32", "int64", "uint8", "uint64"])
+@pytest.mark.parametrize("labels", [[0, 3], [-1, 1], [0, 2, 1, -128]])
+def test_cross_entropy_checks_class_labels_of_every_integer_dtype(dtype, labels):
+    labels = np.array(labels).astype(dtype)  # unsigned: a negative label wraps to a large one
+    logits = cr.tensor(np.zeros((len(labels), 3)), requires_grad=True)
+    if labels.astype(np.int64).min() >= 0 and labels.astype(np.int64).max() < 3:
+        F.cross_entropy(logits, labels).backward()
+        return
+    with pytest.raises(ValueError, match=r"target classes must be in \[0, 3\)"):
+        F.cross_entropy(logits, labels)

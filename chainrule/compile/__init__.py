@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from chainrule import tracing
-from chainrule.compile.replay import Program
+from chainrule.compile.replay import MISS, Program
 from chainrule.compile.trace import record
 from chainrule.tensor import Tensor
 
@@ -65,9 +65,17 @@ class CompiledFunction:
         self.last_replay: str | None = None
         self._traces = self._replays = 0
         self._last: tuple[tuple, Program] | None = None  # the latest replayed, checked first
+        # The latest replayed's fast path (arrays only, a C replay): checks and runs in one go.
+        self._fast: Callable[[tuple], Any] | None = None
         functools.update_wrapper(self, function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        fast = self._fast
+        if fast is not None and not kwargs and tracing.active is None:
+            result = fast(args)
+            if result is not MISS:
+                self._replays += 1
+                return result
         if tracing.active is not None and tracing.tracing_here():
             raise CompileError(
                 "a compiled function was called inside another one being traced; compile only "
@@ -77,6 +85,7 @@ class CompiledFunction:
         last = self._last
         if last is not None and last[0] == signature and last[1].matches():
             self._replays += 1
+            self._fast = _fast_path(last[1], args, kwargs)
             return last[1].run(arrays)
         programs = self._cache.get(signature)
         if programs is not None:
@@ -85,6 +94,7 @@ class CompiledFunction:
                     self._cache.move_to_end(signature)
                     self._replays += 1
                     self._last = (signature, program)
+                    self._fast = _fast_path(program, args, kwargs)
                     self.last_replay = program.kind
                     return program.run(arrays)
         names = list(kwargs)
@@ -94,7 +104,7 @@ class CompiledFunction:
         result, trace = record(lambda: self.function(*positional, **keywords), [], arrays, tensors)
         self._store(signature, Program(trace, self.backend))
         self._traces += 1
-        self._last = None
+        self._last = self._fast = None
         self.last_replay = "trace"
         return result
 
@@ -106,7 +116,7 @@ class CompiledFunction:
             self._cache[oldest].pop()
             if not self._cache[oldest]:
                 del self._cache[oldest]
-        self._last = None
+        self._last = self._fast = None
 
     def cache_info(self) -> dict[str, Any]:
         """Traces made, replays run, traces kept, and how each kept trace replays."""
@@ -121,7 +131,7 @@ class CompiledFunction:
     def clear(self) -> None:
         """Forget every trace (the next call traces again)."""
         self._cache.clear()
-        self._last = None
+        self._last = self._fast = None
 
 
 def compile(function: Callable | None = None, *, cache_size: int = 8, backend: str = "auto") -> Any:
@@ -145,6 +155,16 @@ def compile(function: Callable | None = None, *, cache_size: int = 8, backend: s
     if function is None:
         return lambda f: CompiledFunction(f, cache_size, backend)
     return CompiledFunction(function, cache_size, backend)
+
+
+def _fast_path(program: Program, args: tuple, kwargs: dict) -> Callable[[tuple], Any] | None:
+    """The program's fast path where this call is its kind (arrays only), else None. Built once
+    per program: a replay switching between two traces would otherwise rebuild it per call."""
+    if kwargs or not all(type(value) is np.ndarray for value in args):
+        return None
+    if program.fast is False:
+        program.fast = program.fast_path()
+    return program.fast
 
 
 def _signature(args: tuple, kwargs: dict) -> tuple[Any, list[np.ndarray], tuple]:

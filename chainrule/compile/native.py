@@ -11,6 +11,7 @@ a C compiler, or CHAINRULE_NO_KERNELS=1) leaves the trace to the NumPy replay.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -107,13 +108,23 @@ class NativeProgram:
                 for tensor in action[1]:
                     final[id(tensor)] = (tensor, None, False)
         self.final_grads = list(final.values())
+        # Split by what finish() does with each, so that it tests nothing per call.
+        self.handed = [(t, g) for t, g, copy in self.final_grads if g is None or not copy]
+        self.copied = [(t, g) for t, g, copy in self.final_grads if g is not None and copy]
         self.code.append(0)
         patches = [len(self.patches) // 2] + self.patches
         offset = len(patches)
         patches[2::2] = [at + offset for at in patches[2::2]]
         self.program = np.array(patches + self.code, dtype=np.int64)
-        self._written: list[tuple | None] = [None] * len(self.scalar_sources)
+        self._seen: list[tuple | None] = [None] * len(self.scalar_sources)
         self.scalars = np.zeros(max(self.scalar_count, 1), dtype=np.float64)
+        self.code_address = _address_of(self.program)
+        self.expected = _expected([trace.shapes[slot] for slot in trace.arg_slots])
+        self.expected_address = _address_of(self.expected)
+        self.scalars_address = _address_of(self.scalars)
+        self.output = None  # the one returned buffer, where the step returns one tensor
+        if type(trace.output) is SlotRef:
+            self.output = self.buffers[trace.output.slot]
 
     # ---- buffers -----------------------------------------------------------------------------
     def _address(self, slot: int | None) -> int:
@@ -322,13 +333,13 @@ class NativeProgram:
         described = native() if native is not None else None
         if described is None:
             raise Decline
-        for rule, entries, scalars in described:
+        for rule, entries, scalars, watch in described:
             index = self.scalar_count
             values = scalars()
             if values is None:
                 raise Decline
             self.scalar_count += len(values)
-            self.scalar_sources.append((index, scalars))
+            self.scalar_sources.append((index, scalars, watch))
             counters: set[int] = set()
             for tensor, arrays in entries:
                 g = self.leaf_slot.get(id(tensor))
@@ -370,37 +381,81 @@ class NativeProgram:
                 self._check_output(item)
 
     # ---- running -------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Write the hyper-parameters into `scalars` where a group's options changed since the last
+        call (most steps change none); False, writing nothing more, when a group's state layout
+        moved (momentum switched on, say): the step then replays in NumPy."""
+        seen = self._seen
+        for k, (index, scalars, watch) in enumerate(self.scalar_sources):
+            snapshot = watch()
+            if snapshot == seen[k]:
+                continue
+            values = scalars()
+            if values is None:
+                return False
+            self.scalars[index : index + len(values)] = values
+            # A mutable option (an array as the learning rate) can change without a new
+            # snapshot comparing unequal, so it is read again at every call.
+            seen[k] = snapshot if _immutable(snapshot) else None
+        return True
+
     def run(self, arrays: list[np.ndarray]) -> tuple[bool, Any]:
         """(True, result), or (False, None) before anything changed when a hyper-parameter's
         layout moved (momentum switched on, say): the caller then replays in NumPy."""
-        scalars, written = self.scalars, self._written
-        for k, (index, source) in enumerate(self.scalar_sources):
-            values = source()
-            if values is None:
-                return False, None
-            if values != written[k]:  # most steps change no hyper-parameter
-                scalars[index : index + len(values)] = values
-                written[k] = values
+        if not self.refresh():
+            return False, None
         for step in self.prologue:
             step(arrays)
-        done = kernels.replay(self.program, scalars, self.is_double, arrays)
+        if kernels.replay_at is not None:
+            done = kernels.replay_at(
+                self.code_address, self.scalars_address, self.is_double, 0, *arrays
+            )
+        else:
+            done = kernels.replay(self.program, self.scalars, self.is_double, arrays)
+        if done != 1:
+            self.rerun(done, arrays)
+        return True, self.finish()
+
+    def rerun(self, done: int, arrays: Any) -> None:
+        """After the interpreter declined (`done` != 1): run again with contiguous copies of the
+        arguments, or raise its error."""
         if done == -1:  # an argument not C-contiguous: contiguous copies, read in place
             arrays = [np.ascontiguousarray(a) for a in arrays]
-            done = kernels.replay(self.program, scalars, self.is_double, arrays)
+            done = kernels.replay(self.program, self.scalars, self.is_double, arrays)
         if done != 1:
             if done == 0:
                 raise ValueError("cross_entropy: a target class is outside [0, classes)")
             raise RuntimeError(f"the replay interpreter failed ({done}); please report it")
-        for tensor, grad, copy in self.final_grads:
-            tensor.grad = grad.copy() if copy else grad
-        output = self.trace.output
-        if type(output) is SlotRef:  # the usual case: one loss
-            return True, wrap(self.buffers[output.slot].copy())
-        return True, _result(output, self.buffers)
+
+    def finish(self) -> Any:
+        """Hand back each leaf's .grad and the result (fresh Tensors: copies of the buffers)."""
+        for tensor, grad in self.handed:
+            tensor.grad = grad
+        for tensor, grad in self.copied:
+            tensor.grad = grad.copy()
+        if self.output is not None:  # the usual case: one loss
+            return wrap(self.output.copy())
+        return _result(self.trace.output, self.buffers)
 
     def _unique(self, slot: int) -> bool:
         array = self.buffers[slot]
         return sum(1 for other in self.buffers.values() if other is array) == 1
+
+
+def _expected(arguments: list[tuple]) -> np.ndarray:
+    """The traced arguments as replay_at checks them: [count, then per argument: ndim, itemsize,
+    the buffer format's bytes packed in a word, shape...]."""
+    words = [len(arguments)]
+    for shape, dtype in arguments:
+        format_ = memoryview(np.empty(0, dtype)).format.encode()[:8]
+        words += [len(shape), dtype.itemsize, int.from_bytes(format_, "little"), *shape]
+    return np.array(words, dtype=np.int64)
+
+
+def _immutable(value: Any) -> bool:
+    if isinstance(value, tuple):
+        return all(_immutable(item) for item in value)
+    return value is None or isinstance(value, (bool, numbers.Number, str, np.generic))
 
 
 def _address_of(array: np.ndarray | None) -> int:

@@ -13,9 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from chainrule import kernels
 from chainrule.compile import native, numpy_ops
 from chainrule.compile.trace import SlotRef, Trace
 from chainrule.tensor import accumulate_into_leaf, unbroadcast, wrap
+
+MISS = object()  # what a fast path returns when the call is not its common case
 
 
 class Program:
@@ -30,6 +33,7 @@ class Program:
         self.steps = self._build(backend != "python")
         self.native = native.build(trace) if backend in ("auto", "c") else None
         self.kind = "c" if self.native is not None else "python" if backend == "python" else "numpy"
+        self.fast: Callable[[tuple], Any] | None | bool = False  # built on first use (__init__)
 
     # ---- guards ----------------------------------------------------------------------------
     def matches(self) -> bool:
@@ -47,6 +51,99 @@ class Program:
         return True
 
     # ---- running ---------------------------------------------------------------------------
+    def fast_path(self) -> Callable[[tuple], Any] | None:
+        """The whole call for its common case, where each call's Python counts (a small network's
+        C replay is a few µs): `fast(args)` runs the step and returns its result when `args` are
+        arrays of the traced shapes and dtypes and the guards hold, else returns MISS having done
+        nothing, and the caller takes the general path."""
+        native = self.native
+        if native is not None and kernels.replay_at is None:
+            return None  # an extension built before replay_at: the general path
+        shapes = self.trace.shapes
+        arguments = tuple(shapes[slot] for slot in self.trace.arg_slots)
+        count = len(arguments)
+        parameters = tuple(self.trace.parameters)
+        other_guards = bool(self.trace.guards or self.trace.grad_entry)
+        ndarray = np.ndarray
+        if native is None:
+            return self._steps_fast_path(arguments, parameters, other_guards)
+        matches, refresh, prologue = self.matches, native.refresh, native.prologue
+        replay_at, rerun, finish = kernels.replay_at, native.rerun, native.finish
+        code, scalars, is_double = native.code_address, native.scalars_address, native.is_double
+
+        if not prologue:
+            # The interpreter checks the arguments' shapes and dtypes itself (-3: not these).
+            expected = native.expected_address
+
+            def fast(args: tuple) -> Any:
+                for tensor, array in parameters:
+                    if tensor.data is not array:
+                        return MISS
+                if other_guards and not matches():
+                    return MISS
+                if not refresh():
+                    return MISS  # the general path replays in NumPy
+                done = replay_at(code, scalars, is_double, expected, *args)
+                if done != 1:
+                    if done == -3:
+                        return MISS
+                    rerun(done, args)
+                return finish()
+
+            return fast
+
+        def fast(args: tuple) -> Any:
+            # A prologue draws from a Generator: the arguments are checked before it runs.
+            if len(args) != count:
+                return MISS
+            for array, (shape, dtype) in zip(args, arguments):
+                if type(array) is not ndarray or array.shape != shape or array.dtype is not dtype:
+                    return MISS
+            for tensor, array in parameters:
+                if tensor.data is not array:
+                    return MISS
+            if other_guards and not matches():
+                return MISS
+            if not refresh():
+                return MISS
+            for step in prologue:
+                step(args)
+            done = replay_at(code, scalars, is_double, 0, *args)
+            if done != 1:
+                rerun(done, args)
+            return finish()
+
+        return fast
+
+    def _steps_fast_path(
+        self, arguments: tuple, parameters: tuple, other_guards: bool
+    ) -> Callable[[tuple], Any]:
+        """fast_path for the NumPy and Python replays: the same checks, then the steps."""
+        count, ndarray = len(arguments), np.ndarray
+        matches, steps, v, output = self.matches, self.steps, self.values, self.trace.output
+        slots = tuple(self.trace.arg_slots)
+
+        def fast(args: tuple) -> Any:
+            if len(args) != count:
+                return MISS
+            for array, (shape, dtype) in zip(args, arguments):
+                if type(array) is not ndarray or array.shape != shape or array.dtype is not dtype:
+                    return MISS
+            for tensor, array in parameters:
+                if tensor.data is not array:
+                    return MISS
+            if other_guards and not matches():
+                return MISS
+            for slot, array in zip(slots, args):
+                v[slot] = array
+            for step in steps:
+                step(v)
+            if type(output) is SlotRef:
+                return wrap(np.array(v[output.slot], copy=True))
+            return _rebuild(output, v)
+
+        return fast
+
     def run(self, arrays: list[np.ndarray]) -> Any:
         if self.native is not None:
             done, result = self.native.run(arrays)

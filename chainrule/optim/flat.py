@@ -66,10 +66,11 @@ class FlatGroup:
         """Every gradient copied into `grad` (one call), or None if a parameter has none."""
         grads = []
         for p in self.params:
-            if p.grad is None or p.grad.shape != p.data.shape:
+            grad = p.grad
+            if grad is None or grad.shape != p.data.shape:
                 return None
-            grads.append(p.grad.reshape(-1))
-        np.concatenate(grads, out=self.grad)
+            grads.append(grad)
+        np.concatenate(grads, axis=None, out=self.grad)  # axis=None: each one flattened
         return self.grad
 
     def share_into(self, states: dict[Tensor, dict[str, Any]]) -> None:

@@ -4,6 +4,7 @@ zero_grad, step's loop, state_dict). The rules live one per file, each a pure fu
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -155,8 +156,10 @@ class Optimizer:
 
     def _native_updates(self) -> list[tuple] | None:
         """For chainrule.compile's C interpreter: per group, (rule, [(parameter, state arrays)],
-        scalars) where scalars() gives the group's hyper-parameters as numbers at each replay, or
-        None once the state's layout no longer fits (the replay then runs in NumPy)."""
+        scalars, watch) where scalars() gives the group's hyper-parameters as numbers at each
+        replay, or None once the state's layout no longer fits (the replay then runs in NumPy),
+        and watch() is a cheap snapshot of everything scalars() reads: while it compares equal,
+        scalars() would give the same numbers (the replay then skips calling it)."""
         if self._native_rule is None:
             return None
         state_mapping = self.state
@@ -174,7 +177,12 @@ class Optimizer:
                     return None
                 return self._native_scalars(group)
 
-            described.append((self._native_rule, entries, scalars))
+            options = operator.itemgetter(*[key for key in group if key != "params"])
+
+            def watch(group: dict = group, options: Callable = options) -> tuple:
+                return (self.state is state_mapping, options(group))
+
+            described.append((self._native_rule, entries, scalars, watch))
         return described
 
     def _native_arrays(self, state: dict[str, Any], group: dict[str, Any]) -> tuple:
