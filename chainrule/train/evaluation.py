@@ -57,6 +57,9 @@ def selection_size(selector: Any) -> int:
 
 def correct_count(output: np.ndarray, target: np.ndarray, loss_name: str) -> int:
     """How many rows the outputs classify as their targets say (logits cut at 0, else at 0.5)."""
+    if output.ndim == 2 and output.shape[1] > 1 and target.ndim == 1:
+        # Class scores against class indices, fit's every step for cross-entropy: one argmax.
+        return int(np.count_nonzero(output.argmax(axis=1) == target))
     entry = registry.LOSSES.get(loss_name)
     threshold = 0.0 if entry is not None and entry.output == "logits" else 0.5
     labels = to_labels(output, threshold)
