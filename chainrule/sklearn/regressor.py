@@ -138,7 +138,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             return get_loss("half_mse")(output, target)
         else:
             losses = 0.5 * ((output - target) ** 2).mean(axis=1)
-        return (losses * weights).sum() / float(weights.sum())
+        # weights.sum(), not float(...): in a compiled step the weights are a Tensor of the batch.
+        return (losses * weights).sum() / weights.sum()
+
+    def _loss_compiles(self) -> bool:
+        """Whether _data_loss is chainrule ops on its arguments only (a compiled step may run it):
+        not Poisson's, whose constant term xlogy(y, y) is SciPy on the targets."""
+        return self.loss != "poisson"
 
     def _score_outputs(self, outputs: np.ndarray, y: np.ndarray, weights: Any) -> float:
         return r2_score(y, self._prediction(outputs), sample_weight=weights)
