@@ -61,11 +61,13 @@ def fit_compiled(
     loss (the same shuffles from `generator`, the same batches, the same running sums), calling
     `monitor` at each epoch's end. Raises NonFiniteError where a loss or a weight is NaN/Inf."""
     step = _step(mlp)
+    X = np.ascontiguousarray(X)  # every batch a contiguous slice, shuffled or not
     n = X.shape[0]
     groups = mlp._optimizer.param_groups
     parameters = [p for layer in mlp._linears() for p in (layer.weight, layer.bias)]
     state = SimpleNamespace(logs={}, optimizer=mlp._optimizer, stop=False)
     shuffled = mlp.shuffle and batch_size < n
+    X_shuffled = np.empty_like(X, order="C") if shuffled else None
     if not _finite(parameters):
         raise NonFiniteError("a weight is NaN or Inf before the first step")
     mlp._model.train()
@@ -74,8 +76,9 @@ def fit_compiled(
             Xe, te, we = X, target, weights
             if shuffled:  # one gather per epoch, then every batch is a slice (as fit does)
                 order = generator.permutation(n)
-                Xe, te = X[order], target[order]
-                we = None if weights is None else weights[order]
+                # np.take into buffers kept across epochs: half the time of X[order].
+                Xe, te = np.take(X, order, 0, out=X_shuffled), np.take(target, order, 0)
+                we = None if weights is None else np.take(weights, order)
             loss_sum = 0.0
             for start in range(0, n, batch_size):
                 stop = min(start + batch_size, n)
