@@ -489,15 +489,19 @@ def test_benchmark_smoke_run_reports_every_data_set(tmp_path):
     ],
 )
 @pytest.mark.parametrize("weighted", [False, True])
-@pytest.mark.parametrize("estimator_class", [MLPClassifier, MLPRegressor])
-def test_compiled_step_trains_as_the_eager_step(monkeypatch, estimator_class, options, weighted):
-    X, y = multiclass() if estimator_class is MLPClassifier else regression()
+@pytest.mark.parametrize("kind", ["classifier", "squared_error", "poisson"])
+def test_compiled_step_trains_as_the_eager_step(monkeypatch, kind, options, weighted):
+    X, y = multiclass() if kind == "classifier" else regression()
+    estimator_class, extra = MLPClassifier, {}
+    if kind != "classifier":
+        estimator_class, extra = MLPRegressor, {"loss": kind}
+        y = np.abs(y) if kind == "poisson" else y  # Poisson: counts or rates
     weights = np.random.default_rng(0).uniform(0.5, 2.0, len(y)) if weighted else None
     fitted = {}
     for compiled in (True, False):
         monkeypatch.setattr(estimator_class, "_compile_steps", compiled)
         settings = {"hidden_layer_sizes": (16,), "max_iter": 8, "batch_size": 20, **options}
-        model = estimator_class(random_state=0, **settings)
+        model = estimator_class(random_state=0, **settings, **extra)
         fitted[compiled] = model.fit(X, y, sample_weight=weights)
     compiled, eager = fitted[True], fitted[False]
     assert compiled.n_iter_ == eager.n_iter_
