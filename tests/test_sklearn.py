@@ -473,3 +473,56 @@ def test_benchmark_smoke_run_reports_every_data_set(tmp_path):
     assert all(
         row[library]["median_cpu_s"] > 0 for row in rows for library in ("chainrule", "sklearn")
     )
+
+
+# ---- the compiled step against the eager one ------------------------------------------------
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"solver": "adam"},
+        {"solver": "sgd", "learning_rate": "invscaling"},
+        {"solver": "sgd", "learning_rate": "adaptive", "n_iter_no_change": 1, "tol": 1.0},
+        {"solver": "adam", "early_stopping": True},
+        {"solver": "adam", "dropout": 0.2},
+        {"solver": "sgd", "alpha": 0.0, "batch_size": 32, "shuffle": False},
+    ],
+)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("kind", ["classifier", "squared_error", "poisson"])
+def test_compiled_step_trains_as_the_eager_step(monkeypatch, kind, options, weighted):
+    X, y = multiclass() if kind == "classifier" else regression()
+    estimator_class, extra = MLPClassifier, {}
+    if kind != "classifier":
+        estimator_class, extra = MLPRegressor, {"loss": kind}
+        y = np.abs(y) if kind == "poisson" else y  # Poisson: counts or rates
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, len(y)) if weighted else None
+    fitted = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(estimator_class, "_compile_steps", compiled)
+        settings = {"hidden_layer_sizes": (16,), "max_iter": 8, "batch_size": 20, **options}
+        model = estimator_class(random_state=0, **settings, **extra)
+        fitted[compiled] = model.fit(X, y, sample_weight=weights)
+    compiled, eager = fitted[True], fitted[False]
+    assert compiled.n_iter_ == eager.n_iter_
+    np.testing.assert_allclose(compiled.loss_curve_, eager.loss_curve_, rtol=1e-12)
+    for ours, reference in zip(
+        compiled.coefs_ + compiled.intercepts_, eager.coefs_ + eager.intercepts_
+    ):
+        np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=1e-14)
+
+
+@quiet
+def test_stochastic_fit_replays_a_compiled_step(monkeypatch):
+    from chainrule.sklearn import _compiled
+
+    steps, make_step = [], _compiled._step
+
+    def recording_step(mlp):
+        steps.append(make_step(mlp))
+        return steps[-1]
+
+    monkeypatch.setattr(_compiled, "_step", recording_step)
+    X, y = multiclass()
+    MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, batch_size=50, random_state=0).fit(X, y)
+    assert steps and steps[0].cache_info()["replays"] > 0

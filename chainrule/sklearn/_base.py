@@ -17,7 +17,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 
 from chainrule import nn, optim
 from chainrule.nn import init
-from chainrule.sklearn import _sparse
+from chainrule.sklearn import _compiled, _sparse
 from chainrule.sklearn._convergence import _ConvergenceMonitor
 from chainrule.sklearn._lbfgs import NON_FINITE_WEIGHTS, fit_lbfgs
 from chainrule.sklearn._validation import (
@@ -46,6 +46,10 @@ class _BaseMLP(BaseEstimator):
     Fitted state beyond sklearn's attributes: `_model` (the nn.Sequential that `coefs_` and
     `intercepts_` view) and `_optimizer` (kept so that partial_fit continues its moments).
     """
+
+    # sgd and adam replay a compiled step where they can (see _compiled.py); False: every step
+    # eager through chainrule.fit (the reference the compiled loop is tested against).
+    _compile_steps = True
 
     def __init__(
         self,
@@ -390,31 +394,17 @@ class _BaseMLP(BaseEstimator):
                 )
             batch_size = min(int(self.batch_size), n)
 
-        def batch_loss(output: Tensor, rows: np.ndarray) -> Tensor:
-            # The loop hands over row numbers: targets and weights are looked up here.
-            return self._batch_loss(
-                output, target[rows], None if weights is None else weights[rows]
-            )
-
         self.n_iter_ = 0
         monitor = _ConvergenceMonitor(self, n, validation, incremental)
         self._penalty_total = 0.0  # Σ over the epoch's batches of the L2 term (see _batch_loss)
-        network, inputs = self._network(X)
+        epochs = 1 if incremental else self.max_iter
         try:
-            train_model(
-                network,
-                inputs,
-                np.arange(n),
-                loss=batch_loss,
-                optimizer=self._optimizer,
-                epochs=1 if incremental else self.max_iter,
-                batch_size=batch_size,
-                shuffle=self.shuffle,
-                classification=False,
-                callbacks=[monitor],
-                progress=False,
-                rng=generator,
-            )
+            if _compiled.compiles(self, X):
+                _compiled.fit_compiled(
+                    self, X, target, weights, batch_size, generator, epochs, monitor
+                )
+            else:
+                self._fit_eagerly(X, target, weights, batch_size, generator, epochs, monitor)
         except NonFiniteError as error:
             if not self.early_stopping:
                 raise ValueError(NON_FINITE_WEIGHTS) from error
@@ -428,6 +418,41 @@ class _BaseMLP(BaseEstimator):
             self.validation_scores_.append(math.nan)
         if self.early_stopping:
             self._model.load_state_dict(self._best_state)
+
+    def _fit_eagerly(
+        self,
+        X: Any,
+        target: np.ndarray,
+        weights: np.ndarray | None,
+        batch_size: int,
+        generator: np.random.Generator,
+        epochs: int,
+        monitor: _ConvergenceMonitor,
+    ) -> None:
+        """The stochastic solvers through chainrule.fit, stepping eagerly: for sparse X (read by
+        row numbers, see _sparse.py) and losses a compiled step cannot run."""
+
+        def batch_loss(output: Tensor, rows: np.ndarray) -> Tensor:
+            # The loop hands over row numbers: targets and weights are looked up here.
+            return self._batch_loss(
+                output, target[rows], None if weights is None else weights[rows]
+            )
+
+        network, inputs = self._network(X)
+        train_model(
+            network,
+            inputs,
+            np.arange(X.shape[0]),
+            loss=batch_loss,
+            optimizer=self._optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=self.shuffle,
+            classification=False,
+            callbacks=[monitor],
+            progress=False,
+            rng=generator,
+        )
 
     def _reset_stopping_record(self) -> None:
         """sklearn's attributes: best_loss_ watches the training loss; with early stopping it is

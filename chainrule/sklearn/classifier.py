@@ -175,7 +175,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         else:
             losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
             losses = losses.sum(axis=1)
-        return (losses * weights).sum() / float(weights.sum())
+        # weights.sum(), not float(...): in a compiled step the weights are a Tensor of the batch.
+        return (losses * weights).sum() / weights.sum()
+
+    def _loss_compiles(self) -> bool:
+        """Whether _data_loss is chainrule ops on its arguments only (a compiled step runs it)."""
+        return True
 
     def _score_outputs(self, logits: np.ndarray, y: np.ndarray, weights: Any) -> float:
         return accuracy_score(y, self._labels(logits), sample_weight=weights)

@@ -16,7 +16,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 from chainrule.registry import get_loss
 from chainrule.sklearn._base import _SPARSE_FORMATS, _BaseMLP
 from chainrule.sklearn._validation import InvalidParameterError
-from chainrule.tensor import Tensor
+from chainrule.tensor import Tensor, tensor
 
 # sklearn's loss names; "squared_error" is the registry's half_mse. The registry has no Poisson
 # deviance yet, so it is written here (_data_loss).
@@ -121,7 +121,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             )
         self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         target = y.reshape(len(y), -1)
-        return X, y, target, target.shape[1]
+        n_outputs = target.shape[1]
+        if self.loss == "poisson":
+            # The deviance's constant y·ln y − y travels with the targets (columns k..2k−1), so
+            # that the loss is chainrule ops on its arguments only (a compiled step can run it).
+            target = np.hstack([target, xlogy(target, target) - target])
+        return X, y, target, n_outputs
 
     def _weight_rows(self, y: np.ndarray, sample_weight: np.ndarray | None) -> np.ndarray | None:
         return sample_weight
@@ -130,15 +135,24 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         """The mean loss over samples, or the weighted mean Σ w·L / Σ w."""
         if self.loss == "poisson":
             # With ŷ = e^z: y·ln(y/ŷ) − y + ŷ = e^z − y·z + (y·ln y − y), whose gradient is ŷ − y.
-            # The bracket is a constant, kept so that loss_ is sklearn's deviance.
-            losses = (output.exp() - target * output + (xlogy(target, target) - target)).sum(axis=1)
+            # The bracket is a constant (target's second half, see _validate_input), kept so that
+            # loss_ is sklearn's deviance.
+            columns = output.shape[1]
+            target = target if isinstance(target, Tensor) else tensor(target)
+            counts, constant = target[:, :columns], target[:, columns:]
+            losses = (output.exp() - counts * output + constant).sum(axis=1)
             if weights is None:
                 return losses.mean()
         elif weights is None:
             return get_loss("half_mse")(output, target)
         else:
             losses = 0.5 * ((output - target) ** 2).mean(axis=1)
-        return (losses * weights).sum() / float(weights.sum())
+        # weights.sum(), not float(...): in a compiled step the weights are a Tensor of the batch.
+        return (losses * weights).sum() / weights.sum()
+
+    def _loss_compiles(self) -> bool:
+        """Whether _data_loss is chainrule ops on its arguments only (a compiled step runs it)."""
+        return True
 
     def _score_outputs(self, outputs: np.ndarray, y: np.ndarray, weights: Any) -> float:
         return r2_score(y, self._prediction(outputs), sample_weight=weights)
