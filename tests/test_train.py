@@ -241,6 +241,15 @@ def test_fit_names_every_option_in_its_signature():
     assert config_fields <= set(parameters)
 
 
+def test_fit_and_fit_config_have_the_same_defaults():
+    import dataclasses
+    import inspect
+
+    parameters = inspect.signature(fit).parameters
+    for field in dataclasses.fields(FitConfig):
+        assert parameters[field.name].default == field.default, field.name
+
+
 def test_fit_config_is_a_frozen_checked_value():
     config = FitConfig(loss="cross_entropy", optimizer="adam", epochs=3)
     with pytest.raises(__import__("dataclasses").FrozenInstanceError):
