@@ -183,15 +183,20 @@ def dropout(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) -> T
         raise ValueError(f"dropout probability must be in [0, 1), got {p}")
     if not training or p == 0:
         return x
-    shape, dtype = x.shape, x.dtype
+    return x * Tensor(_keep_mask(x.shape, p, x.dtype, rng))
+
+
+def _keep_mask(shape: tuple, p: float, dtype: np.dtype, rng: Any) -> np.ndarray:
+    """Inverted dropout's mask of `shape`: 1/(1−p) where kept, 0 where dropped. A compiled step
+    draws it anew at each replay, from the same generator in the same order as eager."""
 
     def draw() -> np.ndarray:
         return (get_rng(rng).random(shape) >= p).astype(dtype) / (1 - p)
 
     keep = draw()
-    if tracing.active is not None:  # a compiled step draws anew, from the same generator
+    if tracing.active is not None:
         tracing.active.source(keep, draw)
-    return x * Tensor(keep)
+    return keep
 
 
 # ---- losses ------------------------------------------------------------------------------
@@ -470,8 +475,7 @@ def dropout2d(x: Any, p: float = 0.5, training: bool = True, rng: Any = None) ->
         )
     if not training or p == 0:
         return x
-    keep = (get_rng(rng).random(x.shape[:2]) >= p).astype(x.dtype) / (1 - p)
-    return x * Tensor(keep[:, :, None, None])
+    return x * Tensor(_keep_mask((*x.shape[:2], 1, 1), p, x.dtype, rng))
 
 
 def batch_norm(
@@ -501,16 +505,24 @@ def batch_norm(
                 f"batch_norm needs more than one value per channel while training, got input of "
                 f"shape {x.shape}"
             )
-        mean, var = x.data.mean(axis=axes), x.data.var(axis=axes)
-        if running_mean is not None:
-            running_mean[...] = (1 - momentum) * running_mean + momentum * mean
-        if running_var is not None:
-            running_var[...] = (1 - momentum) * running_var + momentum * var * count / (count - 1)
+
+        def update_running(x: np.ndarray) -> None:
+            if running_mean is not None:
+                running_mean[...] = (1 - momentum) * running_mean + momentum * x.mean(axis=axes)
+            if running_var is not None:  # the variance unbiased
+                running_var[...] = (1 - momentum) * running_var + momentum * x.var(
+                    axis=axes
+                ) * count / (count - 1)
+
+        update_running(x.data)
+        if tracing.active is not None:  # a side effect outside the graph: replayed too
+            tracing.active.effect(update_running, (x.data,))
+        options = dict(eps=eps, training=True)  # the op takes the batch's statistics itself
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm in eval mode needs running_mean and running_var")
-        mean, var = running_mean, running_var
-    options = dict(mean=mean, var=var, eps=eps, training=bool(training))
+        # Updated in place while training, so a replay reads their values at the time.
+        options = dict(mean=running_mean, var=running_var, eps=eps, training=False)
     if weight is None:
         return apply(ops.batch_norm, x, **options)
     return apply(ops.batch_norm, x, _tensor(weight), _tensor(bias), **options)

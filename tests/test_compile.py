@@ -724,3 +724,41 @@ def test_a_gradient_into_an_argument_is_refused():
     compiled = cr.compile(input_gradient)
     with pytest.raises(cr.CompileError, match="with respect to one of its arguments"):
         compiled(cr.tensor(np.ones((1, 2)), requires_grad=True))
+
+
+def test_image_layers_compiled_equal_eager_running_statistics_and_masks_included():
+    """BatchNorm2d takes each replay's batch statistics and updates its running estimates;
+    Dropout2d draws new channel masks from the same generator, as eager does."""
+
+    def build():
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding="same", dtype=np.float64, rng=0),
+            nn.BatchNorm2d(4, dtype=np.float64),
+            nn.ReLU(),
+            nn.Dropout2d(0.5, rng=1),
+            nn.Flatten(),
+            nn.Linear(4 * 6 * 6, 3, dtype=np.float64, rng=2),
+        )
+
+    X = np.random.default_rng(0).normal(size=(8, 1, 6, 6))
+    y = np.arange(8) % 3
+    runs = []
+    for compiled in (False, True):
+        model = build()
+        sgd = optim.SGD(model.parameters(), lr=0.1)
+
+        def step(x, t, model=model, sgd=sgd):
+            sgd.zero_grad()
+            loss = F.cross_entropy(model(x), t)
+            loss.backward()
+            sgd.step()
+            return loss
+
+        run = cr.compile(step) if compiled else step
+        losses = [run(X, y).item() for _ in range(6)]
+        model.eval()
+        runs.append(
+            (losses, model[1].running_mean.copy(), model[1].running_var.copy(), model(X).data)
+        )
+    for eager, replayed in zip(*runs):
+        np.testing.assert_allclose(replayed, eager, rtol=1e-12, atol=1e-14)

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 
 from chainrule import functional as F
+from chainrule import tracing
 from chainrule.nn import init
-from chainrule.nn.layers import _as_input, _check_dtype
+from chainrule.nn.layers import Dropout, _as_input, _check_dtype
 from chainrule.nn.module import Module, Parameter
 from chainrule.ops import conv as conv_ops
 from chainrule.random import get_rng
@@ -302,6 +303,8 @@ class BatchNorm2d(Module):
 
     def forward(self, x: Any) -> Tensor:
         x = _as_input(x, self.running_mean.dtype)
+        if tracing.active is not None:  # a compiled step is traced once per mode
+            tracing.active.guard(lambda: self.training)
         if x.ndim != 4 or x.shape[1] != self.num_features:
             raise ValueError(
                 f"BatchNorm2d({self.num_features}) expects input of shape (batch, "
@@ -322,22 +325,10 @@ class BatchNorm2d(Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
-class Dropout2d(Module):
+class Dropout2d(Dropout):
     """Zero whole channels with probability p while training (scaling the rest by 1/(1−p));
-    identity in eval. Input (N, C, H, W)."""
-
-    def __init__(self, p: float = 0.5, rng: Any = None) -> None:
-        if not 0 <= p < 1:
-            raise ValueError(f"Dropout2d probability must be in [0, 1), got {p}")
-        self.p = float(p)
-        self.rng = (
-            rng
-            if rng is None or isinstance(rng, np.random.Generator)
-            else np.random.default_rng(rng)
-        )
+    identity in eval. Input (N, C, H, W); `rng` as in `nn.Dropout`."""
 
     def forward(self, x: Any) -> Tensor:
+        self._trace_per_mode()
         return F.dropout2d(x, self.p, self.training, self.rng)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"

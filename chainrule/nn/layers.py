@@ -198,7 +198,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, rng: Any = None) -> None:
         if not 0 <= p < 1:
-            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+            raise ValueError(f"{type(self).__name__} probability must be in [0, 1), got {p}")
         self.p = float(p)
         self.rng = (
             rng
@@ -207,9 +207,12 @@ class Dropout(Module):
         )
 
     def forward(self, x: Any) -> Tensor:
+        self._trace_per_mode()
+        return F.dropout(x, self.p, self.training, self.rng)
+
+    def _trace_per_mode(self) -> None:
         if tracing.active is not None:  # a compiled step is traced once per mode
             tracing.active.guard(lambda: self.training)
-        return F.dropout(x, self.p, self.training, self.rng)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -10,9 +10,10 @@ import numpy as np
 
 
 def batch_norm(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, training=True):
-    """y = γ·(x − μ)/√(σ² + ε) + β per channel. x (N, C, ...), γ and β (C,) or absent, μ and σ²
-    (C,): the batch's mean and biased variance over every axis but 1 when training (the caller
-    computes them, to update its running estimates), the running estimates otherwise.
+    """y = γ·(x − μ)/√(σ² + ε) + β per channel. x (N, C, ...), γ and β (C,) or absent; μ and σ²
+    (C,) the running estimates when not training. Training, the op takes the batch's mean and
+    biased variance over every axis but 1 itself, so a compiled step's replay takes the new
+    batch's (statistics passed in would be the traced batch's).
 
     With x̂ = (x − μ)/√(σ² + ε), ĝ = γ·g and means m(·) over the same axes:
     dL/dβ = Σ g,  dL/dγ = Σ g·x̂,  dL/dx = (ĝ − m(ĝ) − x̂·m(ĝ·x̂))/√(σ² + ε) when μ, σ² are the
@@ -20,6 +21,8 @@ def batch_norm(x, weight=None, bias=None, mean=None, var=None, eps=1e-5, trainin
     """
     shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
     axes = (0, *range(2, x.ndim))
+    if training:
+        mean, var = x.mean(axis=axes), x.var(axis=axes)
     inverse = (1 / np.sqrt(var + eps)).astype(x.dtype, copy=False)
     normalized = (x - mean.reshape(shape)) * inverse.reshape(shape)
     if weight is None:
