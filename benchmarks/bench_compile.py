@@ -387,6 +387,57 @@ def first_call_ms(repeats: int) -> dict[str, float]:
     return {"median_ms": statistics.median(times), "max_ms": max(times), "target": "< 50 ms"}
 
 
+def fit_against_the_loop(workload: Workload, epochs: int, rounds: int) -> dict[str, Any]:
+    """`chainrule.fit` against the compiled loop written by hand (the issue's loop: shuffle, then
+    `loss = step(xb, yb)` per batch), same network, data and epochs, timed round by round in
+    alternating order; ratio = the loop's time ÷ fit's (above 1: fit is faster)."""
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(workload.dtype)
+    if workload.loss == "mse":
+        X, y = batch(workload)
+    else:
+        X = rng.standard_normal((32 * workload.batch, workload.sizes[0])).astype(dtype)
+        y = (X[:, 0] * X[:, 1] > 0).astype(np.int64)
+    n, size = len(X), min(workload.batch, len(X))
+
+    def by_hand() -> None:
+        _, _, train_step = chainrule_model(workload)
+        step = cr.compile(train_step)
+        order = np.random.default_rng(0)
+        for _ in range(epochs):
+            xs, ys = X, y
+            if size < n:
+                permutation = order.permutation(n)
+                xs, ys = X[permutation], y[permutation]
+            for start in range(0, n, size):
+                loss = step(xs[start : start + size], ys[start : start + size])  # noqa: F841
+
+    def with_fit() -> None:
+        model, opt, _ = chainrule_model(workload)
+        cr.fit(model, X, y, loss=workload.loss, optimizer=opt, epochs=epochs, batch_size=size)
+
+    samples: dict[str, list[float]] = {"loop": [], "fit": []}
+    for r in range(rounds):
+        for name in ("loop", "fit") if r % 2 == 0 else ("fit", "loop"):
+            start = time.perf_counter()
+            (by_hand if name == "loop" else with_fit)()
+            samples[name].append(time.perf_counter() - start)
+    ratios = [loop / fit for loop, fit in zip(samples["loop"], samples["fit"])]
+    steps = epochs * -(-n // size)
+    return {
+        "workload": workload.name,
+        "epochs": epochs,
+        "steps_per_epoch": -(-n // size),
+        "us_per_step": {k: statistics.median(v) / steps * 1e6 for k, v in samples.items()},
+        "fit vs loop": {
+            "median": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+        },
+        "target": ">= 0.95x",
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="2 short rounds: does it run?")
@@ -411,6 +462,10 @@ def main(argv: list[str] | None = None) -> int:
             if not args.workload or w.name in args.workload or w is LARGE
         ],
         "first_call": first_call_ms(3 if args.smoke else 15),
+        "fit": [
+            fit_against_the_loop(WORKLOADS[0], 20 if args.smoke else 2000, rounds),
+            fit_against_the_loop(WORKLOADS[1], 1 if args.smoke else 30, rounds),
+        ],
     }
     for row in report["workloads"]:
         print(f"\n{row['workload']} (target {row['target']}), µs per step:")
@@ -423,6 +478,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name}: skipped, {reason}")
     first = report["first_call"]
     print(f"\nfirst call (trace + build) of 2-16-16-2: {first['median_ms']:.1f} ms median")
+    for row in report["fit"]:
+        ratio, per_step = row["fit vs loop"], row["us_per_step"]
+        print(
+            f"fit vs the compiled loop by hand, {row['workload']} ({row['steps_per_epoch']} "
+            f"steps an epoch): {ratio['median']:.2f}x (rounds: {ratio['min']:.2f}-"
+            f"{ratio['max']:.2f}; µs per step: loop {per_step['loop']:.1f}, fit "
+            f"{per_step['fit']:.1f}; target {row['target']})"
+        )
     if args.output:
         args.output.write_text(json.dumps(report, indent=2))
     return 0

@@ -684,6 +684,115 @@ static PyObject *replay_at(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return PyLong_FromLong(result);
 }
 
+/* replay_scan(code_address, scalars_address, is_double, expected_address, steps, arguments,
+ * strides, copies) -> (status, steps run): the program `steps` times in one call, over
+ * consecutive batches (an epoch's batches, or one full batch over several epochs). Step k reads
+ * argument i at its buffer's start + k·strides[i] bytes (a stride of 0: the same batch each step),
+ * checked against `expected` (the traced shape, format and size must fit in the buffer for every
+ * step). After each step, every (source address, bytes, destination) in `copies` copies `bytes`
+ * from the program's buffer at `source` to the destination's byte k·bytes: what the caller keeps of
+ * each step (its loss, its output). status is 1 when all steps ran, else what the interpreter said
+ * at step `steps run` (0: a bad class label); -3 when the arguments do not fit (nothing ran). */
+static PyObject *replay_scan(PyObject *self, PyObject *args) {
+    enum { MAX_ARGUMENTS = 16, MAX_COPIES = 16 };
+    PyObject *code_object, *scalars_object, *expected_object, *arguments, *strides, *copies;
+    int is_double;
+    Py_ssize_t steps;
+    if (!PyArg_ParseTuple(args, "OOpOnO!O!O!", &code_object, &scalars_object, &is_double,
+                          &expected_object, &steps, &PyTuple_Type, &arguments, &PyTuple_Type,
+                          &strides, &PyTuple_Type, &copies))
+        return NULL;
+    int64_t *words = PyLong_AsVoidPtr(code_object);
+    double *scalars = PyLong_AsVoidPtr(scalars_object);
+    const int64_t *expected = PyLong_AsVoidPtr(expected_object);
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t count = PyTuple_GET_SIZE(arguments), copy_count = PyTuple_GET_SIZE(copies);
+    if (!expected || count > MAX_ARGUMENTS || copy_count > MAX_COPIES ||
+        PyTuple_GET_SIZE(strides) != count || expected[0] != count || steps < 1) {
+        PyErr_SetString(PyExc_ValueError, "replay_scan: bad arguments");
+        return NULL;
+    }
+    Py_buffer views[MAX_ARGUMENTS], targets[MAX_COPIES];
+    Py_ssize_t step_bytes[MAX_ARGUMENTS], taken = 0, targets_taken = 0;
+    char *sources[MAX_COPIES];
+    Py_ssize_t sizes[MAX_COPIES];
+    int result = 1;
+    const int64_t *at = expected + 1;
+    for (; result == 1 && taken < count; taken++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(arguments, taken), &views[taken],
+                               PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+            PyErr_Clear();
+            result = -3;
+            break;
+        }
+        Py_buffer *view = &views[taken];
+        int64_t ndim = at[0], bytes = at[1];
+        for (int64_t d = 0; d < ndim; d++) bytes *= at[3 + d];
+        Py_ssize_t stride = PyLong_AsSsize_t(PyTuple_GET_ITEM(strides, taken));
+        if (stride == -1 && PyErr_Occurred()) {
+            PyErr_Clear();
+            stride = -1;
+        }
+        int fits = view->itemsize == at[1] && packed_format(view->format) == at[2] &&
+                   stride >= 0 && stride % at[1] == 0 &&
+                   stride <= (view->len - bytes) / (steps > 1 ? steps - 1 : 1) &&
+                   bytes <= view->len;
+        at += 3 + ndim;
+        step_bytes[taken] = stride;
+        if (!fits) {
+            result = -3;
+            taken++;
+            break;
+        }
+    }
+    for (; result == 1 && targets_taken < copy_count; targets_taken++) {
+        PyObject *item = PyTuple_GET_ITEM(copies, targets_taken);
+        PyObject *source, *target;
+        Py_ssize_t size;
+        if (!PyTuple_Check(item) || !PyArg_ParseTuple(item, "OnO", &source, &size, &target)) {
+            PyErr_Clear();
+            result = -3;
+            break;
+        }
+        sources[targets_taken] = PyLong_AsVoidPtr(source);
+        sizes[targets_taken] = size;
+        if (PyErr_Occurred() ||
+            PyObject_GetBuffer(target, &targets[targets_taken], PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)) {
+            PyErr_Clear();
+            result = -3;
+            break;
+        }
+        if (size < 0 || size > targets[targets_taken].len / steps) {
+            result = -3;
+            targets_taken++;
+            break;
+        }
+    }
+    Py_ssize_t done = 0;
+    if (result == 1) {
+        int64_t patches = words[0];
+        for (int64_t i = 0; i < patches; i++)
+            if (words[1 + 2 * i] >= count) result = -3;
+        const int64_t *start = words + 1 + 2 * patches;
+        Py_BEGIN_ALLOW_THREADS
+        for (; result == 1 && done < steps; done++) {
+            for (int64_t i = 0; i < patches; i++) {
+                int64_t argument = words[1 + 2 * i], word = words[2 + 2 * i];
+                words[word] = (int64_t)(intptr_t)((char *)views[argument].buf +
+                                                  done * step_bytes[argument]);
+            }
+            result = is_double ? run_double(start, scalars) : run_float(start, scalars);
+            if (result != 1) break;
+            for (Py_ssize_t c = 0; c < copy_count; c++)
+                memcpy((char *)targets[c].buf + done * sizes[c], sources[c], sizes[c]);
+        }
+        Py_END_ALLOW_THREADS
+    }
+    for (Py_ssize_t i = 0; i < taken; i++) PyBuffer_Release(&views[i]);
+    for (Py_ssize_t i = 0; i < targets_taken; i++) PyBuffer_Release(&targets[i]);
+    return Py_BuildValue("in", result, done);
+}
+
 /* Convolution and pooling kernels: defined in their section at the end of this file. */
 static PyObject *col2im(PyObject *self, PyObject *args);
 static PyObject *max_pool2d(PyObject *self, PyObject *args);
@@ -697,6 +806,8 @@ static PyMethodDef methods[] = {
     {"replay", replay, METH_VARARGS, "Run a recorded step (see the replay interpreter section)."},
     {"replay_at", (PyCFunction)(void (*)(void))replay_at, METH_FASTCALL,
      "Run a recorded step from addresses (the compiled step's fast path)."},
+    {"replay_scan", replay_scan, METH_VARARGS,
+     "Run a recorded step over consecutive batches in one call (see replay_scan)."},
     {"col2im", col2im, METH_VARARGS, "Add im2col columns back into an image; False if they do not fit."},
     {"max_pool2d", max_pool2d, METH_VARARGS, "Max pooling with argmax; False if the arrays do not fit."},
     {"max_pool2d_backward", max_pool2d_backward, METH_VARARGS,

@@ -34,6 +34,8 @@ replay = getattr(_kernels, "replay", None) if AVAILABLE else None
 # The same, taking the program and scalars by address and the arguments one by one (the compiled
 # step's fast path); None in a module built before it existed.
 replay_at = getattr(_kernels, "replay_at", None) if replay is not None else None
+# The same over consecutive batches in one call (`CompiledFunction.scan`); None where absent.
+replay_scan = getattr(_kernels, "replay_scan", None) if replay is not None else None
 
 # Convolution and pooling (chainrule/ops/conv.py): `col2im(cols, gx, ...)` and
 # `max_pool2d_backward(g, index, gx, ...)` fill gx, `max_pool2d(x, out, index, ...)` fills out and

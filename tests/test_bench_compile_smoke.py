@@ -39,3 +39,5 @@ def test_the_compile_benchmark_smoke_run_reports_every_workload(tmp_path):
         assert "compiled vs eager" in row["ratios"]
         assert "jax-jit" in row["us_per_step"] or "jax-jit" in row["skipped"]
     assert report["first_call"]["median_ms"] > 0
+    assert [row["workload"] for row in report["fit"]] == names[:2]
+    assert all(row["fit vs loop"]["median"] > 0 for row in report["fit"])

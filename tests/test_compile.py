@@ -762,3 +762,96 @@ def test_image_layers_compiled_equal_eager_running_statistics_and_masks_included
         )
     for eager, replayed in zip(*runs):
         np.testing.assert_allclose(replayed, eager, rtol=1e-12, atol=1e-14)
+
+
+# ---- results as views, and many steps in one call ---------------------------------------------
+def test_views_are_the_replays_own_arrays_holding_the_tensor_results_numbers():
+    build = mlp(np.float64, nn.Tanh(), outputs=2)
+    (model_a, opt_a), (model_b, opt_b) = twins(build)
+
+    def step_of(model, opt):
+        def step(x, y):
+            opt.zero_grad()
+            output = model(x)
+            loss = F.cross_entropy(output, y)
+            loss.backward()
+            opt.step()
+            return loss, output
+
+        return step
+
+    tensors = cr.compile(step_of(model_a, opt_a))
+    views = cr.compile(step_of(model_b, opt_b), results="views")
+    kept = []
+    for x, y in class_batches(np.float64, classes=2, steps=6):
+        (loss_a, out_a), (loss_b, out_b) = tensors(x, y), views(x, y)
+        assert isinstance(loss_b, np.ndarray) and isinstance(out_b, np.ndarray)
+        np.testing.assert_array_equal(loss_b, loss_a.data)
+        np.testing.assert_array_equal(out_b, out_a.data)
+        kept.append(out_b)
+    if views.last_replay == "c":  # the C replay hands back the same buffers at every call
+        assert kept[-1] is kept[-2]
+
+
+def test_results_must_be_tensors_or_views():
+    with pytest.raises(ValueError, match="results must be one of tensors, views"):
+        cr.compile(lambda x: x, results="arrays")
+
+
+SCAN_CASES = {k: NATIVE_CASES[k] for k in ("xor_sgd", "relu_adam_ce", "amsgrad_adamw_dropout")}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "auto"])
+@pytest.mark.parametrize("case", list(SCAN_CASES))
+def test_scan_gives_the_numbers_of_one_call_per_batch(case, backend):
+    build, loss_function, batches = SCAN_CASES[case]
+    dtype = next(build(np.random.default_rng(0))[0].parameters()).dtype.type
+    data = batches(dtype, steps=10)
+    X = np.concatenate([x for x, _ in data] + [data[0][0][:3]])  # 3 rows past the last batch
+    y = np.concatenate([y for _, y in data] + [data[0][1][:3]])
+    (model_a, opt_a), (model_b, opt_b) = twins(build)
+    looped = cr.compile(training_step(model_a, opt_a, loss_function), backend=backend)
+    scanned = cr.compile(training_step(model_b, opt_b, loss_function), backend=backend)
+    expected = [looped(x, y).item() for _ in range(2) for x, y in data]
+    got = [*scanned.scan(X, y, batch_size=8).data, *scanned.scan(X, y, batch_size=8).data]
+    np.testing.assert_array_equal(got, expected)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        np.testing.assert_array_equal(q.data, p.data)
+        np.testing.assert_array_equal(q.grad, p.grad)
+    runs_in_c = backend == "auto" and kernels.replay_scan is not None and "dropout" not in case
+    assert (scanned.cache_info()["scans"] == 2) == runs_in_c
+
+
+def test_scan_repeats_one_batch_as_many_times_as_asked():
+    build = mlp(np.float64, nn.Sigmoid(), lr=0.5)
+    (model_a, opt_a), (model_b, opt_b) = twins(build)
+    x, y = regression_batches(np.float64, steps=1)[0]
+    looped = cr.compile(training_step(model_a, opt_a, F.mse_loss))
+    scanned = cr.compile(training_step(model_b, opt_b, F.mse_loss), results="views")
+    expected = [looped(x, y).item() for _ in range(50)]
+    got = scanned.scan(x, y, batch_size=len(x), repeat=50)
+    assert got.shape == (50,)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(model_b[0].weight.data, model_a[0].weight.data)
+
+
+def test_scan_stacks_tuples_of_results():
+    double = cr.compile(lambda x: (cr.tensor(x) * 2.0, cr.tensor(x).sum()))
+    twice, sums = double.scan(np.arange(6.0).reshape(3, 2), batch_size=1)
+    assert twice.shape == (3, 1, 2) and sums.tolist() == [1.0, 5.0, 9.0]
+
+
+@pytest.mark.parametrize(
+    "arrays, options, error",
+    [
+        ((np.ones(4),), {"batch_size": 0}, "batch_size must be a positive int"),
+        ((np.ones(4),), {"batch_size": 5}, "batch_size 5 is larger than the 4 rows"),
+        ((np.ones(4),), {"batch_size": 2, "repeat": 0}, "repeat must be a positive int"),
+        ((np.ones(4), np.ones(3)), {"batch_size": 2}, "as many rows each, got 4, 3"),
+        (([1.0, 2.0],), {"batch_size": 1}, "NumPy arrays with a batch axis"),
+    ],
+)
+def test_scan_names_what_is_wrong_with_its_arguments(arrays, options, error):
+    double = cr.compile(lambda *xs: cr.tensor(xs[0]) * 2.0)
+    with pytest.raises((ValueError, TypeError), match=error):
+        double.scan(*arrays, **options)

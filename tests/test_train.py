@@ -88,6 +88,67 @@ def test_compiled_fit_equals_the_hand_written_loop_to_rounding():
         np.testing.assert_allclose(a.data, b.data, rtol=1e-12, atol=1e-14, err_msg=name)
 
 
+def classifier(dtype=np.float64):
+    return nn.Sequential(
+        nn.Linear(2, 16, dtype=dtype, rng=0),
+        nn.ReLU(),
+        nn.Linear(16, 16, dtype=dtype, rng=1),
+        nn.ReLU(),
+        nn.Linear(16, 2, dtype=dtype, rng=2),
+    )
+
+
+@pytest.mark.parametrize("batch_size", [16, 20])  # 20: a smaller last batch each epoch
+def test_compiled_fit_records_the_eager_runs_losses_and_accuracy(batch_size):
+    """A compiled epoch runs its full batches as one scan (one call into C), keeps each step's
+    output and counts the epoch's accuracy at its end: the same History as stepping eagerly."""
+    X, y = moons(n_samples=200, noise=0.2, rng=0)
+    options = dict(loss="cross_entropy", optimizer="adam", lr=0.01, epochs=8)
+    histories = {}
+    for compiled in (True, False):
+        model = classifier()
+        histories[compiled] = fit(model, X, y, batch_size=batch_size, compile=compiled, **options)
+        histories[compiled].weights = [p.data.copy() for p in model.parameters()]
+    compiled, eager = histories[True], histories[False]
+    np.testing.assert_allclose(compiled.loss, eager.loss, rtol=1e-12)
+    assert compiled.metrics["accuracy"] == eager.metrics["accuracy"]
+    assert 0.5 < compiled.metrics["accuracy"][-1] <= 1.0
+    for a, b in zip(compiled.weights, eager.weights):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_one_batch_epochs_run_together_and_still_log_and_record_each():
+    lines = {True: [], False: []}
+    histories = {}
+    for compiled in (True, False):
+        histories[compiled] = fit(
+            xor_network(),
+            XOR_X,
+            XOR_Y,
+            loss="half_mse",
+            lr=1.0,
+            epochs=1000,
+            log_every=300,
+            print_fn=lines[compiled].append,
+            compile=compiled,
+        )
+    assert histories[True].epochs == list(range(1000))
+    np.testing.assert_allclose(histories[True].loss, histories[False].loss, rtol=1e-12)
+    assert [line.split(",")[0] for line in lines[True]] == [
+        "Epoch 0",
+        "Epoch 300",
+        "Epoch 600",
+        "Epoch 900",
+    ]
+    assert lines[True] == lines[False]
+
+
+def test_a_loss_that_turns_nan_inside_a_compiled_epoch_names_its_step():
+    X, y = moons(n_samples=64, rng=0)
+    with pytest.raises(NonFiniteError, match=r"epoch 0, step [1-7]: the loss is (nan|inf)"):
+        fit(classifier(), X * 1e30, y, loss="cross_entropy", lr=1e30, epochs=3, batch_size=8)
+
+
 def test_same_seed_gives_bit_identical_training():
     X, y = moons(n_samples=64, rng=1)
     results = []

@@ -37,8 +37,9 @@ from chainrule.tensor import Tensor
 CompileError = tracing.CompileError
 
 BACKENDS = ("auto", "c", "numpy", "python")
+RESULTS = ("tensors", "views")
 
-__all__ = ["BACKENDS", "CompileError", "CompiledFunction", "compile"]
+__all__ = ["BACKENDS", "RESULTS", "CompileError", "CompiledFunction", "compile"]
 
 
 class CompiledFunction:
@@ -46,10 +47,17 @@ class CompiledFunction:
 
     `last_replay` says how the latest call ran: "trace" (the eager run that recorded it), or the
     replay used: "c" (the C interpreter, one call for the whole step), "numpy" (NumPy with
-    preallocated buffers), "python" (each op's own function). `cache_info()` counts them.
+    preallocated buffers), "python" (each op's own function). `cache_info()` counts them, and the
+    scans the C interpreter ran in one call.
     """
 
-    def __init__(self, function: Callable, cache_size: int = 8, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        function: Callable,
+        cache_size: int = 8,
+        backend: str = "auto",
+        results: str = "tensors",
+    ) -> None:
         if not callable(function):
             raise TypeError(f"compile expects a function, got {type(function).__name__}")
         if backend not in BACKENDS:
@@ -58,12 +66,17 @@ class CompiledFunction:
             )
         if not isinstance(cache_size, int) or cache_size < 1:
             raise ValueError(f"compile: cache_size must be a positive int, got {cache_size!r}")
+        if results not in RESULTS:
+            raise ValueError(
+                f"compile: results must be one of {', '.join(RESULTS)}, got {results!r}"
+            )
         self.function = function
+        self.results = results
         self.cache_size = cache_size
         self.backend = backend
         self._cache: OrderedDict[tuple, list[Program]] = OrderedDict()
         self.last_replay: str | None = None
-        self._traces = self._replays = 0
+        self._traces = self._replays = self._scans = 0
         self._last: tuple[tuple, Program] | None = None  # the latest replayed, checked first
         # The latest replayed's fast path (arrays only, a C replay): checks and runs in one go.
         self._fast: Callable[[tuple], Any] | None = None
@@ -102,11 +115,69 @@ class CompiledFunction:
         keywords = dict(zip(names, arguments[len(args) :]))
         tensors = [a for a in arguments if isinstance(a, Tensor)]
         result, trace = record(lambda: self.function(*positional, **keywords), [], arrays, tensors)
-        self._store(signature, Program(trace, self.backend))
+        self._store(signature, Program(trace, self.backend, self.results == "views"))
         self._traces += 1
         self._last = self._fast = None
         self.last_replay = "trace"
-        return result
+        return _arrays_of(result) if self.results == "views" else result
+
+    def scan(self, *arrays: np.ndarray, batch_size: int, repeat: int = 1) -> Any:
+        """Call the function on consecutive batches of `arrays` (rows [k·b, (k+1)·b) of each, every
+        full batch in order, all of that `repeat` times) and return its results stacked: each
+        result gains a first axis, one entry per call. The same calls as the loop
+        `for batch in batches: f(*batch)`, the same numbers; where the C interpreter runs the
+        step (traced already, no Dropout), all of them in one call into C: a small network's
+        epoch without Python per step. Rows past the last full batch are left out.
+
+        >>> import numpy as np, chainrule as cr
+        >>> double = cr.compile(lambda x: cr.tensor(x) * 2.0)
+        >>> double.scan(np.arange(4.0), batch_size=2).tolist()
+        [[0.0, 2.0], [4.0, 6.0]]
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"scan: batch_size must be a positive int, got {batch_size!r}")
+        if not isinstance(repeat, int) or repeat < 1:
+            raise ValueError(f"scan: repeat must be a positive int, got {repeat!r}")
+        if not arrays or not all(type(a) is np.ndarray and a.ndim >= 1 for a in arrays):
+            raise TypeError("scan: pass the arguments as NumPy arrays with a batch axis")
+        rows = len(arrays[0])
+        if any(len(a) != rows for a in arrays):
+            lengths = ", ".join(str(len(a)) for a in arrays)
+            raise ValueError(f"scan: the arrays must have as many rows each, got {lengths}")
+        per_pass = rows // batch_size
+        if per_pass == 0:
+            raise ValueError(f"scan: batch_size {batch_size} is larger than the {rows} rows")
+        first = tuple(a[:batch_size] for a in arrays)
+        calls, steps = [], per_pass * repeat
+        if self._ready(first) is None:  # not traced yet: the first call traces
+            calls.append(_copies_of(_arrays_of(self(*first))))
+        program = self._ready(first)
+        if program is not None and (repeat == 1 or per_pass == 1):
+            done = len(calls)
+            rest = tuple(a[done * batch_size :] for a in arrays) if per_pass > 1 else arrays
+            strides = tuple(0 if per_pass == 1 else a[:batch_size].nbytes for a in arrays)
+            stacked = program.native.scan(rest, strides, steps - done)
+            if stacked is not None:
+                self._replays += steps - done
+                self._scans += 1
+                if calls:
+                    stacked = _stack([_stack(calls), stacked], join=True)
+                return stacked if self.results == "views" else _tensors_of(stacked)
+        for k in range(len(calls), steps):
+            at = (k % per_pass) * batch_size
+            calls.append(_copies_of(_arrays_of(self(*(a[at : at + batch_size] for a in arrays)))))
+        stacked = _stack(calls)
+        return stacked if self.results == "views" else _tensors_of(stacked)
+
+    def _ready(self, arrays: tuple) -> Program | None:
+        """The kept C program for these arguments, its guards holding; else None."""
+        if tracing.active is not None:
+            return None
+        _, _, signature = _signature(arrays, {})
+        for program in self._cache.get(signature, ()):
+            if program.native is not None and program.matches():
+                return program
+        return None
 
     def _store(self, signature: tuple, program: Program) -> None:
         self._cache.setdefault(signature, []).insert(0, program)
@@ -119,11 +190,13 @@ class CompiledFunction:
         self._last = self._fast = None
 
     def cache_info(self) -> dict[str, Any]:
-        """Traces made, replays run, traces kept, and how each kept trace replays."""
+        """Traces made, replays run (a scan's steps included), scans run in one call into C,
+        traces kept, and how each kept trace replays."""
         kept = [program for programs in self._cache.values() for program in programs]
         return {
             "traces": self._traces,
             "replays": self._replays,
+            "scans": self._scans,
             "cached": len(kept),
             "replay": [program.kind for program in kept],
         }
@@ -134,7 +207,13 @@ class CompiledFunction:
         self._last = self._fast = None
 
 
-def compile(function: Callable | None = None, *, cache_size: int = 8, backend: str = "auto") -> Any:
+def compile(
+    function: Callable | None = None,
+    *,
+    cache_size: int = 8,
+    backend: str = "auto",
+    results: str = "tensors",
+) -> Any:
     """Compile a step (or any function of tensors): trace on the first call per signature, then
     replay. Usable as `compile(f)`, `@compile` or `@compile(backend="numpy")`.
 
@@ -145,7 +224,12 @@ def compile(function: Callable | None = None, *, cache_size: int = 8, backend: s
     step fits it, else NumPy), "numpy", "python" (each op's own function; the slowest replay and
     the reference), or "c" (as auto). CHAINRULE_NO_KERNELS=1 disables the C interpreter too.
 
-    Returns a `CompiledFunction`; its results are fresh Tensors without a graph.
+    `results`: "tensors" (fresh Tensors without a graph, each call's its own) or "views": NumPy
+    arrays that are the replay's own buffers, overwritten by the next call. Views save a copy and
+    a Tensor per result each call, which counts when the step takes a few µs; they suit a loop
+    that reads each result before the next call (as `fit` does: `loss.item()`, an accuracy).
+
+    Returns a `CompiledFunction`.
 
     >>> import numpy as np, chainrule as cr
     >>> double = cr.compile(lambda x: cr.tensor(x) * 2.0)
@@ -153,8 +237,8 @@ def compile(function: Callable | None = None, *, cache_size: int = 8, backend: s
     ([2.0, 2.0], [0.0, 2.0])
     """
     if function is None:
-        return lambda f: CompiledFunction(f, cache_size, backend)
-    return CompiledFunction(function, cache_size, backend)
+        return lambda f: CompiledFunction(f, cache_size, backend, results)
+    return CompiledFunction(function, cache_size, backend, results)
 
 
 def _fast_path(program: Program, args: tuple, kwargs: dict) -> Callable[[tuple], Any] | None:
@@ -196,6 +280,50 @@ def _signature(args: tuple, kwargs: dict) -> tuple[Any, list[np.ndarray], tuple]
             key.append((value.shape, value.dtype))
         arguments.append(value)
     return arguments, arrays, tuple(key)
+
+
+def _arrays_of(result: Any) -> Any:
+    """A traced call's result as `results="views"` gives it: each Tensor as its array."""
+    if isinstance(result, Tensor):
+        return np.asarray(result.data)  # an op may leave a NumPy scalar
+    if isinstance(result, (tuple, list)):
+        return type(result)(_arrays_of(item) for item in result)
+    if isinstance(result, dict):
+        return {key: _arrays_of(item) for key, item in result.items()}
+    return result
+
+
+def _copies_of(result: Any) -> Any:
+    if isinstance(result, np.ndarray):
+        return result.copy()
+    if isinstance(result, (tuple, list)):
+        return type(result)(_copies_of(item) for item in result)
+    if isinstance(result, dict):
+        return {key: _copies_of(item) for key, item in result.items()}
+    return result
+
+
+def _stack(calls: list, join: bool = False) -> Any:
+    """Per-call results, as one result whose arrays gain a first axis (one entry per call); with
+    `join`, already stacked results, joined along that axis."""
+    model = calls[0]
+    if isinstance(model, np.ndarray):
+        return np.concatenate(calls) if join else np.stack(calls)
+    if isinstance(model, (tuple, list)):
+        return type(model)(_stack([call[k] for call in calls], join) for k in range(len(model)))
+    if isinstance(model, dict):
+        return {key: _stack([call[key] for call in calls], join) for key in model}
+    return model
+
+
+def _tensors_of(result: Any) -> Any:
+    if isinstance(result, np.ndarray):
+        return Tensor(result)
+    if isinstance(result, (tuple, list)):
+        return type(result)(_tensors_of(item) for item in result)
+    if isinstance(result, dict):
+        return {key: _tensors_of(item) for key, item in result.items()}
+    return result
 
 
 def _as_array(value: Any) -> np.ndarray:

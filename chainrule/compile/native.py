@@ -65,12 +65,13 @@ class _Argument(int):
     each call (the arrays are read in place, not copied)."""
 
 
-def build(trace: Trace) -> NativeProgram | None:
-    """A C program for the trace, or None where the interpreter is absent or does not cover it."""
+def build(trace: Trace, views: bool = False) -> NativeProgram | None:
+    """A C program for the trace, or None where the interpreter is absent or does not cover it.
+    `views`: its results are its buffers themselves, not fresh Tensors."""
     if kernels.replay is None:
         return None
     try:
-        return NativeProgram(trace)
+        return NativeProgram(trace, views)
     except Decline:
         return None
 
@@ -79,8 +80,9 @@ class NativeProgram:
     """One trace as an interpreter program over fixed buffers (their addresses are in the code,
     so the trace's guards, parameter arrays above all, must hold before each run)."""
 
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, views: bool = False) -> None:
         self.trace = trace
+        self.views = views
         dtypes = {info[1] for info in trace.shapes if info is not None and info[1].kind == "f"}
         if len(dtypes) != 1 or (dtype := dtypes.pop()) not in (np.float32, np.float64):
             raise Decline
@@ -125,6 +127,11 @@ class NativeProgram:
         self.output = None  # the one returned buffer, where the step returns one tensor
         if type(trace.output) is SlotRef:
             self.output = self.buffers[trace.output.slot]
+        # The buffers never move, so a views result (a tensor or a tuple of them, immutable) can
+        # be the same object at every call.
+        self.view_result = None
+        if views and isinstance(trace.output, (SlotRef, tuple)):
+            self.view_result = _result(trace.output, self.buffers, True)
 
     # ---- buffers -----------------------------------------------------------------------------
     def _address(self, slot: int | None) -> int:
@@ -416,6 +423,38 @@ class NativeProgram:
             self.rerun(done, arrays)
         return True, self.finish()
 
+    def scan(self, arrays: tuple, strides: tuple, steps: int) -> Any:
+        """`steps` runs in one call, step k reading each argument at k·stride bytes into its
+        array; the results stacked (a new first axis). None, having run nothing, where the
+        interpreter cannot (no replay_scan, a prologue, a result that is no buffer of its own,
+        arguments that do not fit): the caller then calls the step per batch."""
+        if kernels.replay_scan is None or self.prologue or not self.refresh():
+            return None
+        leaves = _slots_of(self.trace.output)
+        if any(slot not in self.owned for slot in leaves):
+            return None
+        stacked, copies = {}, []
+        for slot in dict.fromkeys(leaves):
+            buffer = self.buffers[slot]
+            stacked[slot] = np.empty((steps, *buffer.shape), buffer.dtype)
+            copies.append((_address_of(buffer), buffer.nbytes, stacked[slot]))
+        status, done = kernels.replay_scan(
+            self.code_address,
+            self.scalars_address,
+            self.is_double,
+            self.expected_address,
+            steps,
+            arrays,
+            strides,
+            tuple(copies),
+        )
+        if status == -3:
+            return None
+        if status != 1:
+            self.rerun(status, ())  # raises the interpreter's error
+        self.finish()  # each leaf's .grad, as after a call
+        return _result(self.trace.output, stacked, True)
+
     def rerun(self, done: int, arrays: Any) -> None:
         """After the interpreter declined (`done` != 1): run again with contiguous copies of the
         arguments, or raise its error."""
@@ -428,14 +467,17 @@ class NativeProgram:
             raise RuntimeError(f"the replay interpreter failed ({done}); please report it")
 
     def finish(self) -> Any:
-        """Hand back each leaf's .grad and the result (fresh Tensors: copies of the buffers)."""
+        """Hand back each leaf's .grad and the result (fresh Tensors: copies of the buffers; or
+        the buffers themselves, for `views`)."""
         for tensor, grad in self.handed:
             tensor.grad = grad
         for tensor, grad in self.copied:
             tensor.grad = grad.copy()
-        if self.output is not None:  # the usual case: one loss
+        if self.view_result is not None:
+            return self.view_result
+        if self.output is not None and not self.views:  # the usual case: one loss
             return wrap(self.output.copy())
-        return _result(self.trace.output, self.buffers)
+        return _result(self.trace.output, self.buffers, self.views)
 
     def _unique(self, slot: int) -> bool:
         array = self.buffers[slot]
@@ -462,11 +504,22 @@ def _address_of(array: np.ndarray | None) -> int:
     return 0 if array is None else array.__array_interface__["data"][0]
 
 
-def _result(structure: Any, buffers: dict) -> Any:
+def _slots_of(structure: Any) -> list[int]:
+    """The slots a result structure returns, in order."""
+    if isinstance(structure, SlotRef):
+        return [structure.slot]
+    if isinstance(structure, (tuple, list)):
+        return [slot for item in structure for slot in _slots_of(item)]
+    if isinstance(structure, dict):
+        return [slot for item in structure.values() for slot in _slots_of(item)]
+    return []
+
+
+def _result(structure: Any, buffers: dict, views: bool) -> Any:
     if structure is None:
         return None
     if isinstance(structure, SlotRef):
-        return wrap(buffers[structure.slot].copy())
+        return buffers[structure.slot] if views else wrap(buffers[structure.slot].copy())
     if isinstance(structure, (tuple, list)):
-        return type(structure)(_result(s, buffers) for s in structure)
-    return {key: _result(s, buffers) for key, s in structure.items()}
+        return type(structure)(_result(s, buffers, views) for s in structure)
+    return {key: _result(s, buffers, views) for key, s in structure.items()}

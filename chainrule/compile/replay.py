@@ -22,16 +22,18 @@ MISS = object()  # what a fast path returns when the call is not its common case
 
 
 class Program:
-    """A runnable replay of one trace. `run(arrays)` takes the call's argument arrays."""
+    """A runnable replay of one trace. `run(arrays)` takes the call's argument arrays; `views`:
+    results are the buffers themselves (overwritten by the next run), not fresh Tensors."""
 
-    def __init__(self, trace: Trace, backend: str = "auto") -> None:
+    def __init__(self, trace: Trace, backend: str = "auto", views: bool = False) -> None:
         self.trace = trace
+        self.views = views
         self.values: list[Any] = [None] * trace.slot_count
         for slot, array in trace.constants.items():
             self.values[slot] = array
         self._buffers: set[int] = set()
         self.steps = self._build(backend != "python")
-        self.native = native.build(trace) if backend in ("auto", "c") else None
+        self.native = native.build(trace, views) if backend in ("auto", "c") else None
         self.kind = "c" if self.native is not None else "python" if backend == "python" else "numpy"
         self.fast: Callable[[tuple], Any] | None | bool = False  # built on first use (__init__)
 
@@ -121,7 +123,7 @@ class Program:
         """fast_path for the NumPy and Python replays: the same checks, then the steps."""
         count, ndarray = len(arguments), np.ndarray
         matches, steps, v, output = self.matches, self.steps, self.values, self.trace.output
-        slots = tuple(self.trace.arg_slots)
+        slots, views = tuple(self.trace.arg_slots), self.views
 
         def fast(args: tuple) -> Any:
             if len(args) != count:
@@ -138,9 +140,9 @@ class Program:
                 v[slot] = array
             for step in steps:
                 step(v)
-            if type(output) is SlotRef:
+            if type(output) is SlotRef and not views:
                 return wrap(np.array(v[output.slot], copy=True))
-            return _rebuild(output, v)
+            return _rebuild(output, v, views)
 
         return fast
 
@@ -154,7 +156,7 @@ class Program:
             v[slot] = array
         for step in self.steps:
             step(v)
-        return _rebuild(self.trace.output, v)
+        return _rebuild(self.trace.output, v, self.views)
 
     # ---- building ----------------------------------------------------------------------------
     def _buffer(self, slot: int) -> np.ndarray:
@@ -206,15 +208,16 @@ class Program:
         return kernel
 
 
-def _rebuild(structure: Any, v: list) -> Any:
-    """The call's result: fresh Tensors (copies: a buffer is overwritten by the next replay)."""
+def _rebuild(structure: Any, v: list, views: bool = False) -> Any:
+    """The call's result: fresh Tensors (copies: a buffer is overwritten by the next replay), or
+    with `views` the arrays themselves."""
     if structure is None:
         return None
     if isinstance(structure, SlotRef):
-        return wrap(np.array(v[structure.slot], copy=True))
+        return v[structure.slot] if views else wrap(np.array(v[structure.slot], copy=True))
     if isinstance(structure, (tuple, list)):
-        return type(structure)(_rebuild(s, v) for s in structure)
-    return {key: _rebuild(s, v) for key, s in structure.items()}
+        return type(structure)(_rebuild(s, v, views) for s in structure)
+    return {key: _rebuild(s, v, views) for key, s in structure.items()}
 
 
 # ---- the generic steps: one closure per event, calling the engine's own functions ---------------

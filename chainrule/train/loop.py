@@ -51,6 +51,9 @@ __all__ = ["fit", "fit_config"]
 # Data up to this size is shuffled as a whole once per epoch (a second copy in memory); larger
 # data is gathered batch by batch.
 _EPOCH_COPY_BYTES = 256 * 2**20
+# Epochs of one batch run as one scan of the compiled step up to this many rows in all (the scan
+# keeps every step's output).
+_SCAN_ROWS = 2**16
 # An epoch's loss this many times its first epoch's is a run going the wrong way.
 _DIVERGENCE_FACTOR = 1e3
 # A run that ends this far above its first step's loss made things worse.
@@ -133,14 +136,15 @@ class _Run:
         if config.checkpoint is not None:
             self.config_sha256 = checkpoint.config_hash(self.configuration())
         self.step = self._make_step()
+        self.epoch_outputs: np.ndarray | None = None  # one epoch's outputs, for its accuracy
         self.warned_of_divergence = False
         self.first_loss: float | None = None
         # Between epochs only what reads the weights needs them checked (validation, callbacks
         # that keep the best ones, checkpoints); otherwise the next step's loss check catches a
         # non-finite weight, and the run's end checks the last update.
-        self.batches_in_order = batch_selectors(
-            self.n, self.batch_size, None
-        )  # the same every epoch
+        self.batches_in_order = batch_selectors(self.n, self.batch_size, None)
+        self.batch_sizes = [selection_size(s) for s in self.batches_in_order]
+        self.shuffled = config.shuffle and self.batch_size < self.n
         self.check_weights_each_epoch = bool(
             self.validation is not None or self.callbacks or config.checkpoint
         )
@@ -184,25 +188,27 @@ class _Run:
         settings["steps_per_epoch"] = -(-self.n // self.batch_size)
         self.process.check_agreement(settings)
 
-    def _make_step(self) -> Callable[[np.ndarray, np.ndarray], tuple[Tensor, Tensor]]:
+    def _make_step(self) -> Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
         """The training step as users write it, compiled (`chainrule.compile`) unless the run
-        says not to; a step that cannot be compiled (a custom loss reading a value) runs eagerly.
+        says not to. It returns the loss and the output as arrays, which the loop reads before
+        the next step: the compiled step hands back its own buffers (no copy, no Tensor).
 
         Eagerly, a non-finite loss returns before the update, so the weights stay as they were
         and the guard can say where NaN began; a compiled step has applied its update by then.
         """
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
 
-        def eager_step(xb: np.ndarray, yb: np.ndarray) -> tuple[Tensor, Tensor]:
+        def eager_step(xb: np.ndarray, yb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             optimizer.zero_grad()
             output = model(xb)
             loss = loss_fn(output, yb)
-            if not math.isfinite(loss.item()):
-                return loss, output
-            loss.backward()
-            optimizer.step()
-            return loss, output
+            if math.isfinite(loss.item()):
+                loss.backward()
+                optimizer.step()
+            return loss.data, output.data
 
+        self.eager_step = eager_step
+        self.compiled_step: Any = None
         if (
             not self.config.compile
             or self.config.checkpoint is not None
@@ -224,16 +230,10 @@ class _Run:
             optimizer.step()
             return loss, output
 
-        compiled = compile_step(train_step)
-
-        def step(xb: np.ndarray, yb: np.ndarray) -> tuple[Tensor, Tensor]:
-            try:
-                return compiled(xb, yb)
-            except CompileError:  # raised while tracing, before the step changed anything
-                self.step = eager_step
-                return eager_step(xb, yb)
-
-        return step
+        # A CompileError comes from the first trace, before the step changed anything: the loop
+        # then steps eagerly (see _train_epoch).
+        self.compiled_step = compile_step(train_step, results="views")
+        return self.compiled_step
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self) -> History:
@@ -263,12 +263,16 @@ class _Run:
         # The loop checks every loss and weight for NaN/Inf itself and stops with the epoch, step
         # and parameter named, so NumPy's overflow warnings on the way would only be noise.
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for epoch in range(start_epoch, config.epochs):
+            epoch = start_epoch
+            while epoch < config.epochs and not state.stop:
+                span = self._epochs_in_one_go(epoch, start_step if epoch == start_epoch else 0)
+                if span > 1 and self._train_epochs_in_one_go(epoch, span, bar):
+                    epoch += span
+                    continue
                 state.epoch = epoch
                 self._train_epoch(epoch, start_step if epoch == start_epoch else 0)
                 self._end_epoch(epoch, bar)
-                if state.stop:
-                    break
+                epoch += 1
         if bar is not None:
             bar.close()
         self._watch_the_ending()
@@ -287,19 +291,15 @@ class _Run:
             state.running = (0.0, 0.0)
         else:  # resuming mid-epoch: draw this epoch's order again from the state it began with
             generator.bit_generator.state = state.epoch_start_generator
-        shuffled = config.shuffle and self.batch_size < self.n
-        order = generator.permutation(self.n) if shuffled else None
+        order = generator.permutation(self.n) if self.shuffled else None
         process.check_order(order, self.n)
         X, y = self.X, self.y
         if order is not None and X.nbytes + y.nbytes <= _EPOCH_COPY_BYTES:
             # One gather per epoch, then every batch is a slice (a view): the same samples in the
             # same order as indexing each batch, for one NumPy call instead of one per batch.
             X, y, order = X[order], y[order], None
-        batches = (
-            self.batches_in_order
-            if order is None
-            else batch_selectors(self.n, self.batch_size, order)
-        )
+        in_order = self.batches_in_order  # also where each batch sits in the epoch
+        batches = in_order if order is None else batch_selectors(self.n, self.batch_size, order)
         # This process's running sums (Python floats: cheaper per step than arrays).
         loss_sum, correct = 0.0, 0.0
         if first_step:
@@ -308,49 +308,159 @@ class _Run:
             if process.is_root:
                 loss_sum, correct = state.running
         alone = type(process) is LocalProcess  # then every sample is this process's
+        # Alone, each step's output is kept in the epoch's place and the epoch's accuracy counted
+        # once at its end (one argmax for the epoch, not one per step).
+        outputs = self.epoch_outputs if alone and self.classification else None
+        counted = in_order[first_step].start if first_step else 0  # rows counted so far
         step_callbacks = self.step_callbacks
         checkpoint_steps = config.checkpoint_steps if config.checkpoint else None
+        # Locals: this loop's own Python is a share of a small network's compiled step.
+        sizes, isfinite, step_fn = self.batch_sizes, math.isfinite, self.step
+        classification, last = self.classification, len(batches) - 1
+        if (
+            alone
+            and not first_step
+            and order is None
+            and len(batches) > 2
+            and self.step is self.compiled_step
+            and not step_callbacks
+            and not checkpoint_steps
+        ):
+            first_step, loss_sum, correct = self._scan_full_batches(X, y, epoch)
+            counted = in_order[first_step - 1].stop if first_step else 0
         for step in range(first_step, len(batches)):
             state.step = step
             selector = batches[step]
-            global_count = local_count = selection_size(selector)
             if alone:
-                value, output, yb = self._take_step(X[selector], y[selector], epoch, step)
+                xb = X[selector]
+                try:
+                    loss, output = step_fn(xb, y[selector])
+                except CompileError:  # from the first trace, before the step changed anything
+                    step_fn = self.step = self.eager_step
+                    loss, output = step_fn(xb, y[selector])
+                value = loss.item()
+                if not isfinite(value):
+                    self._stop_on_non_finite(value, xb, epoch, step)
+                if self.first_loss is None:
+                    self.first_loss = value  # the loss before any update: where it started
+                loss_sum += value * sizes[step]
+                if classification:
+                    if outputs is None:
+                        outputs = self.epoch_outputs = np.empty(
+                            (self.n, *output.shape[1:]), output.dtype
+                        )
+                    outputs[in_order[step]] = output
             else:
-                selector = process.shard(selector, global_count)
+                selector = process.shard(selector, sizes[step])
                 local_count = selection_size(selector)
                 value, output, yb = self._take_distributed_step(
-                    X[selector], y[selector], local_count, global_count, epoch, step
+                    X[selector], y[selector], local_count, sizes[step], epoch, step
                 )
-            if local_count:
-                loss_sum += value * local_count
-                if self.classification:
-                    correct += correct_count(output.data, yb, config.loss_name)
+                if local_count:
+                    loss_sum += value * local_count
+                    if classification:
+                        correct += correct_count(output.data, yb, config.loss_name)
             state.global_step += 1
-            for callback in step_callbacks:
-                callback.on_step_end(state)
-            mid_epoch = step + 1 < len(batches)
-            if checkpoint_steps and mid_epoch and state.global_step % checkpoint_steps == 0:
+            if step_callbacks:
+                for callback in step_callbacks:
+                    callback.on_step_end(state)
+            if checkpoint_steps and step < last and state.global_step % checkpoint_steps == 0:
                 self._check_weights(epoch, step)
+                if outputs is not None:
+                    done = in_order[step].stop
+                    correct += self._correct(outputs, y, order, counted, done)
+                    counted = done
                 state.running = tuple(process.sum(np.array([loss_sum, correct])))
                 self._save_checkpoint(epoch, step + 1)
         if self.check_weights_each_epoch or epoch + 1 == config.epochs:
             self._check_weights(epoch, len(batches) - 1)
+        if outputs is not None:
+            correct += self._correct(outputs, y, order, counted, self.n)
         if alone:
             state.running = (loss_sum, correct)
         else:
             state.running = tuple(process.sum(np.array([loss_sum, correct])))
 
-    def _take_step(
-        self, xb: np.ndarray, yb: np.ndarray, epoch: int, step: int
-    ) -> tuple[float, Tensor, np.ndarray]:
-        loss, output = self.step(xb, yb)
-        value = loss.item()
-        if not math.isfinite(value):
-            self._stop_on_non_finite(value, xb, epoch, step)
+    def _scan_full_batches(self, X: np.ndarray, y: np.ndarray, epoch: int) -> tuple:
+        """Every full batch of the epoch in one `scan` of the compiled step (one call into C where
+        the interpreter runs it): (steps taken, loss sum, correct count), the sums added in the
+        per-step loop's order. (0, 0.0, 0.0) where the step turned out not to compile."""
+        size = self.batch_size
+        try:
+            losses, outputs = self.step.scan(X, y, batch_size=size)
+        except CompileError:  # from the first trace, before the step changed anything
+            self.step = self.eager_step
+            return 0, 0.0, 0.0
+        values = losses.tolist()
+        loss_sum, isfinite = 0.0, math.isfinite
+        for step, value in enumerate(values):
+            if not isfinite(value):
+                self.state.step = step
+                self._stop_on_non_finite(value, X[step * size : (step + 1) * size], epoch, step)
+            loss_sum += value * size
         if self.first_loss is None:
-            self.first_loss = value  # the loss before any update: where the run started
-        return value, output, yb
+            self.first_loss = values[0]
+        correct = 0.0
+        if self.classification:
+            rows = outputs.reshape(len(values) * size, *outputs.shape[2:])
+            correct += correct_count(rows, y[: len(rows)], self.config.loss_name)
+        self.state.step = len(values) - 1
+        self.state.global_step += len(values)
+        return len(values), loss_sum, correct
+
+    def _epochs_in_one_go(self, epoch: int, first_step: int) -> int:
+        """How many epochs from `epoch` can run as one scan: where an epoch is one full batch and
+        nothing looks at the run between epochs (callbacks, validation, checkpoints), up to the
+        next epoch that logs; 1 otherwise."""
+        if (
+            first_step
+            or len(self.batches_in_order) != 1
+            or self.step is not self.compiled_step
+            or self.callbacks
+            or self.validation is not None
+            or self.config.checkpoint
+            or type(self.process) is not LocalProcess
+        ):
+            return 1
+        span = min(self.config.epochs - epoch, max(1, _SCAN_ROWS // self.n))
+        log_every = self.config.log_every
+        if log_every:
+            span = min(span, log_every - epoch % log_every if epoch % log_every else 1)
+        return span
+
+    def _train_epochs_in_one_go(self, epoch: int, span: int, bar: Any) -> bool:
+        """`span` one-batch epochs as one scan of the compiled step, then each epoch's ending as
+        if stepped alone; False (nothing done) where the step turned out not to compile."""
+        state, n = self.state, self.n
+        try:
+            losses, outputs = self.step.scan(self.X, self.y, batch_size=n, repeat=span)
+        except CompileError:  # from the first trace, before the step changed anything
+            self.step = self.eager_step
+            return False
+        for k, value in enumerate(losses.tolist()):
+            state.epoch = epoch + k
+            state.step = 0
+            if not math.isfinite(value):
+                self._stop_on_non_finite(value, self.X, epoch + k, 0)
+            if self.first_loss is None:
+                self.first_loss = value
+            correct = 0.0
+            if self.classification:
+                correct += correct_count(outputs[k], self.y, self.config.loss_name)
+            state.running = (0.0 + value * n, correct)
+            state.global_step += 1
+            if epoch + k + 1 == self.config.epochs:
+                self._check_weights(epoch + k, 0)
+            self._end_epoch(epoch + k, bar)
+        return True
+
+    def _correct(
+        self, outputs: np.ndarray, y: np.ndarray, order: np.ndarray | None, start: int, stop: int
+    ) -> int:
+        """How many of the epoch's rows start:stop the kept outputs classify right (`y` in the
+        epoch's order, or in the data's with `order` the epoch's permutation)."""
+        targets = y[start:stop] if order is None else y[order[start:stop]]
+        return correct_count(outputs[start:stop], targets, self.config.loss_name)
 
     def _take_distributed_step(
         self,
