@@ -148,26 +148,31 @@ class CompiledFunction:
         if per_pass == 0:
             raise ValueError(f"scan: batch_size {batch_size} is larger than the {rows} rows")
         first = tuple(a[:batch_size] for a in arrays)
-        calls, steps = [], per_pass * repeat
+        steps, done, stacked = per_pass * repeat, 0, None
         if self._ready(first) is None:  # not traced yet: the first call traces
-            calls.append(_copies_of(_arrays_of(self(*first))))
+            stacked = _Stacked(_arrays_of(self(*first)), steps)
+            done = 1
         program = self._ready(first)
         if program is not None and (repeat == 1 or per_pass == 1):
-            done = len(calls)
             rest = tuple(a[done * batch_size :] for a in arrays) if per_pass > 1 else arrays
             strides = tuple(0 if per_pass == 1 else a[:batch_size].nbytes for a in arrays)
-            stacked = program.native.scan(rest, strides, steps - done)
-            if stacked is not None:
+            scanned = program.native.scan(rest, strides, steps - done)
+            if scanned is not None:
                 self._replays += steps - done
                 self._scans += 1
-                if calls:
-                    stacked = _stack([_stack(calls), stacked], join=True)
-                return stacked if self.results == "views" else _tensors_of(stacked)
-        for k in range(len(calls), steps):
+                if stacked is not None:
+                    stacked.put_stacked(1, scanned)
+                    scanned = stacked.result()
+                return scanned if self.results == "views" else _tensors_of(scanned)
+        for k in range(done, steps):  # one call per batch, each result copied into its place
             at = (k % per_pass) * batch_size
-            calls.append(_copies_of(_arrays_of(self(*(a[at : at + batch_size] for a in arrays)))))
-        stacked = _stack(calls)
-        return stacked if self.results == "views" else _tensors_of(stacked)
+            result = _arrays_of(self(*(a[at : at + batch_size] for a in arrays)))
+            if stacked is None:
+                stacked = _Stacked(result, steps)
+            else:
+                stacked.put(k, result)
+        result = stacked.result()
+        return result if self.results == "views" else _tensors_of(result)
 
     def _ready(self, arrays: tuple) -> Program | None:
         """The kept C program for these arguments, its guards holding; else None."""
@@ -293,27 +298,49 @@ def _arrays_of(result: Any) -> Any:
     return result
 
 
-def _copies_of(result: Any) -> Any:
+class _Stacked:
+    """A scan's results: each array result of the first call gets an array with room for every
+    step (a new first axis), which later calls' results are copied into."""
+
+    def __init__(self, first: Any, steps: int) -> None:
+        self.structure = first
+        self.leaves = [
+            np.empty((steps, *np.shape(leaf)), np.asarray(leaf).dtype) for leaf in _leaves(first)
+        ]
+        self.put(0, first)
+
+    def put(self, step: int, result: Any) -> None:
+        for stacked, leaf in zip(self.leaves, _leaves(result)):
+            stacked[step] = leaf
+
+    def put_stacked(self, start: int, result: Any) -> None:
+        for stacked, leaves in zip(self.leaves, _leaves(result)):
+            stacked[start : start + len(leaves)] = leaves
+
+    def result(self) -> Any:
+        return _rebuilt(self.structure, iter(self.leaves))
+
+
+def _leaves(result: Any) -> list[Any]:
+    """The arrays of a result, in order (tuples, lists and dicts walked)."""
     if isinstance(result, np.ndarray):
-        return result.copy()
+        return [result]
     if isinstance(result, (tuple, list)):
-        return type(result)(_copies_of(item) for item in result)
+        return [leaf for item in result for leaf in _leaves(item)]
     if isinstance(result, dict):
-        return {key: _copies_of(item) for key, item in result.items()}
-    return result
+        return [leaf for item in result.values() for leaf in _leaves(item)]
+    return []
 
 
-def _stack(calls: list, join: bool = False) -> Any:
-    """Per-call results, as one result whose arrays gain a first axis (one entry per call); with
-    `join`, already stacked results, joined along that axis."""
-    model = calls[0]
-    if isinstance(model, np.ndarray):
-        return np.concatenate(calls) if join else np.stack(calls)
-    if isinstance(model, (tuple, list)):
-        return type(model)(_stack([call[k] for call in calls], join) for k in range(len(model)))
-    if isinstance(model, dict):
-        return {key: _stack([call[key] for call in calls], join) for key in model}
-    return model
+def _rebuilt(structure: Any, leaves: Any) -> Any:
+    """`structure` with its arrays replaced, in order, by `leaves`."""
+    if isinstance(structure, np.ndarray):
+        return next(leaves)
+    if isinstance(structure, (tuple, list)):
+        return type(structure)(_rebuilt(item, leaves) for item in structure)
+    if isinstance(structure, dict):
+        return {key: _rebuilt(item, leaves) for key, item in structure.items()}
+    return structure
 
 
 def _tensors_of(result: Any) -> Any:

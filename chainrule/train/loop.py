@@ -104,7 +104,10 @@ class _Run:
         check_training_data(X, y)
         dtype = model.dtype
         self.model, self.config = model, config
-        self.X, self.y = X.astype(dtype, copy=False), _as_float_targets(y, dtype)
+        # C-contiguous (a copy only where they are not), so that an epoch's batches can be read
+        # in place by one scan of the compiled step.
+        self.X = np.ascontiguousarray(X.astype(dtype, copy=False))
+        self.y = np.ascontiguousarray(_as_float_targets(y, dtype))
         self.n = len(X)
         self.batch_size = self.n if config.batch_size is None else int(config.batch_size)
         self.loss_fn = registry.get_loss(config.loss, "fit")
