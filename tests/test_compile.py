@@ -762,3 +762,23 @@ def test_image_layers_compiled_equal_eager_running_statistics_and_masks_included
         )
     for eager, replayed in zip(*runs):
         np.testing.assert_allclose(replayed, eager, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(kernels.replay_at is None, reason="the C interpreter was not built")
+@pytest.mark.parametrize("case", list(NATIVE_CASES))
+def test_layers_too_large_for_the_interpreters_loops_pause_it_for_blas(monkeypatch, case):
+    from chainrule.compile import native
+
+    monkeypatch.setattr(native, "MAX_LINEAR_WORK", 0)  # every layer's products by BLAS
+    build, loss_function, batches = NATIVE_CASES[case]
+    dtype = next(build(np.random.default_rng(0))[0].parameters()).dtype.type
+    results = {}
+    for backend in ("numpy", "c"):
+        model, opt = build(np.random.default_rng(0))
+        compiled = cr.compile(training_step(model, opt, loss_function), backend=backend)
+        losses = [compiled(x, y).item() for x, y in batches(dtype, steps=30)]
+        assert compiled.last_replay == backend
+        results[backend] = (losses, [p.data.copy() for p in model.parameters()])
+    assert_close(results["c"][0], results["numpy"][0], dtype)
+    for a, b in zip(results["c"][1], results["numpy"][1]):
+        assert_close(a, b, dtype)
