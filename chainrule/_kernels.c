@@ -295,8 +295,8 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
  * Runs a whole recorded training step in one call: a program of int64 words, each instruction an
  * opcode and its operands (array addresses, sizes, an index into a float64 array of scalars that
  * Python refreshes before each call: learning rates are read at every replay). Built for small
- * networks, where a step is dozens of NumPy calls of ~1 µs each and little arithmetic; the Python
- * side hands larger matrix products to NumPy/BLAS instead (it declines the whole program).
+ * networks, where a step is dozens of NumPy calls of ~1 µs each and little arithmetic; a larger
+ * layer's matrix products go to NumPy/BLAS at a pause (R_PAUSE), the rest of the step stays here.
  *
  * Each instruction is the arithmetic of its op in chainrule/ops (the reference), agreeing with it
  * to rounding, not bit for bit: the sums of products run in another order than BLAS's. The update

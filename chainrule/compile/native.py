@@ -2,8 +2,8 @@
 small network's whole step (forward, backward, update) runs in one call instead of dozens of
 NumPy calls.
 
-Only a trace the interpreter covers is translated: one float dtype; linear layers small enough
-that plain loops beat a BLAS call (larger ones stay with NumPy, which hands them to BLAS); relu,
+Only a trace the interpreter covers is translated: one float dtype; linear layers (those too
+large for plain loops to beat BLAS pause the program: their products run in NumPy); relu,
 sigmoid, tanh; same-shape add, sub, mul; mse and cross-entropy on class indices; gradients into
 leaves that zero_grad reset; Dropout's draws; SGD and Adam. Anything else (and a build without
 a C compiler, or CHAINRULE_NO_KERNELS=1) leaves the trace to the NumPy replay.
