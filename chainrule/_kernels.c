@@ -295,8 +295,8 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
  * Runs a whole recorded training step in one call: a program of int64 words, each instruction an
  * opcode and its operands (array addresses, sizes, an index into a float64 array of scalars that
  * Python refreshes before each call: learning rates are read at every replay). Built for small
- * networks, where a step is dozens of NumPy calls of ~1 µs each and little arithmetic; the Python
- * side hands larger matrix products to NumPy/BLAS instead (it declines the whole program).
+ * networks, where a step is dozens of NumPy calls of ~1 µs each and little arithmetic; a larger
+ * layer's matrix products go to NumPy/BLAS at a pause (R_PAUSE), the rest of the step stays here.
  *
  * Each instruction is the arithmetic of its op in chainrule/ops (the reference), agreeing with it
  * to rounding, not bit for bit: the sums of products run in another order than BLAS's. The update
@@ -327,6 +327,8 @@ enum {
     R_ADAM = 19,        /* p, grad, m, v, vmax|0, step (int64), count, scalars: lr b1 b2 eps decay
                            decoupled; counts: whether to advance the step (a flat group's
                            parameters share one counter, advanced once per step) */
+    R_PAUSE = 20,       /* k, then a 0 word: returns 2 + k, the caller runs its k-th NumPy action
+                           (a BLAS product) and resumes at the 0 word as a program of no patches */
 };
 
 /* NumPy's logaddexp(0, x), as ops.sigmoid uses it: exact for large |x|. */
@@ -557,6 +559,8 @@ enum {
                 code += 10;                                                                       \
                 break;                                                                            \
             }                                                                                     \
+            case R_PAUSE:                                                                         \
+                return (int)(2 + o[0]);                                                           \
             default:                                                                              \
                 return -2;                                                                        \
             }                                                                                     \
@@ -570,7 +574,8 @@ INTERPRETER(run_double, double, exp, log, log1p, tanh, sqrt, pow, adam_double, s
  * where each argument's address goes ([count, (argument, word)...]), so the call's arrays (a tuple
  * or list, in the traced dtypes) are read in place. Returns 1 when done; 0 if it met a bad class
  * label (the caller raises the op's error); -1, having run nothing, if an argument is not
- * C-contiguous (the caller passes contiguous copies); -2 for an unknown opcode. */
+ * C-contiguous (the caller passes contiguous copies); -2 for an unknown opcode; 2 + k at the k-th
+ * pause (the caller runs its action, then resumes with replay_at at the word after the pause). */
 static PyObject *replay(PyObject *self, PyObject *args) {
     Py_buffer code, scalars;
     int is_double;

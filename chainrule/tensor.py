@@ -287,7 +287,8 @@ class Tensor:
                     f"backward() on a non-scalar tensor of shape {self.shape} needs an explicit "
                     "grad of the same shape (the seed of the chain rule)"
                 )
-            seed = np.ones(self.data.shape, dtype=self.data.dtype)
+            seed = np.empty_like(self.data)  # np.ones is a Python wrapper around these two
+            seed.fill(1)
         else:
             seed = _as_array(grad, self.data.dtype)
             if seed.shape != self.data.shape:

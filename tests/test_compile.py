@@ -855,3 +855,40 @@ def test_scan_names_what_is_wrong_with_its_arguments(arrays, options, error):
     double = cr.compile(lambda *xs: cr.tensor(xs[0]) * 2.0)
     with pytest.raises((ValueError, TypeError), match=error):
         double.scan(*arrays, **options)
+
+
+@pytest.mark.skipif(kernels.replay_at is None, reason="the C interpreter was not built")
+@pytest.mark.parametrize("case", list(NATIVE_CASES))
+def test_layers_too_large_for_the_interpreters_loops_pause_it_for_blas(monkeypatch, case):
+    from chainrule.compile import native
+
+    monkeypatch.setattr(native, "MAX_LINEAR_WORK", 0)  # every layer's products by BLAS
+    build, loss_function, batches = NATIVE_CASES[case]
+    dtype = next(build(np.random.default_rng(0))[0].parameters()).dtype.type
+    results = {}
+    for backend in ("numpy", "c"):
+        model, opt = build(np.random.default_rng(0))
+        compiled = cr.compile(training_step(model, opt, loss_function), backend=backend)
+        losses = [compiled(x, y).item() for x, y in batches(dtype, steps=30)]
+        assert compiled.last_replay == backend
+        results[backend] = (losses, [p.data.copy() for p in model.parameters()])
+    assert_close(results["c"][0], results["numpy"][0], dtype)
+    for a, b in zip(results["c"][1], results["numpy"][1]):
+        assert_close(a, b, dtype)
+
+
+@pytest.mark.skipif(kernels.replay_at is None, reason="the C interpreter was not built")
+def test_a_step_that_pauses_for_blas_scans_one_call_per_batch(monkeypatch):
+    from chainrule.compile import native
+
+    monkeypatch.setattr(native, "MAX_LINEAR_WORK", 0)  # every layer pauses for BLAS
+    build, loss_function, batches = SCAN_CASES["relu_adam_ce"]
+    (model_a, opt_a), (model_b, opt_b) = twins(build)
+    data = batches(np.float32, steps=4)
+    X, y = np.concatenate([x for x, _ in data]), np.concatenate([y for _, y in data])
+    looped = cr.compile(training_step(model_a, opt_a, loss_function))
+    scanned = cr.compile(training_step(model_b, opt_b, loss_function))
+    expected = [looped(x, y).item() for x, y in data]
+    assert looped.last_replay == "c"
+    np.testing.assert_array_equal(scanned.scan(X, y, batch_size=8).data, expected)
+    assert scanned.cache_info()["scans"] == 0

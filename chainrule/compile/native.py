@@ -2,8 +2,8 @@
 small network's whole step (forward, backward, update) runs in one call instead of dozens of
 NumPy calls.
 
-Only a trace the interpreter covers is translated: one float dtype; linear layers small enough
-that plain loops beat a BLAS call (larger ones stay with NumPy, which hands them to BLAS); relu,
+Only a trace the interpreter covers is translated: one float dtype; linear layers (those too
+large for plain loops to beat BLAS pause the program: their products run in NumPy); relu,
 sigmoid, tanh; same-shape add, sub, mul; mse and cross-entropy on class indices; gradients into
 leaves that zero_grad reset; Dropout's draws; SGD and Adam. Anything else (and a build without
 a C compiler, or CHAINRULE_NO_KERNELS=1) leaves the trace to the NumPy replay.
@@ -12,6 +12,7 @@ a C compiler, or CHAINRULE_NO_KERNELS=1) leaves the trace to the NumPy replay.
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -42,10 +43,15 @@ from chainrule.tensor import wrap
     CE_BACK,
     SGD,
     ADAM,
-) = range(1, 20)
+    PAUSE,
+) = range(1, 21)
 
-# Multiply-adds of one linear layer above which its products go to BLAS (the NumPy replay):
-# measured, plain loops win below about 32k on the machines we run on, and lose 5-20x above 1M.
+# Multiply-adds of one linear layer above which its products go to BLAS: measured, plain loops
+# win below about 32k on the machines we run on, and lose 5-20x above 1M. The program then pauses
+# at the layer (PAUSE), its products run in NumPy exactly as the NumPy replay runs them, and the
+# interpreter resumes: the element-wise work, the loss and the update stay one C call per stretch
+# between products (a digits-sized step: ~5 calls instead of ~25 NumPy calls and the optimizer's
+# Python loop).
 MAX_LINEAR_WORK = 2**16
 
 _UNARY = {
@@ -97,6 +103,8 @@ class NativeProgram:
         self.epilogue: list[tuple] = []
         self.scalar_sources: list[tuple[int, Callable]] = []
         self.scalar_count = 0
+        self.pauses: list[Callable[[Any], None]] = []  # the NumPy actions, by pause number
+        self._resume_words: list[int] = []  # where each pause's resumed program starts
         self._translate()
         # After the call each leaf's .grad is what the step's last word on it says: None after
         # a zero_grad, else its gradient, which keeps the buffer unless another slot shares it.
@@ -121,6 +129,8 @@ class NativeProgram:
         self._seen: list[tuple | None] = [None] * len(self.scalar_sources)
         self.scalars = np.zeros(max(self.scalar_count, 1), dtype=np.float64)
         self.code_address = _address_of(self.program)
+        word = self.program.itemsize
+        self.resume = [self.code_address + (offset + at) * word for at in self._resume_words]
         self.expected = _expected([trace.shapes[slot] for slot in trace.arg_slots])
         self.expected_address = _address_of(self.expected)
         self.scalars_address = _address_of(self.scalars)
@@ -234,7 +244,8 @@ class NativeProgram:
             n, n_in = shapes[x][0]
             n_out = shapes[w][0][0]
             if n * n_in * n_out > MAX_LINEAR_WORK:
-                raise Decline
+                self._linear_in_numpy(x, w, b, out)
+                return
             self._emit(LINEAR, *map(self._address, (x, w, b, out)), n, n_in, n_out)
             self._emit(self._scratch((n_in, n_out)))
         elif op in _UNARY:
@@ -277,6 +288,9 @@ class NativeProgram:
             n, n_in = shapes[x][0]
             n_out = shapes[w][0][0]
             gb = outs[2] if len(outs) == 3 else None
+            if n * n_in * n_out > MAX_LINEAR_WORK:
+                self._linear_back_in_numpy(g, x, w, outs[0], outs[1], gb)
+                return
             targets = map(self._address, (g, x, w, outs[0], outs[1], gb))
             self._emit(LINEAR_BACK, *targets, n, n_in, n_out)
         elif op in _UNARY:
@@ -313,6 +327,56 @@ class NativeProgram:
             self._emit(self._address(outs[0]), batch, classes, reduction == "mean")
         else:
             raise Decline
+
+    def _pause(self, action: Callable[[Any], None]) -> None:
+        """Stop the interpreter here to run `action(arguments)` in NumPy, then go on."""
+        if kernels.replay_at is None:
+            raise Decline  # an extension built before replay_at cannot resume
+        self._emit(PAUSE, len(self.pauses))
+        self._resume_words.append(len(self.code))
+        self.code.append(0)  # the resumed program's header: no argument addresses to patch
+        self.pauses.append(action)
+
+    def _reader(self, slot: int) -> Callable[[Any], np.ndarray]:
+        """The array a slot holds during a call: an argument's or a buffer."""
+        if slot in self.trace.arg_slots:
+            position = self.trace.arg_slots.index(slot)
+            return operator.itemgetter(position)
+        array = self._array(slot)
+        return lambda arguments: array
+
+    def _linear_in_numpy(self, x: int, w: int, b: int | None, out: int) -> None:
+        """A large layer's forward pass by BLAS: numpy_ops._linear's calls."""
+        read_x, W, z = self._reader(x), self._array(w), self._array(out)
+        bias = None if b is None else self._array(b)
+
+        def forward(arguments: Any) -> None:
+            np.matmul(read_x(arguments), W.T, out=z)
+            if bias is not None:
+                np.add(z, bias, out=z)
+
+        self._pause(forward)
+
+    def _linear_back_in_numpy(self, g: int, x: int, w: int, gx_slot, gw_slot, gb_slot) -> None:
+        """A large layer's products of the backward pass by BLAS: numpy_ops._linear's calls."""
+        grad, read_x, W = self._array(g), self._reader(x), self._array(w)
+        gx, gw, gb = (None if s is None else self._array(s) for s in (gx_slot, gw_slot, gb_slot))
+        rows = self.trace.shapes[x][0][0]
+        # ops.linalg.column_sums: a product with ones from 64 rows on, NumPy's sum below.
+        ones = np.ones(rows, dtype=self.dtype) if rows >= 64 else None
+
+        def backward(arguments: Any) -> None:
+            if gx is not None:
+                np.matmul(grad, W, out=gx)
+            if gw is not None:
+                np.matmul(grad.T, read_x(arguments), out=gw)
+            if gb is not None:
+                if ones is None:
+                    np.add.reduce(grad, axis=0, out=gb)
+                else:
+                    np.matmul(ones, grad, out=gb)
+
+        self._pause(backward)
 
     def _source(self, event: tuple) -> None:
         _, make, out = event
@@ -426,9 +490,9 @@ class NativeProgram:
     def scan(self, arrays: tuple, strides: tuple, steps: int) -> Any:
         """`steps` runs in one call, step k reading each argument at k·stride bytes into its
         array; the results stacked (a new first axis). None, having run nothing, where the
-        interpreter cannot (no replay_scan, a prologue, a result that is no buffer of its own,
-        arguments that do not fit): the caller then calls the step per batch."""
-        if kernels.replay_scan is None or self.prologue or not self.refresh():
+        interpreter cannot (no replay_scan, a prologue, pauses for BLAS, a result that is no
+        buffer of its own, arguments that do not fit): the caller then calls the step per batch."""
+        if kernels.replay_scan is None or self.prologue or self.pauses or not self.refresh():
             return None
         leaves = _slots_of(self.trace.output)
         if any(slot not in self.owned for slot in leaves):
@@ -461,6 +525,12 @@ class NativeProgram:
         if done == -1:  # an argument not C-contiguous: contiguous copies, read in place
             arrays = [np.ascontiguousarray(a) for a in arrays]
             done = kernels.replay(self.program, self.scalars, self.is_double, arrays)
+        if done >= 2:  # a pause: its NumPy action, then on from the word after it
+            pauses, resume, replay_at = self.pauses, self.resume, kernels.replay_at
+            scalars, is_double = self.scalars_address, self.is_double
+            while done >= 2:
+                pauses[done - 2](arrays)
+                done = replay_at(resume[done - 2], scalars, is_double, 0)
         if done != 1:
             if done == 0:
                 raise ValueError("cross_entropy: a target class is outside [0, classes)")

@@ -193,9 +193,8 @@ def cross_entropy(logits, target, reduction="mean"):
     loss, scale = _reduce(per_sample, reduction, batch)
 
     def backward(g):
-        upstream = _upstream(g, scale)
-        if np.ndim(upstream):
-            upstream = upstream[:, None]
+        # A reduced loss scales by a number; 'none' by each sample's own g, one per row.
+        upstream = g * scale if scale is not None else g[:, None]
         grad = exp_shifted / sums  # softmax(z), kept from the forward pass
         if target.ndim == 1:
             grad[rows, target] -= 1

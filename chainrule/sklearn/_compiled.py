@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chainrule import functional as F
 from chainrule.compile import compile as compile_step
 from chainrule.tensor import Tensor, tensor
 from chainrule.train import NonFiniteError
@@ -24,25 +23,18 @@ if TYPE_CHECKING:
 
 def _step(mlp: _BaseMLP) -> Callable:
     """One mini-batch's update, compiled: everything that varies per batch is an argument (the
-    inputs, the targets as the loss takes them, the sample weights or None), and the step returns
-    the weighted data loss and Σ‖W‖² before the update, read by the caller after the call."""
+    inputs, the targets as the loss takes them, then the sample weights where there are any), and
+    the step returns the (weighted) data loss, read by the caller after the call. Unweighted
+    batches pass arrays only, which keeps each call on the replay's fast path."""
     model, optimizer = mlp._model, mlp._optimizer
-    weights = [layer.weight for layer in mlp._linears()] if mlp.alpha > 0 else []
-    zeros = [np.zeros_like(weight.data) for weight in weights]
 
-    def train_step(xb: np.ndarray, tb: np.ndarray, wb: np.ndarray | None) -> tuple:
+    def train_step(xb: np.ndarray, tb: np.ndarray, *weights: np.ndarray) -> Tensor:
         optimizer.zero_grad()
-        squares = None
-        for weight, zero in zip(weights, zeros):  # the L2 term's value; its gradient is the decay
-            # ‖W‖² as mse_loss(W, 0, "sum"): an op with a replay kernel and a C instruction, so
-            # the penalty keeps small networks on the C interpreter.
-            term = F.mse_loss(weight, zero, reduction="sum")
-            squares = term if squares is None else squares + term
         output = model(xb)
-        loss = mlp._data_loss(output, tb, None if wb is None else tensor(wb))
+        loss = mlp._data_loss(output, tb, tensor(weights[0]) if weights else None)
         loss.backward()
         optimizer.step()
-        return loss, squares
+        return loss
 
     return compile_step(train_step)
 
@@ -63,7 +55,9 @@ def fit_compiled(
     step = _step(mlp)
     X = np.ascontiguousarray(X)  # every batch a contiguous slice, shuffled or not
     n = X.shape[0]
-    groups = mlp._optimizer.param_groups
+    weights_group = mlp._optimizer.param_groups[0]
+    penalised = mlp.alpha > 0
+    bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
     parameters = [p for layer in mlp._linears() for p in (layer.weight, layer.bias)]
     state = SimpleNamespace(logs={}, optimizer=mlp._optimizer, stop=False)
     shuffled = mlp.shuffle and batch_size < n
@@ -80,21 +74,27 @@ def fit_compiled(
                 Xe, te = np.take(X, order, 0, out=X_shuffled), np.take(target, order, 0)
                 we = None if weights is None else np.take(weights, order)
             loss_sum = 0.0
-            for start in range(0, n, batch_size):
-                stop = min(start + batch_size, n)
+            for start, stop in bounds:
                 count = stop - start
-                wb = None if we is None else we[start:stop]
-                total = count if wb is None else float(wb.sum())
+                if we is None:
+                    total = count
+                    batch: tuple = (Xe[start:stop], te[start:stop])
+                else:
+                    wb = we[start:stop]
+                    total = float(wb.sum())
+                    batch = (Xe[start:stop], te[start:stop], wb)
                 # sklearn's alpha/(2·total)·Σ‖W‖²: its gradient is weight decay on the weights'
-                # group, set per batch (the last may be smaller) and read at each replay.
-                groups[0]["weight_decay"] = mlp.alpha / total
-                loss, squares = step(Xe[start:stop], te[start:stop], wb)
-                value = loss.item()
+                # group, set per batch (the last may be smaller) and read at each replay; its
+                # value, before the update, is summed here as the eager loop does (_batch_loss).
+                decay = mlp.alpha / total
+                if decay != weights_group["weight_decay"]:
+                    weights_group["weight_decay"] = decay
+                if penalised:
+                    mlp._penalty_total += 0.5 * mlp.alpha * mlp._squared_weights() * (count / total)
+                value = step(*batch).item()
                 if not math.isfinite(value):
                     raise NonFiniteError(f"the loss is {value} at epoch {epoch}")
                 loss_sum += value * count
-                if squares is not None:
-                    mlp._penalty_total += 0.5 * mlp.alpha * squares.item() * (count / total)
             state.logs = {"loss": loss_sum / n}
             monitor.on_epoch_end(state)
             if state.stop:
