@@ -410,7 +410,7 @@ def test_a_garbled_request_gets_400_and_the_server_goes_on(server, garbage):
     assert request(server, "GET", "/api/options")[0] == 200
 
 
-def _wait_for(condition, timeout=5.0):
+def _wait_for(condition, timeout=15.0):
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.02)
