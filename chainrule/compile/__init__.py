@@ -149,7 +149,7 @@ class CompiledFunction:
             raise ValueError(f"scan: batch_size {batch_size} is larger than the {rows} rows")
         first = tuple(a[:batch_size] for a in arrays)
         steps, done, stacked = per_pass * repeat, 0, None
-        if self._ready(first) is None:  # not traced yet: the first call traces
+        if self._ready(first) is None:  # no C program yet: the first call traces (or replays)
             stacked = _Stacked(_arrays_of(self(*first)), steps)
             done = 1
         program = self._ready(first)
