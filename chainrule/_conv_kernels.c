@@ -15,11 +15,10 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
-#define VECTORIZE __attribute__((target_clones("avx2", "default")))
-#else
-#define VECTORIZE
-#endif
+/* NOTE: no AVX2 clones here, unlike _kernels.c: rows are short (8-28 elements in the benchmarks)
+ * and AVX2 versions measured no faster. What costs is the work per row, so each row's common case
+ * (all inside, stride 1) is a loop of its own, and the zero-filling loops are guarded: GCC turns
+ * them into memset calls, dearer than the copy itself for a row of 8. */
 
 /* The geometry shared by both kernels: x (N, C, H, W) and cols (C, kh, kw, N, Ho, Wo); input row
  * h = oh·sh − pt + i·dh and column w = ow·sw − pl + j·dw, outside [0, H) × [0, W) is padding. */
@@ -27,7 +26,7 @@ typedef struct {
     Py_ssize_t N, C, H, W, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw;
 } Geometry;
 
-/* The outputs [lo, hi) of a row whose input column ow·sw + shift lies inside [0, W). */
+/* The outputs [lo, hi) along a row whose input column ow·sw + shift lies inside [0, W). */
 static void inside(const Geometry *s, Py_ssize_t shift, Py_ssize_t *lo, Py_ssize_t *hi) {
     Py_ssize_t first = shift >= 0 ? 0 : (-shift + s->sw - 1) / s->sw;
     Py_ssize_t last = s->W - 1 - shift >= 0 ? (s->W - 1 - shift) / s->sw + 1 : 0;
@@ -37,71 +36,88 @@ static void inside(const Geometry *s, Py_ssize_t shift, Py_ssize_t *lo, Py_ssize
     *hi = last;
 }
 
+/* The outputs [top, bottom) down a column whose input row oh·sh + first lies inside [0, H). */
+static void rows(const Geometry *s, Py_ssize_t first, Py_ssize_t *top, Py_ssize_t *bottom) {
+    Py_ssize_t start = first >= 0 ? 0 : (-first + s->sh - 1) / s->sh;
+    Py_ssize_t stop = s->H - 1 - first >= 0 ? (s->H - 1 - first) / s->sh + 1 : 0;
+    if (stop > s->Ho) stop = s->Ho;
+    if (start > stop) start = stop;
+    *top = start;
+    *bottom = stop;
+}
+
 #define IM2COL_BODY(T)                                                                            \
-    for (Py_ssize_t c = 0; c < s.C; c++)                                                          \
-        for (Py_ssize_t i = 0; i < s.kh; i++)                                                     \
-            for (Py_ssize_t j = 0; j < s.kw; j++) {                                               \
-                Py_ssize_t shift = j * s.dw - s.pl, lo, hi;                                       \
+    const Py_ssize_t N = s.N, C = s.C, H = s.H, W = s.W, kh = s.kh, kw = s.kw, Ho = s.Ho;         \
+    const Py_ssize_t Wo = s.Wo, sh = s.sh, sw = s.sw;                                             \
+    for (Py_ssize_t c = 0; c < C; c++)                                                            \
+        for (Py_ssize_t i = 0; i < kh; i++)                                                       \
+            for (Py_ssize_t j = 0; j < kw; j++) {                                                 \
+                Py_ssize_t shift = j * s.dw - s.pl, first = i * s.dh - s.pt, lo, hi, top, bottom; \
                 inside(&s, shift, &lo, &hi);                                                      \
-                for (Py_ssize_t n = 0; n < s.N; n++) {                                            \
-                    T *column = cols + (((c * s.kh + i) * s.kw + j) * s.N + n) * s.Ho * s.Wo;     \
-                    const T *plane = x + (n * s.C + c) * s.H * s.W;                               \
-                    for (Py_ssize_t oh = 0; oh < s.Ho; oh++) {                                    \
-                        T *row = column + oh * s.Wo;                                              \
-                        Py_ssize_t h = oh * s.sh - s.pt + i * s.dh, ow = 0;                       \
-                        if (h >= 0 && h < s.H) {                                                  \
-                            const T *line = plane + h * s.W;                                      \
-                            for (; ow < lo; ow++) row[ow] = 0;                                    \
-                            if (s.sw == 1)                                                        \
-                                for (; ow < hi; ow++) row[ow] = line[ow + shift];                 \
-                            else                                                                  \
-                                for (; ow < hi; ow++) row[ow] = line[ow * s.sw + shift];          \
+                rows(&s, first, &top, &bottom);                                                   \
+                T *column = cols + ((c * kh + i) * kw + j) * N * Ho * Wo;                         \
+                for (Py_ssize_t n = 0; n < N; n++, column += Ho * Wo) {                           \
+                    const T *plane = x + (n * C + c) * H * W;                                     \
+                    if (top > 0)                                                                  \
+                        for (Py_ssize_t k = 0; k < top * Wo; k++) column[k] = 0;                  \
+                    for (Py_ssize_t oh = top; oh < bottom; oh++) {                                \
+                        T *row = column + oh * Wo;                                                \
+                        const T *line = plane + (first + oh * sh) * W;                            \
+                        if (sw == 1 && lo == 0 && hi == Wo) {                                     \
+                            for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow] = line[ow + shift];    \
+                            continue;                                                             \
                         }                                                                         \
-                        for (; ow < s.Wo; ow++) row[ow] = 0;                                      \
+                        if (lo > 0)                                                               \
+                            for (Py_ssize_t ow = 0; ow < lo; ow++) row[ow] = 0;                   \
+                        for (Py_ssize_t ow = lo; ow < hi; ow++) row[ow] = line[ow * sw + shift];  \
+                        if (hi < Wo)                                                              \
+                            for (Py_ssize_t ow = hi; ow < Wo; ow++) row[ow] = 0;                  \
                     }                                                                             \
+                    if (bottom < Ho)                                                              \
+                        for (Py_ssize_t k = bottom * Wo; k < Ho * Wo; k++) column[k] = 0;         \
                 }                                                                                 \
             }
 
-VECTORIZE static void im2col_float(const float *restrict x, float *restrict cols, Geometry s) {
+static void im2col_float(const float *restrict x, float *restrict cols, Geometry s) {
     IM2COL_BODY(float)
 }
 
-VECTORIZE static void im2col_double(const double *restrict x, double *restrict cols, Geometry s) {
+static void im2col_double(const double *restrict x, double *restrict cols, Geometry s) {
     IM2COL_BODY(double)
 }
 
 /* gx[n, c, h, w] = Σ over (i, j) in scan order of cols[c, i, j, n, oh, ow] reading (h, w). */
 #define COL2IM_BODY(T)                                                                            \
-    for (Py_ssize_t n = 0; n < s.N; n++)                                                          \
-        for (Py_ssize_t c = 0; c < s.C; c++) {                                                    \
-            T *plane = gx + (n * s.C + c) * s.H * s.W;                                            \
-            for (Py_ssize_t k = 0; k < s.H * s.W; k++) plane[k] = 0;                              \
-            for (Py_ssize_t i = 0; i < s.kh; i++)                                                 \
-                for (Py_ssize_t j = 0; j < s.kw; j++) {                                           \
-                    Py_ssize_t shift = j * s.dw - s.pl, lo, hi;                                   \
+    const Py_ssize_t N = s.N, C = s.C, H = s.H, W = s.W, kh = s.kh, kw = s.kw, Ho = s.Ho;         \
+    const Py_ssize_t Wo = s.Wo, sh = s.sh, sw = s.sw;                                             \
+    for (Py_ssize_t n = 0; n < N; n++)                                                            \
+        for (Py_ssize_t c = 0; c < C; c++) {                                                      \
+            T *plane = gx + (n * C + c) * H * W;                                                  \
+            for (Py_ssize_t k = 0; k < H * W; k++) plane[k] = 0;                                  \
+            for (Py_ssize_t i = 0; i < kh; i++)                                                   \
+                for (Py_ssize_t j = 0; j < kw; j++) {                                             \
+                    Py_ssize_t shift = j * s.dw - s.pl, first = i * s.dh - s.pt, lo, hi, top,     \
+                               bottom;                                                            \
                     inside(&s, shift, &lo, &hi);                                                  \
-                    Py_ssize_t tap = (c * s.kh + i) * s.kw + j;                                   \
-                    const T *column = cols + (tap * s.N + n) * s.Ho * s.Wo;                       \
-                    for (Py_ssize_t oh = 0; oh < s.Ho; oh++) {                                    \
-                        Py_ssize_t h = oh * s.sh - s.pt + i * s.dh;                               \
-                        if (h < 0 || h >= s.H) continue;                                          \
-                        T *line = plane + h * s.W;                                                \
-                        const T *source = column + oh * s.Wo;                                     \
-                        if (s.sw == 1)                                                            \
-                            for (Py_ssize_t ow = lo; ow < hi; ow++)                               \
-                                line[ow + shift] += source[ow];                                   \
+                    rows(&s, first, &top, &bottom);                                               \
+                    const T *column = cols + (((c * kh + i) * kw + j) * N + n) * Ho * Wo;         \
+                    for (Py_ssize_t oh = top; oh < bottom; oh++) {                                \
+                        T *line = plane + (first + oh * sh) * W;                                  \
+                        const T *source = column + oh * Wo;                                       \
+                        if (sw == 1 && lo == 0 && hi == Wo)                                       \
+                            for (Py_ssize_t ow = 0; ow < Wo; ow++) line[ow + shift] += source[ow]; \
                         else                                                                      \
                             for (Py_ssize_t ow = lo; ow < hi; ow++)                               \
-                                line[ow * s.sw + shift] += source[ow];                            \
+                                line[ow * sw + shift] += source[ow];                              \
                     }                                                                             \
                 }                                                                                 \
         }
 
-VECTORIZE static void col2im_float(const float *restrict cols, float *restrict gx, Geometry s) {
+static void col2im_float(const float *restrict cols, float *restrict gx, Geometry s) {
     COL2IM_BODY(float)
 }
 
-VECTORIZE static void col2im_double(const double *restrict cols, double *restrict gx, Geometry s) {
+static void col2im_double(const double *restrict cols, double *restrict gx, Geometry s) {
     COL2IM_BODY(double)
 }
 
