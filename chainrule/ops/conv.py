@@ -5,10 +5,11 @@ Convolution is im2col and one matrix product per group: the windows of the padde
 copied once into columns (C/groups·kh·kw, N·Ho·Wo) and multiplied by the weight (O/groups,
 C/groups·kh·kw); the product, (O, N, Ho, Wo), is transposed to NCHW with the bias added. The
 backward reuses the columns for the weight gradient and adds the columns of the input gradient
-back into the image (col2im). The C kernels in `chainrule.kernels` do col2im and max pooling in
-one pass each; the NumPy code below is their reference and runs wherever they decline. Shapes are
-checked in `conv_output_shape` and `pool_output_shape`, which name the caller (`conv2d`, or a
-layer such as `Conv2d(1, 16, ...)`).
+back into the image (col2im). The C kernels in `chainrule.kernels` do im2col and col2im (the
+zero padding on the fly) and max pooling in one pass each; the NumPy code below is their
+reference and runs wherever they decline. The columns and the other large temporaries are reused
+from step to step (`_Spares`). Shapes are checked in `conv_output_shape` and `pool_output_shape`,
+which name the caller (`conv2d`, or a layer such as `Conv2d(1, 16, ...)`).
 """
 
 from __future__ import annotations
