@@ -115,6 +115,24 @@ def test_conv1d_same_padding_matches_torch(rng):
     assert_convolution_matches_torch(F.conv1d, TF.conv1d, x, w, None, dict(padding="same"))
 
 
+@pytest.mark.parametrize(
+    "x_shape, w_shape, options",
+    [
+        ((2, 8, 30, 30), (16, 8, 3, 3), dict(padding=1)),  # long columns: pixels · Wᵀ
+        ((2, 3, 40, 41), (32, 3, 3, 3), dict(stride=(1, 2))),  # short columns: W · columns
+        ((2, 2, 9, 9), (3, 2, 3, 3), dict(padding=2, dilation=2)),  # one product per sample
+    ],
+    ids=["one_product_long_columns", "one_product_short_columns", "per_sample"],
+)
+def test_conv2d_matches_torch_whichever_way_the_product_runs(x_shape, w_shape, options, rng):
+    x, w, b = (
+        rng.standard_normal(x_shape),
+        rng.standard_normal(w_shape),
+        rng.standard_normal(w_shape[0]),
+    )
+    assert_convolution_matches_torch(F.conv2d, TF.conv2d, x, w, b, options)
+
+
 def test_conv2d_skips_the_input_gradient_when_the_input_needs_none(rng, monkeypatch):
     def fail(*args):
         raise AssertionError("col2im ran for an input that needs no gradient")
@@ -415,7 +433,7 @@ def test_a_convolution_keeps_its_columns_while_another_runs(rng):
     first.backward()
     expected = torch.tensor(w.data, requires_grad=True)
     TF.conv2d(torch.tensor(x1.data), expected, padding=1).sum().backward()
-    np.testing.assert_allclose(once, expected.grad.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(once, expected.grad.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(w.grad, once)
 
 

@@ -237,15 +237,25 @@ def conv2d(
     # NOTE: one large product per group, not one per sample: a stack of small products costs the
     # same on one quiet core, but OpenBLAS threads each small one, which on a busy machine made
     # a batch of them 10-30x slower. The price is a transposing copy of the output (and of g).
+    # Except below OpenBLAS's threading threshold (m·n·k ≤ 2^18 runs on one thread, so nothing
+    # to suffer from the neighbours): there a product per sample lands in NCHW directly, and the
+    # copies of the output and of g, the dearest part of a first layer, go (the wide network's
+    # first layer of benchmarks/bench_conv.py: 1.4x faster each way).
     cols = im2col(x, (kh, kw), stride, padding, dilation, (ho, wo))
     columns = cols.reshape(groups, -1, n * ho * wo)
     w3 = weight.reshape(groups, og, -1)  # (G, O/G, C/G·kh·kw)
+    per_sample = groups == 1 and o * w3.shape[2] * ho * wo <= 2**18
     dtype = np.result_type(x, weight)
     out = np.empty((n, o, ho, wo), dtype=dtype)
     grouped = out.reshape(n, groups, og, ho * wo)  # a view of out
     # Which way round the product runs changes OpenBLAS's speed by up to 1.5x (measured on the
     # networks of benchmarks/bench_conv.py): rows of output pixels win for long columns.
-    if columns.shape[1] >= 64:
+    product = None
+    if per_sample:  # (N, C·kh·kw, Ho·Wo) · per sample
+        np.matmul(w3[0], columns[0].reshape(-1, n, ho * wo).transpose(1, 0, 2), out=grouped[:, 0])
+        if bias is not None:
+            np.add(grouped, bias.reshape(groups, og, 1), out=grouped)
+    elif columns.shape[1] >= 64:
         product = _spares.take((groups, n * ho * wo, og), dtype)
         np.matmul(columns.transpose(0, 2, 1), w3.transpose(0, 2, 1), out=product)
         view = product.reshape(groups, n, ho * wo, og).transpose(1, 0, 3, 2)
@@ -253,22 +263,33 @@ def conv2d(
         product = _spares.take((groups, og, n * ho * wo), dtype)
         np.matmul(w3, columns, out=product)
         view = product.reshape(groups, og, n, ho * wo).transpose(2, 0, 1, 3)
-    if bias is None:
-        np.copyto(grouped, view)
-    else:  # the bias added while transposing to NCHW
-        np.add(view, bias.reshape(groups, og, 1), out=grouped)
-    _spares.give(product)
+    if product is not None:
+        if bias is None:
+            np.copyto(grouped, view)
+        else:  # the bias added while transposing to NCHW
+            np.add(view, bias.reshape(groups, og, 1), out=grouped)
+        _spares.give(product)
+        del view
     x_shape = x.shape
-    del x, columns, product, grouped, view
+    del x, columns, product, grouped
 
     def backward(g):
+        gx = gw = gb = None
+        if per_sample:
+            g3 = g.reshape(n, o, ho * wo)
+            if bias is not None and needs[2]:
+                gb = g3.sum(axis=(0, 2))
+            if needs[1]:  # one product per sample, (N, C·kh·kw, O), summed
+                samples = cols.reshape(-1, n, ho * wo).transpose(1, 0, 2)
+                gw = np.matmul(samples, g3.transpose(0, 2, 1)).sum(axis=0).T.reshape(weight.shape)
+            if not needs[0]:
+                return gx, gw, gb
         g_t = _spares.take((o, n, ho, wo), g.dtype)
         np.copyto(g_t, g.transpose(1, 0, 2, 3))
         g3 = g_t.reshape(groups, og, -1)
-        gx = gw = gb = None
-        if bias is not None and needs[2]:
+        if bias is not None and needs[2] and not per_sample:
             gb = g3.reshape(o, -1).sum(axis=1)
-        if needs[1]:
+        if needs[1] and not per_sample:
             # Xᵀ-side first (columns · gᵀ, then transposed): 1-2.4x faster than g · Xᵀ here.
             gw = np.matmul(cols.reshape(groups, -1, n * ho * wo), g3.transpose(0, 2, 1))
             gw = gw.transpose(0, 2, 1).reshape(weight.shape)
