@@ -237,10 +237,11 @@ def conv2d(
     # NOTE: one large product per group, not one per sample: a stack of small products costs the
     # same on one quiet core, but OpenBLAS threads each small one, which on a busy machine made
     # a batch of them 10-30x slower. The price is a transposing copy of the output (and of g).
-    # Except below OpenBLAS's threading threshold (m·n·k ≤ 2^18 runs on one thread, so nothing
-    # to suffer from the neighbours): there a product per sample lands in NCHW directly, and the
-    # copies of the output and of g, the dearest part of a first layer, go (the wide network's
-    # first layer of benchmarks/bench_conv.py: 1.4x faster each way).
+    # Except below OpenBLAS's threading threshold (it runs m·n·k ≤ 2^18 on one thread: 65536 times
+    # its GEMM_MULTITHREAD_THRESHOLD of 4), where the neighbours cannot slow the stack down: there
+    # a product per sample lands in NCHW directly, and the copies of the output and of g, the
+    # dearest part of a first layer, go (the wide network's first layer of
+    # benchmarks/bench_conv.py: 1.4x faster each way).
     cols = im2col(x, (kh, kw), stride, padding, dilation, (ho, wo))
     columns = cols.reshape(groups, -1, n * ho * wo)
     w3 = weight.reshape(groups, og, -1)  # (G, O/G, C/G·kh·kw)
