@@ -131,6 +131,13 @@ def test_conv2d_matches_torch_whichever_way_the_product_runs(x_shape, w_shape, o
         rng.standard_normal(w_shape[0]),
     )
     assert_convolution_matches_torch(F.conv2d, TF.conv2d, x, w, b, options)
+    # A first layer (no input gradient) takes a product per sample where it is small.
+    w_grad, b_grad = (cr.tensor(a, requires_grad=True) for a in (w, b))
+    F.conv2d(cr.tensor(x), w_grad, b_grad, **options).sum().backward()
+    expected = [torch.tensor(a, requires_grad=True) for a in (w, b)]
+    TF.conv2d(torch.tensor(x), *expected, **options).sum().backward()
+    np.testing.assert_allclose(w_grad.grad, expected[0].grad.numpy(), rtol=1e-7)
+    np.testing.assert_allclose(b_grad.grad, expected[1].grad.numpy(), rtol=1e-7)
 
 
 def test_conv2d_skips_the_input_gradient_when_the_input_needs_none(rng, monkeypatch):
