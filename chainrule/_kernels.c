@@ -798,8 +798,10 @@ static PyObject *replay_scan(PyObject *self, PyObject *args) {
     return Py_BuildValue("in", result, done);
 }
 
-/* Convolution and pooling kernels: defined in their section at the end of this file. */
-static PyObject *col2im(PyObject *self, PyObject *args);
+/* Convolution and pooling kernels: im2col and col2im in _conv_kernels.c, pooling in its section at
+ * the end of this file. */
+PyObject *chainrule_im2col(PyObject *self, PyObject *args);
+PyObject *chainrule_col2im(PyObject *self, PyObject *args);
 static PyObject *max_pool2d(PyObject *self, PyObject *args);
 static PyObject *max_pool2d_backward(PyObject *self, PyObject *args);
 
@@ -813,7 +815,8 @@ static PyMethodDef methods[] = {
      "Run a recorded step from addresses (the compiled step's fast path)."},
     {"replay_scan", replay_scan, METH_VARARGS,
      "Run a recorded step over consecutive batches in one call (see replay_scan)."},
-    {"col2im", col2im, METH_VARARGS, "Add im2col columns back into an image; False if they do not fit."},
+    {"im2col", chainrule_im2col, METH_VARARGS, "Copy windows into columns; False if they do not fit."},
+    {"col2im", chainrule_col2im, METH_VARARGS, "Add columns back into an image; False if they do not fit."},
     {"max_pool2d", max_pool2d, METH_VARARGS, "Max pooling with argmax; False if the arrays do not fit."},
     {"max_pool2d_backward", max_pool2d_backward, METH_VARARGS,
      "Scatter max-pooling gradients to the argmax; False if the arrays do not fit."},
@@ -828,8 +831,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
 
 /* ==== Convolution and pooling (chainrule/ops/conv.py) =========================================
- * col2im: the input gradient of a convolution, adding each column of the im2col matrix back where
- * it was read from, in one pass over the columns (NumPy needs kh·kw strided adds over the image).
+ * (im2col and col2im live in _conv_kernels.c.)
  * max_pool2d and its backward: the maximum and its position in one pass over each window, then the
  * gradient scattered to those positions (NumPy needs a pass per window position for each).
  *
@@ -863,75 +865,6 @@ static int take_sized(Py_buffer *view, PyObject *object, int writable, char kind
 static int overlap(const Py_buffer *a, const Py_buffer *b) {
     const char *x = a->buf, *y = b->buf;
     return x < y + b->len && y < x + a->len;
-}
-
-/* gx[n, c, oh·sh + i·dh, ow·sw + j·dw] += cols[c, i, j, n, oh, ow], gx zeroed first. */
-#define COL2IM_BODY(T)                                                                            \
-    for (Py_ssize_t n = 0; n < N; n++)                                                            \
-        for (Py_ssize_t c = 0; c < C; c++) {                                                      \
-            T *image = gx + (n * C + c) * Hp * Wp;                                                \
-            for (Py_ssize_t k = 0; k < Hp * Wp; k++) image[k] = 0;                                \
-            for (Py_ssize_t i = 0; i < kh; i++)                                                   \
-                for (Py_ssize_t j = 0; j < kw; j++) {                                             \
-                    const T *column = cols + (((c * kh + i) * kw + j) * N + n) * Ho * Wo;         \
-                    for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                      \
-                        T *row = image + (oh * sh + i * dh) * Wp + j * dw;                        \
-                        const T *source = column + oh * Wo;                                       \
-                        if (sw == 1)                                                              \
-                            for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow] += source[ow];         \
-                        else                                                                      \
-                            for (Py_ssize_t ow = 0; ow < Wo; ow++) row[ow * sw] += source[ow];    \
-                    }                                                                             \
-                }                                                                                 \
-        }
-
-VECTORIZE static void col2im_float(const float *restrict cols, float *restrict gx, Py_ssize_t N,
-                                   Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t Ho,
-                                   Py_ssize_t Wo, Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t sh,
-                                   Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) {
-    COL2IM_BODY(float)
-}
-
-VECTORIZE static void col2im_double(const double *restrict cols, double *restrict gx,
-                                    Py_ssize_t N, Py_ssize_t C, Py_ssize_t kh, Py_ssize_t kw,
-                                    Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t Hp, Py_ssize_t Wp,
-                                    Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t dh, Py_ssize_t dw) {
-    COL2IM_BODY(double)
-}
-
-/* col2im(cols, gx, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw) -> bool: cols (C, kh, kw, N, Ho,
- * Wo) as chainrule/ops/conv.py's im2col lays them out, gx (N, C, Hp, Wp), both C-contiguous of
- * one float type. */
-static PyObject *col2im(PyObject *self, PyObject *args) {
-    PyObject *cols_object, *gx_object;
-    Py_ssize_t N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw;
-    if (!PyArg_ParseTuple(args, "OOnnnnnnnnnnnn", &cols_object, &gx_object, &N, &C, &kh, &kw, &Ho,
-                          &Wo, &Hp, &Wp, &sh, &sw, &dh, &dw))
-        return NULL;
-    if (N < 1 || C < 1 || kh < 1 || kw < 1 || Ho < 1 || Wo < 1 || sh < 1 || sw < 1 || dh < 1 ||
-        dw < 1 || (Ho - 1) * sh + (kh - 1) * dh >= Hp || (Wo - 1) * sw + (kw - 1) * dw >= Wp)
-        Py_RETURN_FALSE;
-    Py_buffer cols, gx;
-    char kind = 0;
-    for (const char *k = "fd"; *k && !kind; k++)
-        if (take_sized(&cols, cols_object, 0, *k, C * kh * kw * N * Ho * Wo)) kind = *k;
-    if (!kind) Py_RETURN_FALSE;
-    if (!take_sized(&gx, gx_object, 1, kind, N * C * Hp * Wp)) {
-        PyBuffer_Release(&cols);
-        Py_RETURN_FALSE;
-    }
-    int ok = !overlap(&cols, &gx);
-    if (ok) {
-        Py_BEGIN_ALLOW_THREADS
-        if (kind == 'f')
-            col2im_float(cols.buf, gx.buf, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw);
-        else
-            col2im_double(cols.buf, gx.buf, N, C, kh, kw, Ho, Wo, Hp, Wp, sh, sw, dh, dw);
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&cols);
-    PyBuffer_Release(&gx);
-    return PyBool_FromLong(ok);
 }
 
 /* out[p, oh, ow] = the largest x[p, h, w] in the window (NaN wins, then the first maximum), and

@@ -37,10 +37,12 @@ replay_at = getattr(_kernels, "replay_at", None) if replay is not None else None
 # The same over consecutive batches in one call (`CompiledFunction.scan`); None where absent.
 replay_scan = getattr(_kernels, "replay_scan", None) if replay is not None else None
 
-# Convolution and pooling (chainrule/ops/conv.py): `col2im(cols, gx, ...)` and
-# `max_pool2d_backward(g, index, gx, ...)` fill gx, `max_pool2d(x, out, index, ...)` fills out and
-# index; the shape arguments are listed in _kernels.c. A module built before these kernels existed
-# lacks them: decline then too.
-col2im = getattr(_kernels, "col2im", _decline) if AVAILABLE else _decline
+# Convolution and pooling (chainrule/ops/conv.py): `im2col(x, cols, ...)` fills cols,
+# `col2im(cols, gx, ...)` and `max_pool2d_backward(g, index, gx, ...)` fill gx, `max_pool2d(x, out,
+# index, ...)` fills out and index; the shape arguments are listed in _conv_kernels.c and
+# _kernels.c. A module built before these kernels existed lacks them: decline then too (and a
+# module without im2col has a col2im of other arguments).
+im2col = getattr(_kernels, "im2col", _decline) if AVAILABLE else _decline
+col2im = getattr(_kernels, "col2im", _decline) if im2col is not _decline else _decline
 max_pool2d = getattr(_kernels, "max_pool2d", _decline) if AVAILABLE else _decline
 max_pool2d_backward = getattr(_kernels, "max_pool2d_backward", _decline) if AVAILABLE else _decline

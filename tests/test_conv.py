@@ -26,7 +26,7 @@ F64, D64, T64 = np.float64, {"dtype": np.float64}, {"dtype": torch.float64}
 
 
 def without_kernels(monkeypatch):
-    for name in ("col2im", "max_pool2d", "max_pool2d_backward"):
+    for name in ("im2col", "col2im", "max_pool2d", "max_pool2d_backward"):
         monkeypatch.setattr(kernels, name, kernels._decline)
 
 
@@ -113,6 +113,31 @@ def test_conv2d_same_padding_keeps_the_size_like_torch(kernel, dilation, rng):
 def test_conv1d_same_padding_matches_torch(rng):
     x, w = rng.standard_normal((2, 2, 9)), rng.standard_normal((4, 2, 4))
     assert_convolution_matches_torch(F.conv1d, TF.conv1d, x, w, None, dict(padding="same"))
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, options",
+    [
+        ((2, 8, 30, 30), (16, 8, 3, 3), dict(padding=1)),  # long columns: pixels · Wᵀ
+        ((2, 3, 40, 41), (32, 3, 3, 3), dict(stride=(1, 2))),  # short columns: W · columns
+        ((2, 2, 9, 9), (3, 2, 3, 3), dict(padding=2, dilation=2)),  # one product per sample
+    ],
+    ids=["one_product_long_columns", "one_product_short_columns", "per_sample"],
+)
+def test_conv2d_matches_torch_whichever_way_the_product_runs(x_shape, w_shape, options, rng):
+    x, w, b = (
+        rng.standard_normal(x_shape),
+        rng.standard_normal(w_shape),
+        rng.standard_normal(w_shape[0]),
+    )
+    assert_convolution_matches_torch(F.conv2d, TF.conv2d, x, w, b, options)
+    # A first layer (no input gradient) takes a product per sample where it is small.
+    w_grad, b_grad = (cr.tensor(a, requires_grad=True) for a in (w, b))
+    F.conv2d(cr.tensor(x), w_grad, b_grad, **options).sum().backward()
+    expected = [torch.tensor(a, requires_grad=True) for a in (w, b)]
+    TF.conv2d(torch.tensor(x), *expected, **options).sum().backward()
+    np.testing.assert_allclose(w_grad.grad, expected[0].grad.numpy(), rtol=1e-7)
+    np.testing.assert_allclose(b_grad.grad, expected[1].grad.numpy(), rtol=1e-7)
 
 
 def test_conv2d_skips_the_input_gradient_when_the_input_needs_none(rng, monkeypatch):
@@ -294,6 +319,30 @@ KERNEL_CASES = [
         [(2, 8, 7, 6), (4, 8, 3, 3)],
         True,
     ),
+    (
+        "conv2d_same_even_kernel",
+        lambda x, w: F.conv2d(x, w, padding="same", dilation=(1, 2)),
+        [(2, 2, 5, 7), (3, 2, 4, 2)],
+        True,
+    ),
+    (
+        "conv2d_strided_padded_dilated",
+        lambda x, w: F.conv2d(x, w, stride=(3, 2), padding=(2, 3), dilation=(2, 1)),
+        [(3, 2, 7, 5), (2, 2, 3, 4)],
+        True,
+    ),
+    (
+        "conv2d_padding_wider_than_the_input",
+        lambda x, w: F.conv2d(x, w, stride=2, padding=(3, 4), groups=2),
+        [(1, 4, 2, 3), (4, 2, 2, 5)],
+        True,
+    ),
+    (
+        "conv1d_strided",
+        lambda x, w: F.conv1d(x, w, stride=3, padding=2),
+        [(2, 3, 11), (2, 3, 4)],
+        True,
+    ),
     ("max_pool2d", lambda x: F.max_pool2d(x, 2), [(3, 4, 8, 7)], True),
     ("max_pool2d_padded", lambda x: F.max_pool2d(x, (3, 2), (3, 2), (1, 1)), [(2, 3, 7, 9)], True),
     ("max_pool2d_overlapping", lambda x: F.max_pool2d(x, 3, 1, 1), [(2, 3, 6, 6)], False),
@@ -321,12 +370,22 @@ def test_kernels_give_what_the_numpy_reference_gives(
 
 @pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
 def test_kernels_decline_arrays_that_do_not_fit():
-    cols, image = np.ones((2, 3, 3, 1, 4, 4)), np.full((1, 2, 6, 6), 7.0)
-    assert kernels.col2im(cols, image.copy(), 1, 2, 3, 3, 4, 4, 6, 6, 1, 1, 1, 1)
-    assert not kernels.col2im(cols, image.astype(np.float32), 1, 2, 3, 3, 4, 4, 6, 6, 1, 1, 1, 1)
-    assert not kernels.col2im(cols, image[..., ::2].copy(), 1, 2, 3, 3, 4, 4, 6, 3, 1, 1, 1, 1)
-    assert not kernels.col2im(cols, image, 1, 2, 3, 3, 4, 4, 6, 6, 2, 1, 1, 1)  # past the image
+    # im2col / col2im arguments after the two arrays: N, C, H, W, kh, kw, Ho, Wo, pt, pl, sh, sw,
+    # dh, dw (a 3×3 kernel over 1 sample of 2 channels 4×4 padded by 1: 4×4 outputs)
+    geometry = (1, 2, 4, 4, 3, 3, 4, 4, 1, 1, 1, 1, 1, 1)
+    cols, image = np.ones((2, 3, 3, 1, 4, 4)), np.full((1, 2, 4, 4), 7.0)
+    assert kernels.col2im(cols, image.copy(), *geometry)
+    assert not kernels.col2im(cols, image.astype(np.float32), *geometry)
+    assert not kernels.col2im(cols, image[..., ::2].copy(), *geometry)
+    assert not kernels.col2im(cols, image, *geometry[:6], 5, *geometry[7:])  # columns too few
+    assert not kernels.col2im(cols, image, *geometry[:8], -1, *geometry[9:])  # negative padding
     np.testing.assert_array_equal(image, 7.0)
+    assert kernels.im2col(image, cols.copy(), *geometry)
+    assert not kernels.im2col(image, cols.astype(np.float32), *geometry)
+    assert not kernels.im2col(image[..., ::2], cols, *geometry)
+    assert not kernels.im2col(image, cols[..., ::2], *geometry)
+    assert not kernels.im2col(image, cols, *geometry[:10], 0, *geometry[11:])  # stride 0
+    np.testing.assert_array_equal(cols, 1.0)
     x, out, index = np.ones((2, 4, 4)), np.zeros((2, 2, 2)), np.zeros((2, 2, 2), dtype=np.int64)
     assert not kernels.max_pool2d(x[:, ::2], out, index, 2, 2, 4, 2, 2, 2, 2, 2, 2, 0, 0)
     assert not kernels.max_pool2d(x, out, index.astype(np.int32), 2, 4, 4, 2, 2, 2, 2, 2, 2, 0, 0)
@@ -335,6 +394,54 @@ def test_kernels_decline_arrays_that_do_not_fit():
     assert not kernels.max_pool2d_backward(out, index - 1, gx, 2, 4, 4, 2, 2)  # outside the image
     np.testing.assert_array_equal(gx, 7.0)
     np.testing.assert_array_equal(out, 0.0)
+
+
+IM2COL_CASES = [  # x shape, kernel, stride, padding ((top, bottom), (left, right)), dilation
+    ((2, 3, 7, 6), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((1, 2, 5, 9), (2, 4), (2, 3), ((0, 1), (2, 1)), (1, 1)),
+    ((3, 1, 8, 5), (3, 2), (1, 2), ((2, 2), (0, 3)), (2, 2)),
+    ((1, 1, 1, 1), (3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1)),
+    ((2, 2, 3, 2), (1, 1), (2, 2), ((3, 2), (4, 1)), (1, 1)),
+]
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation", IM2COL_CASES)
+def test_im2col_and_col2im_kernels_equal_the_numpy_reference_bit_for_bit(
+    shape, kernel, stride, padding, dilation, dtype, monkeypatch, rng
+):
+    x = rng.standard_normal(shape).astype(dtype)
+    weight_shape = (1, shape[1], *kernel)
+    _, _, ho, wo = conv_ops.conv_output_shape(
+        shape, weight_shape, None, stride, padding, dilation, 1, "test"
+    )
+    arguments = (kernel, stride, padding, dilation, (ho, wo))
+    cols = conv_ops.im2col(x, *arguments).copy()
+    gcols = rng.standard_normal(cols.shape).astype(dtype)
+    gx = conv_ops.col2im(gcols, shape, padding, stride, dilation)
+    without_kernels(monkeypatch)
+    np.testing.assert_array_equal(cols, conv_ops.im2col(x, *arguments))
+    np.testing.assert_array_equal(gx, conv_ops.col2im(gcols, shape, padding, stride, dilation))
+
+
+def test_a_convolution_keeps_its_columns_while_another_runs(rng):
+    # Scratch arrays are reused from one convolution to the next; the columns a backward needs
+    # must survive other convolutions of the same shape run before it (and a second backward).
+    x1, x2 = (cr.tensor(rng.standard_normal((2, 3, 6, 6)).astype(np.float32)) for _ in "12")
+    w = cr.tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True)
+    first = F.conv2d(x1, w, padding=1).sum()
+    F.conv2d(x2, w, padding=1).sum().backward()
+    w.grad = None
+    first.backward(retain_graph=True)
+    F.conv2d(x2, w, padding=1).sum()
+    once = w.grad.copy()
+    w.grad = None
+    first.backward()
+    expected = torch.tensor(w.data, requires_grad=True)
+    TF.conv2d(torch.tensor(x1.data), expected, padding=1).sum().backward()
+    np.testing.assert_allclose(once, expected.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(w.grad, once)
 
 
 # ---- layers -----------------------------------------------------------------------------------

@@ -5,13 +5,16 @@ Convolution is im2col and one matrix product per group: the windows of the padde
 copied once into columns (C/groups·kh·kw, N·Ho·Wo) and multiplied by the weight (O/groups,
 C/groups·kh·kw); the product, (O, N, Ho, Wo), is transposed to NCHW with the bias added. The
 backward reuses the columns for the weight gradient and adds the columns of the input gradient
-back into the image (col2im). The C kernels in `chainrule.kernels` do col2im and max pooling in
-one pass each; the NumPy code below is their reference and runs wherever they decline. Shapes are
-checked in `conv_output_shape` and `pool_output_shape`, which name the caller (`conv2d`, or a
-layer such as `Conv2d(1, 16, ...)`).
+back into the image (col2im). The C kernels in `chainrule.kernels` do im2col and col2im (the
+zero padding on the fly) and max pooling in one pass each; the NumPy code below is their
+reference and runs wherever they decline. The columns and the other large temporaries are reused
+from step to step (`_Spares`). Shapes are checked in `conv_output_shape` and `pool_output_shape`,
+which name the caller (`conv2d`, or a layer such as `Conv2d(1, 16, ...)`).
 """
 
 from __future__ import annotations
+
+import weakref
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -129,33 +132,78 @@ def _window(start, count, step):
     return slice(start, start + step * (count - 1) + 1, step)
 
 
+# ---- scratch memory (shared by the convolutions of a step) --------------------------------------
+
+
+class _Spares:
+    """Scratch arrays that finished convolutions gave back, by (shape, dtype), at most `limit`
+    bytes of them (the least recently given dropped first).
+
+    NOTE: a cache, not state: nothing a convolution computes depends on it. It exists because
+    glibc returns large freed blocks to the system and fresh pages fault on first touch: a LeNet-5
+    step (bench_conv.py) touched 12 MB of new memory every step, a third of its time.
+    """
+
+    def __init__(self, limit):
+        self.limit, self.bytes, self.arrays = limit, 0, {}
+
+    def take(self, shape, dtype):
+        """An uninitialised array: a spare one of this shape and dtype, else a new one."""
+        try:
+            array = self.arrays[shape, np.dtype(dtype)].pop()
+        except (KeyError, IndexError):
+            return np.empty(shape, dtype=dtype)
+        self.bytes -= array.nbytes
+        return array
+
+    def give(self, array):
+        """Keep `array`, which nobody else may hold any more, for a later `take`."""
+        key = (array.shape, array.dtype)
+        self.arrays[key] = self.arrays.pop(key, []) + [array]  # now the most recent kind
+        self.bytes += array.nbytes
+        while self.bytes > self.limit and self.arrays:
+            self.bytes -= sum(a.nbytes for a in self.arrays.pop(next(iter(self.arrays))))
+
+
+_spares = _Spares(64 * 2**20)
+
+
 # ---- convolution --------------------------------------------------------------------------------
 
-
-def im2col(xp, kernel, stride, dilation):
-    """Windows of the padded input as contiguous columns (C, kh, kw, N, Ho, Wo): row (c, i, j)
-    holds what kernel tap (c, i, j) sees at every output position of every sample."""
-    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
-    windows = sliding_window_view(xp, (_extent(kh, dh), _extent(kw, dw)), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, Ho, Wo, kh, kw), a view
-    return np.ascontiguousarray(windows.transpose(1, 4, 5, 0, 2, 3))
+_PER_SAMPLE_LIMIT = 2**18  # see conv2d
 
 
-def col2im(cols, padded_shape, stride, dilation):
-    """The adjoint of im2col: each column added back where it was read from. cols (C, kh, kw, N,
-    Ho, Wo) -> (N, C, Hp, Wp)."""
+def im2col(x, kernel, stride, padding, dilation, out_size):
+    """Windows of the input as contiguous columns (C, kh, kw, N, Ho, Wo), zero where a window
+    reaches into the padding: row (c, i, j) holds what kernel tap (c, i, j) sees at every output
+    position of every sample. The array is scratch (see `_Spares`)."""
+    (kh, kw), (sh, sw), (dh, dw), (ho, wo) = kernel, stride, dilation, out_size
+    n, c, h, w = x.shape
+    (pt, _), (pl, _) = padding
+    cols = _spares.take((c, kh, kw, n, ho, wo), x.dtype)
+    if kernels.im2col(x, cols, n, c, h, w, kh, kw, ho, wo, pt, pl, sh, sw, dh, dw):
+        return cols
+    windows = sliding_window_view(_pad(x, padding), (_extent(kh, dh), _extent(kw, dw)), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :ho, :wo]  # (N, C, Ho, Wo, kh, kw)
+    np.copyto(cols, windows.transpose(1, 4, 5, 0, 2, 3))
+    return cols
+
+
+def col2im(cols, x_shape, padding, stride, dilation):
+    """The adjoint of im2col: each column added back where it was read from, what fell in the
+    padding dropped. cols (C, kh, kw, N, Ho, Wo) -> (N, C, H, W)."""
     c, kh, kw, n, ho, wo = cols.shape
-    (sh, sw), (dh, dw) = stride, dilation
-    image = np.empty(padded_shape, dtype=cols.dtype)
-    hp, wp = padded_shape[2:]
-    if kernels.col2im(cols, image, n, c, kh, kw, ho, wo, hp, wp, sh, sw, dh, dw):
+    (sh, sw), (dh, dw), ((pt, pb), (pl, pr)) = stride, dilation, padding
+    h, w = x_shape[2:]
+    image = np.empty(x_shape, dtype=cols.dtype)
+    if kernels.col2im(cols, image, n, c, h, w, kh, kw, ho, wo, pt, pl, sh, sw, dh, dw):
         return image
-    image[...] = 0
+    image = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
             tap = cols[:, i, j].transpose(1, 0, 2, 3)  # (N, C, Ho, Wo)
             image[:, :, _window(i * dh, ho, sh), _window(j * dw, wo, sw)] += tap
-    return image
+    return _crop(image, padding, x_shape)
 
 
 def conv2d(
@@ -187,45 +235,82 @@ def conv2d(
         "conv2d",
     )
     c, kh, kw = x.shape[1], weight.shape[2], weight.shape[3]
-    xp = _pad(x, padding)
+    og = o // groups
     # NOTE: one large product per group, not one per sample: a stack of small products costs the
     # same on one quiet core, but OpenBLAS threads each small one, which on a busy machine made
     # a batch of them 10-30x slower. The price is a transposing copy of the output (and of g).
-    cols = im2col(xp, (kh, kw), stride, dilation).reshape(groups, -1, n * ho * wo)
-    w3 = weight.reshape(groups, o // groups, -1)  # (G, O/G, C/G·kh·kw)
-    out = np.empty((n, o, ho, wo), dtype=np.result_type(x, weight))
-    grouped = out.reshape(n, groups, o // groups, ho * wo)  # a view of out
+    # Except below OpenBLAS's threading threshold (it runs m·n·k ≤ 2^18 on one thread: 65536 times
+    # its GEMM_MULTITHREAD_THRESHOLD of 4), where the neighbours cannot slow the stack down: there
+    # a product per sample lands in NCHW directly, and the copies of the output and of g, the
+    # dearest part of a first layer, go (the wide network's first layer of
+    # benchmarks/bench_conv.py: 1.4x faster each way).
+    cols = im2col(x, (kh, kw), stride, padding, dilation, (ho, wo))
+    columns = cols.reshape(groups, -1, n * ho * wo)
+    w3 = weight.reshape(groups, og, -1)  # (G, O/G, C/G·kh·kw)
+    # (Only where the input needs no gradient: its product wants g transposed anyway.)
+    per_sample = groups == 1 and not needs[0] and o * w3.shape[2] * ho * wo <= _PER_SAMPLE_LIMIT
+    dtype = np.result_type(x, weight)
+    out = np.empty((n, o, ho, wo), dtype=dtype)
+    grouped = out.reshape(n, groups, og, ho * wo)  # a view of out
     # Which way round the product runs changes OpenBLAS's speed by up to 1.5x (measured on the
     # networks of benchmarks/bench_conv.py): rows of output pixels win for long columns.
-    if cols.shape[1] >= 64:
-        product = np.matmul(cols.transpose(0, 2, 1), w3.transpose(0, 2, 1))  # (G, N·Ho·Wo, O/G)
-        product = product.reshape(groups, n, ho * wo, o // groups).transpose(1, 0, 3, 2)
+    product = None
+    if per_sample:  # (N, C·kh·kw, Ho·Wo) · per sample
+        np.matmul(w3[0], columns[0].reshape(-1, n, ho * wo).transpose(1, 0, 2), out=grouped[:, 0])
+        if bias is not None:
+            np.add(grouped, bias.reshape(groups, og, 1), out=grouped)
+    elif columns.shape[1] >= 64:
+        product = _spares.take((groups, n * ho * wo, og), dtype)
+        np.matmul(columns.transpose(0, 2, 1), w3.transpose(0, 2, 1), out=product)
+        view = product.reshape(groups, n, ho * wo, og).transpose(1, 0, 3, 2)
     else:
-        product = np.matmul(w3, cols).reshape(groups, o // groups, n, ho * wo)
-        product = product.transpose(2, 0, 1, 3)
-    if bias is None:
-        np.copyto(grouped, product)
-    else:  # the bias added while transposing to NCHW
-        np.add(product, bias.reshape(groups, o // groups, 1), out=grouped)
-    padded_shape, x_shape = xp.shape, x.shape
-    saved_cols = cols if needs[1] else None  # the largest buffer: kept only for dL/dW
-    del x, xp, cols, product, grouped
+        product = _spares.take((groups, og, n * ho * wo), dtype)
+        np.matmul(w3, columns, out=product)
+        view = product.reshape(groups, og, n, ho * wo).transpose(2, 0, 1, 3)
+    if product is not None:
+        if bias is None:
+            np.copyto(grouped, view)
+        else:  # the bias added while transposing to NCHW
+            np.add(view, bias.reshape(groups, og, 1), out=grouped)
+        _spares.give(product)
+        del view
+    x_shape = x.shape
+    del x, columns, product, grouped
 
     def backward(g):
-        g3 = np.ascontiguousarray(g.transpose(1, 0, 2, 3)).reshape(groups, o // groups, -1)
         gx = gw = gb = None
+        if per_sample:  # no input gradient here (see above)
+            g3 = g.reshape(n, o, ho * wo)
+            if bias is not None and needs[2]:
+                gb = g3.sum(axis=(0, 2))
+            if needs[1]:  # one product per sample, (N, C·kh·kw, O), summed
+                samples = cols.reshape(-1, n, ho * wo).transpose(1, 0, 2)
+                gw = np.matmul(samples, g3.transpose(0, 2, 1)).sum(axis=0).T.reshape(weight.shape)
+            return gx, gw, gb
+        g_t = _spares.take((o, n, ho, wo), g.dtype)
+        np.copyto(g_t, g.transpose(1, 0, 2, 3))
+        g3 = g_t.reshape(groups, og, -1)
         if bias is not None and needs[2]:
             gb = g3.reshape(o, -1).sum(axis=1)
         if needs[1]:
             # Xᵀ-side first (columns · gᵀ, then transposed): 1-2.4x faster than g · Xᵀ here.
-            gw = np.matmul(saved_cols, g3.transpose(0, 2, 1)).transpose(0, 2, 1)
-            gw = gw.reshape(weight.shape)
+            gw = np.matmul(cols.reshape(groups, -1, n * ho * wo), g3.transpose(0, 2, 1))
+            gw = gw.transpose(0, 2, 1).reshape(weight.shape)
         if needs[0]:
-            gcols = np.matmul(w3.transpose(0, 2, 1), g3)  # (G, C/G·kh·kw, N·Ho·Wo)
-            gcols = gcols.reshape(c, kh, kw, n, ho, wo)
-            gx = _crop(col2im(gcols, padded_shape, stride, dilation), padding, x_shape)
+            gcols = _spares.take(
+                (groups, c // groups * kh * kw, n * ho * wo), np.result_type(g, w3)
+            )
+            np.matmul(w3.transpose(0, 2, 1), g3, out=gcols)
+            gx = col2im(gcols.reshape(c, kh, kw, n, ho, wo), x_shape, padding, stride, dilation)
+            _spares.give(gcols)
+        _spares.give(g_t)
         return gx, gw, gb
 
+    if needs[1]:  # the columns, the largest buffer, kept for dL/dW until the graph lets go
+        weakref.finalize(backward, _spares.give, cols).atexit = False
+    else:
+        _spares.give(cols)
+        cols = None
     return out, backward
 
 
