@@ -121,23 +121,10 @@ static void col2im_double(const double *restrict cols, double *restrict gx, Geom
     COL2IM_BODY(double)
 }
 
-/* A C-contiguous buffer of `count` elements of kind 'f' or 'd', or 0 with `view` released (and no
- * error set) when `object` is anything else. */
-static int take_floats(Py_buffer *view, PyObject *object, int writable, char kind,
-                       Py_ssize_t count) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) != 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    const char *format = view->format ? view->format : "B";
-    if (format[0] == '=' || format[0] == '<' || format[0] == '@') format++;
-    if (format[0] != kind || format[1] != '\0' || view->len != count * view->itemsize) {
-        PyBuffer_Release(view);
-        return 0;
-    }
-    return 1;
-}
+/* A C-contiguous buffer of `count` elements of kind 'f', 'd' or 'q', or 0 with `view` released
+ * (and no error set) when `object` is anything else: defined in _kernels.c. */
+int chainrule_take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
+                         Py_ssize_t count);
 
 /* Parse (source, target, N, C, H, W, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw), take both buffers
  * (source read-only, target written) and run `kernel`: 1 when it ran, 0 when the arrays do not
@@ -161,9 +148,9 @@ static int run(PyObject *args, int image_first, Kernel for_float, Kernel for_dou
     Py_buffer source, target;
     char kind = 0;
     for (const char *k = "fd"; *k && !kind; k++)
-        if (take_floats(&source, source_object, 0, *k, source_count)) kind = *k;
+        if (chainrule_take_sized(&source, source_object, 0, *k, source_count)) kind = *k;
     if (!kind) return 0;
-    if (!take_floats(&target, target_object, 1, kind, target_count)) {
+    if (!chainrule_take_sized(&target, target_object, 1, kind, target_count)) {
         PyBuffer_Release(&source);
         return 0;
     }

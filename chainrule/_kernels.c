@@ -843,8 +843,8 @@ PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
  */
 
 /* A C-contiguous buffer of `count` elements of kind 'f', 'd' or 'q' (int64), or 0 with `view`
- * released (and no error set) when `object` is anything else. */
-static int take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
+ * released (and no error set) when `object` is anything else. Shared with _conv_kernels.c. */
+int chainrule_take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
                       Py_ssize_t count) {
     int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
     if (PyObject_GetBuffer(object, view, flags) != 0) {
@@ -960,13 +960,13 @@ static PyObject *max_pool2d(PyObject *self, PyObject *args) {
     Py_buffer x, out, index;
     char kind = 0;
     for (const char *k = "fd"; *k && !kind; k++)
-        if (take_sized(&x, x_object, 0, *k, planes * H * W)) kind = *k;
+        if (chainrule_take_sized(&x, x_object, 0, *k, planes * H * W)) kind = *k;
     if (!kind) Py_RETURN_FALSE;
-    if (!take_sized(&out, out_object, 1, kind, planes * Ho * Wo)) {
+    if (!chainrule_take_sized(&out, out_object, 1, kind, planes * Ho * Wo)) {
         PyBuffer_Release(&x);
         Py_RETURN_FALSE;
     }
-    if (!take_sized(&index, index_object, 1, 'q', planes * Ho * Wo)) {
+    if (!chainrule_take_sized(&index, index_object, 1, 'q', planes * Ho * Wo)) {
         PyBuffer_Release(&x);
         PyBuffer_Release(&out);
         Py_RETURN_FALSE;
@@ -1023,13 +1023,13 @@ static PyObject *max_pool2d_backward(PyObject *self, PyObject *args) {
     Py_buffer g, index, gx;
     char kind = 0;
     for (const char *k = "fd"; *k && !kind; k++)
-        if (take_sized(&g, g_object, 0, *k, planes * Ho * Wo)) kind = *k;
+        if (chainrule_take_sized(&g, g_object, 0, *k, planes * Ho * Wo)) kind = *k;
     if (!kind) Py_RETURN_FALSE;
-    if (!take_sized(&index, index_object, 0, 'q', planes * Ho * Wo)) {
+    if (!chainrule_take_sized(&index, index_object, 0, 'q', planes * Ho * Wo)) {
         PyBuffer_Release(&g);
         Py_RETURN_FALSE;
     }
-    if (!take_sized(&gx, gx_object, 1, kind, planes * H * W)) {
+    if (!chainrule_take_sized(&gx, gx_object, 1, kind, planes * H * W)) {
         PyBuffer_Release(&g);
         PyBuffer_Release(&index);
         Py_RETURN_FALSE;
