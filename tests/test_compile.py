@@ -591,7 +591,7 @@ def test_the_c_interpreter_runs_small_steps_and_agrees_with_the_numpy_replay(cas
 
 
 def assert_c_agrees_with_numpy(case):
-    """30 steps of a NATIVE_CASES network in the C replay and in the NumPy one: equal to rounding."""
+    """30 steps of a NATIVE_CASES network in the C and in the NumPy replay: equal to rounding."""
     build, loss_function, batches = NATIVE_CASES[case]
     dtype = next(build(np.random.default_rng(0))[0].parameters()).dtype.type
     results = {}
