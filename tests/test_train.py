@@ -19,6 +19,7 @@ from chainrule.train import (
     fit_config,
     predict,
 )
+from chainrule.train import loop as fit_loop
 
 XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
 XOR_Y = np.array([[0], [1], [1], [0]], dtype=np.float64)
@@ -141,6 +142,20 @@ def test_one_batch_epochs_run_together_and_still_log_and_record_each():
         "Epoch 900",
     ]
     assert lines[True] == lines[False]
+
+
+def test_with_a_progress_bar_one_batch_epochs_run_in_scans_short_enough_to_move_it(monkeypatch):
+    spans = []
+    original = fit_loop._Run._train_epochs_in_one_go
+
+    def recorded(self, epoch, span, bar):
+        spans.append(span)
+        return original(self, epoch, span, bar)
+
+    monkeypatch.setattr(fit_loop._Run, "_train_epochs_in_one_go", recorded)
+    history = fit(xor_network(), XOR_X, XOR_Y, epochs=450, progress=True)
+    assert len(history.loss) == 450
+    assert spans and max(spans) <= 100 and sum(spans) >= 400
 
 
 def test_a_loss_that_turns_nan_inside_a_compiled_epoch_names_its_step():

@@ -54,6 +54,8 @@ _EPOCH_COPY_BYTES = 256 * 2**20
 # Epochs of one batch run as one scan of the compiled step up to this many rows in all (the scan
 # keeps every step's output).
 _SCAN_ROWS = 2**16
+# ... and at most this many epochs at once where a progress bar is shown.
+_SCAN_EPOCHS_WITH_A_BAR = 100
 # An epoch's loss this many times its first epoch's is a run going the wrong way.
 _DIVERGENCE_FACTOR = 1e3
 # A run that ends this far above its first step's loss made things worse.
@@ -269,6 +271,8 @@ class _Run:
             epoch = start_epoch
             while epoch < config.epochs and not state.stop:
                 span = self._epochs_in_one_go(epoch, start_step if epoch == start_epoch else 0)
+                if bar is not None:
+                    span = min(span, _SCAN_EPOCHS_WITH_A_BAR)  # the bar moves between scans
                 if span > 1 and self._train_epochs_in_one_go(epoch, span, bar):
                     epoch += span
                     continue
