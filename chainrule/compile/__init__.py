@@ -31,7 +31,7 @@ import numpy as np
 
 from chainrule import tracing
 from chainrule.compile.replay import MISS, Program
-from chainrule.compile.trace import record
+from chainrule.compile.trace import leaves, map_structure, record
 from chainrule.tensor import Tensor
 
 CompileError = tracing.CompileError
@@ -288,14 +288,11 @@ def _signature(args: tuple, kwargs: dict) -> tuple[Any, list[np.ndarray], tuple]
 
 
 def _arrays_of(result: Any) -> Any:
-    """A traced call's result as `results="views"` gives it: each Tensor as its array."""
-    if isinstance(result, Tensor):
-        return np.asarray(result.data)  # an op may leave a NumPy scalar
-    if isinstance(result, (tuple, list)):
-        return type(result)(_arrays_of(item) for item in result)
-    if isinstance(result, dict):
-        return {key: _arrays_of(item) for key, item in result.items()}
-    return result
+    """A call's result as `results="views"` gives it: each Tensor as its array, and each NumPy
+    scalar an op may leave as a 0-d array (so that a scan can stack every result)."""
+    return map_structure(
+        lambda value: np.asarray(getattr(value, "data", value)), result, (Tensor, np.generic)
+    )
 
 
 class _Stacked:
@@ -305,52 +302,25 @@ class _Stacked:
     def __init__(self, first: Any, steps: int) -> None:
         self.structure = first
         self.leaves = [
-            np.empty((steps, *np.shape(leaf)), np.asarray(leaf).dtype) for leaf in _leaves(first)
+            np.empty((steps, *leaf.shape), leaf.dtype) for leaf in leaves(first, np.ndarray)
         ]
         self.put(0, first)
 
     def put(self, step: int, result: Any) -> None:
-        for stacked, leaf in zip(self.leaves, _leaves(result)):
+        for stacked, leaf in zip(self.leaves, leaves(result, np.ndarray)):
             stacked[step] = leaf
 
     def put_stacked(self, start: int, result: Any) -> None:
-        for stacked, leaves in zip(self.leaves, _leaves(result)):
-            stacked[start : start + len(leaves)] = leaves
+        for stacked, part in zip(self.leaves, leaves(result, np.ndarray)):
+            stacked[start : start + len(part)] = part
 
     def result(self) -> Any:
-        return _rebuilt(self.structure, iter(self.leaves))
-
-
-def _leaves(result: Any) -> list[Any]:
-    """The arrays of a result, in order (tuples, lists and dicts walked)."""
-    if isinstance(result, np.ndarray):
-        return [result]
-    if isinstance(result, (tuple, list)):
-        return [leaf for item in result for leaf in _leaves(item)]
-    if isinstance(result, dict):
-        return [leaf for item in result.values() for leaf in _leaves(item)]
-    return []
-
-
-def _rebuilt(structure: Any, leaves: Any) -> Any:
-    """`structure` with its arrays replaced, in order, by `leaves`."""
-    if isinstance(structure, np.ndarray):
-        return next(leaves)
-    if isinstance(structure, (tuple, list)):
-        return type(structure)(_rebuilt(item, leaves) for item in structure)
-    if isinstance(structure, dict):
-        return {key: _rebuilt(item, leaves) for key, item in structure.items()}
-    return structure
+        stacked = iter(self.leaves)
+        return map_structure(lambda _: next(stacked), self.structure, np.ndarray)
 
 
 def _tensors_of(result: Any) -> Any:
-    if isinstance(result, np.ndarray):
-        return Tensor(result)
-    if isinstance(result, (tuple, list)):
-        return type(result)(_tensors_of(item) for item in result)
-    if isinstance(result, dict):
-        return {key: _tensors_of(item) for key, item in result.items()}
-    return result
+    return map_structure(Tensor, result, np.ndarray)
 
 
 def _as_array(value: Any) -> np.ndarray:

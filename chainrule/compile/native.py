@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from chainrule import kernels, ops
-from chainrule.compile.trace import SlotRef, Trace, _converted
+from chainrule.compile.trace import SlotRef, Trace, _converted, leaves, map_structure
 from chainrule.tensor import wrap
 
 # Opcodes, as in _kernels.c.
@@ -442,14 +442,8 @@ class NativeProgram:
                     raise Decline
 
     def _check_output(self, structure: Any) -> None:
-        if isinstance(structure, SlotRef):
-            self._array(structure.slot)
-        elif isinstance(structure, (tuple, list)):
-            for item in structure:
-                self._check_output(item)
-        elif isinstance(structure, dict):
-            for item in structure.values():
-                self._check_output(item)
+        for ref in leaves(structure, SlotRef):
+            self._array(ref.slot)
 
     # ---- running -------------------------------------------------------------------------
     def refresh(self) -> bool:
@@ -494,11 +488,11 @@ class NativeProgram:
         buffer of its own, arguments that do not fit): the caller then calls the step per batch."""
         if kernels.replay_scan is None or self.prologue or self.pauses or not self.refresh():
             return None
-        leaves = _slots_of(self.trace.output)
-        if any(slot not in self.owned for slot in leaves):
+        slots = [ref.slot for ref in leaves(self.trace.output, SlotRef)]
+        if any(slot not in self.owned for slot in slots):
             return None
         stacked, copies = {}, []
-        for slot in dict.fromkeys(leaves):
+        for slot in dict.fromkeys(slots):
             buffer = self.buffers[slot]
             stacked[slot] = np.empty((steps, *buffer.shape), buffer.dtype)
             copies.append((_address_of(buffer), buffer.nbytes, stacked[slot]))
@@ -574,22 +568,8 @@ def _address_of(array: np.ndarray | None) -> int:
     return 0 if array is None else array.__array_interface__["data"][0]
 
 
-def _slots_of(structure: Any) -> list[int]:
-    """The slots a result structure returns, in order."""
-    if isinstance(structure, SlotRef):
-        return [structure.slot]
-    if isinstance(structure, (tuple, list)):
-        return [slot for item in structure for slot in _slots_of(item)]
-    if isinstance(structure, dict):
-        return [slot for item in structure.values() for slot in _slots_of(item)]
-    return []
-
-
 def _result(structure: Any, buffers: dict, views: bool) -> Any:
-    if structure is None:
-        return None
-    if isinstance(structure, SlotRef):
-        return buffers[structure.slot] if views else wrap(buffers[structure.slot].copy())
-    if isinstance(structure, (tuple, list)):
-        return type(structure)(_result(s, buffers, views) for s in structure)
-    return {key: _result(s, buffers, views) for key, s in structure.items()}
+    """The result: the buffers themselves (`views`), or fresh Tensors holding copies of them."""
+    if views:
+        return map_structure(lambda ref: buffers[ref.slot], structure, SlotRef)
+    return map_structure(lambda ref: wrap(buffers[ref.slot].copy()), structure, SlotRef)

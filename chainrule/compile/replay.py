@@ -15,7 +15,7 @@ import numpy as np
 
 from chainrule import kernels
 from chainrule.compile import native, numpy_ops
-from chainrule.compile.trace import SlotRef, Trace
+from chainrule.compile.trace import SlotRef, Trace, map_structure
 from chainrule.tensor import accumulate_into_leaf, unbroadcast, wrap
 
 MISS = object()  # what a fast path returns when the call is not its common case
@@ -211,13 +211,9 @@ class Program:
 def _rebuild(structure: Any, v: list, views: bool = False) -> Any:
     """The call's result: fresh Tensors (copies: a buffer is overwritten by the next replay), or
     with `views` the arrays themselves."""
-    if structure is None:
-        return None
-    if isinstance(structure, SlotRef):
-        return v[structure.slot] if views else wrap(np.array(v[structure.slot], copy=True))
-    if isinstance(structure, (tuple, list)):
-        return type(structure)(_rebuild(s, v, views) for s in structure)
-    return {key: _rebuild(s, v, views) for key, s in structure.items()}
+    if views:
+        return map_structure(lambda ref: v[ref.slot], structure, SlotRef)
+    return map_structure(lambda ref: wrap(np.array(v[ref.slot], copy=True)), structure, SlotRef)
 
 
 # ---- the generic steps: one closure per event, calling the engine's own functions ---------------

@@ -242,6 +242,28 @@ class Recorder:
         )
 
 
+def map_structure(
+    function: Callable[[Any], Any], structure: Any, leaf: type | tuple[type, ...]
+) -> Any:
+    """A call's result (tuples, lists and dicts of `leaf`s, or None) with each `leaf` replaced by
+    `function(leaf)`; anything else kept as it is. The one walk over results that tracing,
+    replays and scans share."""
+    if isinstance(structure, leaf):
+        return function(structure)
+    if isinstance(structure, (tuple, list)):
+        return type(structure)(map_structure(function, item, leaf) for item in structure)
+    if isinstance(structure, dict):
+        return {key: map_structure(function, item, leaf) for key, item in structure.items()}
+    return structure
+
+
+def leaves(structure: Any, leaf: type | tuple[type, ...]) -> list[Any]:
+    """The `leaf`s of a result, in order."""
+    found: list[Any] = []
+    map_structure(found.append, structure, leaf)
+    return found
+
+
 def _converted(array: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray]:
     return (array.astype(dtype),)
 
