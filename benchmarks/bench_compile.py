@@ -10,7 +10,10 @@ NumPy replay (`backend="numpy"`), chainrule eager, JAX with the whole step under
 NumPy step we could write by hand (preallocated, `out=` throughout). All with `--threads` threads
 (NumPy's BLAS through threadpoolctl, torch.set_num_threads, XLA's flags), default 1: on a shared
 2-core machine a second BLAS thread spin-waiting for a busy core made a 128x784x256 product 7x
-slower (84 ms against 11 ms, measured here under load).
+slower (84 ms against 11 ms, measured here under load). The process is also pinned to `--threads`
+CPUs, because XLA's CPU runtime ignores its thread flags: unpinned, its "one thread" GEMM used two
+cores (62 GFLOP/s against NumPy's 32 on one; pinned, 32 and 32). Each peer's cores used (CPU time
+÷ wall time) is reported beside its time, so a peer that escapes the limit shows.
 
 Each round times every peer once, starting with a different peer each round, so that load from
 other processes on a shared machine falls on all alike; the figures are medians over rounds of
@@ -298,7 +301,11 @@ def make_jax(workload: Workload) -> tuple[Callable[[], Any], Callable[[], Any]]:
 
 
 def limit_threads(threads: int) -> Any:
-    """Every peer on `threads` threads; returns threadpoolctl's limiter (kept alive) or None."""
+    """Every peer on `threads` threads and, where the OS allows, on `threads` CPUs; returns
+    threadpoolctl's limiter (kept alive) or None."""
+    if hasattr(os, "sched_setaffinity"):
+        allowed = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, allowed[:threads])
     os.environ.setdefault(
         "XLA_FLAGS",
         f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
@@ -315,12 +322,20 @@ def limit_threads(threads: int) -> Any:
 # ---- timing --------------------------------------------------------------------------------------
 def timed(step: Callable[[], Any], steps: int, finish: Callable[[], Any] | None = None) -> float:
     """µs per step over `steps` steps (after JAX's last dispatched step has finished)."""
-    start = time.perf_counter()
+    return timed_with_cores(step, steps, finish)[0]
+
+
+def timed_with_cores(
+    step: Callable[[], Any], steps: int, finish: Callable[[], Any] | None = None
+) -> tuple[float, float]:
+    """µs per step, and the cores the process kept busy meanwhile (CPU time ÷ wall time)."""
+    cpu, start = time.process_time(), time.perf_counter()
     for _ in range(steps):
         step()
     if finish is not None:
         finish()
-    return (time.perf_counter() - start) / steps * 1e6
+    wall = time.perf_counter() - start
+    return wall / steps * 1e6, (time.process_time() - cpu) / max(wall, 1e-9)
 
 
 def measure(workload: Workload, rounds: int, budget_s: float, threads: int) -> dict[str, Any]:
@@ -347,14 +362,18 @@ def measure(workload: Workload, rounds: int, budget_s: float, threads: int) -> d
         counts[name] = max(3, int(budget_s / max(per_step, 1e-7)))
     names = list(peers)
     samples: dict[str, list[float]] = {name: [] for name in names}
+    cores: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            samples[name].append(timed(peers[name], counts[name], finishers.get(name)))
+            us, busy = timed_with_cores(peers[name], counts[name], finishers.get(name))
+            samples[name].append(us)
+            cores[name].append(busy)
     result: dict[str, Any] = {
         "workload": workload.name,
         "target": workload.target,
         "us_per_step": {name: statistics.median(values) for name, values in samples.items()},
+        "cores_used": {name: statistics.median(values) for name, values in cores.items()},
         "skipped": skipped,
         "ratios": {},
     }
@@ -470,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in report["workloads"]:
         print(f"\n{row['workload']} (target {row['target']}), µs per step:")
         for name, value in row["us_per_step"].items():
-            print(f"  {name:16s} {value:10.2f}")
+            print(f"  {name:16s} {value:10.2f}   ({row['cores_used'][name]:.2f} cores)")
         for name, ratio in row["ratios"].items():
             spread = f"rounds: {ratio['min']:.2f}-{ratio['max']:.2f}"
             print(f"  {name:34s} {ratio['median']:7.2f}x  ({spread})")
