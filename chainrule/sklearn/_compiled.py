@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 def _step(mlp: _BaseMLP) -> Callable:
     """One mini-batch's update, compiled: everything that varies per batch is an argument (the
     inputs, the targets as the loss takes them, then the sample weights where there are any), and
-    the step returns the (weighted) data loss, read by the caller after the call. Unweighted
-    batches pass arrays only, which keeps each call on the replay's fast path."""
+    the step returns the (weighted) data loss as a view of the replay's buffer, read by the caller
+    right after the call. Unweighted batches pass arrays only, which keeps each call on the
+    replay's fast path."""
     model, optimizer = mlp._model, mlp._optimizer
 
     def train_step(xb: np.ndarray, tb: np.ndarray, *weights: np.ndarray) -> Tensor:
@@ -36,7 +37,7 @@ def _step(mlp: _BaseMLP) -> Callable:
         optimizer.step()
         return loss
 
-    return compile_step(train_step)
+    return compile_step(train_step, results="views")
 
 
 def fit_compiled(
@@ -59,6 +60,7 @@ def fit_compiled(
     penalised = mlp.alpha > 0
     bounds = [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
     parameters = [p for layer in mlp._linears() for p in (layer.weight, layer.bias)]
+    weight_tensors = parameters[::2]
     state = SimpleNamespace(logs={}, optimizer=mlp._optimizer, stop=False)
     shuffled = mlp.shuffle and batch_size < n
     X_shuffled = np.empty_like(X, order="C") if shuffled else None
@@ -70,9 +72,12 @@ def fit_compiled(
             Xe, te, we = X, target, weights
             if shuffled:  # one gather per epoch, then every batch is a slice (as fit does)
                 order = generator.permutation(n)
-                # np.take into buffers kept across epochs: half the time of X[order].
-                Xe, te = np.take(X, order, 0, out=X_shuffled), np.take(target, order, 0)
-                we = None if weights is None else np.take(weights, order)
+                # np.take into a buffer kept across epochs; mode="clip" (a permutation is always
+                # in range) because "raise" first gathers into a temporary: 41 against 113 µs
+                # for digits' training rows, and X[order] takes 76.
+                Xe = np.take(X, order, 0, out=X_shuffled, mode="clip")
+                te = np.take(target, order, 0, mode="clip")
+                we = None if weights is None else np.take(weights, order, mode="clip")
             loss_sum = 0.0
             for start, stop in bounds:
                 count = stop - start
@@ -90,8 +95,11 @@ def fit_compiled(
                 if decay != weights_group["weight_decay"]:
                     weights_group["weight_decay"] = decay
                 if penalised:
-                    mlp._penalty_total += 0.5 * mlp.alpha * mlp._squared_weights() * (count / total)
-                value = step(*batch).item()
+                    squared = 0.0
+                    for weight in weight_tensors:
+                        squared += float(np.vdot(weight.data, weight.data))
+                    mlp._penalty_total += 0.5 * mlp.alpha * squared * (count / total)
+                value = float(step(*batch))
                 if not math.isfinite(value):
                     raise NonFiniteError(f"the loss is {value} at epoch {epoch}")
                 loss_sum += value * count
