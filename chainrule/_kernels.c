@@ -291,6 +291,138 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
     return done(&arrays, 1);
 }
 
+/* ---- Softmax cross-entropy over integer class targets ------------------------------------------
+ * One definition for the eager op (ops/losses.py, through cross_entropy below) and the replay
+ * interpreter (R_CE, R_CE_BACK). Per row: top = the row's maximum (the first NaN wins, as NumPy's
+ * argmax), e = exp(z − top), sums = Σ e, and the row's loss ln(sums) − (z_c − top); the forward
+ * returns 0, part done, at the first target outside [0, classes). The backward writes
+ * (e / sums − onehot)·upstream, the NumPy code's operations in its order. exp and log are the C
+ * library's, not NumPy's: the two agree to rounding, not bit for bit. */
+#define CROSS_ENTROPY(SUFFIX, T, EXP, LOG)                                                         \
+    static int ce_forward_##SUFFIX(const T *z, const int64_t *target, T *e, T *sums,             \
+                                   int64_t batch, int64_t classes, T *total) {                    \
+        T sum_of_rows = 0;                                                                        \
+        for (int64_t i = 0; i < batch; i++) {                                                     \
+            const T *row = z + i * classes;                                                       \
+            T top = row[0];                                                                       \
+            for (int64_t j = 1; j < classes; j++)                                                 \
+                if (row[j] > top || row[j] != row[j]) {                                           \
+                    top = row[j];                                                                 \
+                    if (top != top) break;                                                        \
+                }                                                                                 \
+            T sum = 0;                                                                            \
+            for (int64_t j = 0; j < classes; j++) {                                               \
+                e[i * classes + j] = EXP(row[j] - top);                                           \
+                sum += e[i * classes + j];                                                        \
+            }                                                                                     \
+            int64_t c = target[i];                                                                \
+            if (c < 0 || c >= classes) return 0;                                                  \
+            sums[i] = sum;                                                                        \
+            sum_of_rows += LOG(sum) - (row[c] - top);                                             \
+        }                                                                                         \
+        *total = sum_of_rows;                                                                     \
+        return 1;                                                                                 \
+    }                                                                                             \
+    static void ce_backward_##SUFFIX(T upstream, const T *e, const T *sums,                      \
+                                     const int64_t *target, T *gz, int64_t batch,                 \
+                                     int64_t classes) {                                           \
+        for (int64_t i = 0; i < batch; i++)                                                       \
+            for (int64_t j = 0; j < classes; j++) {                                               \
+                T s = e[i * classes + j] / sums[i];                                               \
+                if (j == target[i]) s = s - (T)1;                                                 \
+                gz[i * classes + j] = s * upstream;                                               \
+            }                                                                                     \
+    }
+
+CROSS_ENTROPY(float, float, expf, logf)
+CROSS_ENTROPY(double, double, exp, log)
+
+int chainrule_take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
+                         Py_ssize_t count);
+static int overlap(const Py_buffer *a, const Py_buffer *b);
+
+/* Takes logits (batch, classes) (or, writable, the gradient in their place), targets (batch,) int64,
+ * e like the logits and sums (batch,) of their type, none of the arrays written (the first, or e
+ * and sums) overlapping another; 0 when they do not all fit (each taken one released). */
+static int take_cross_entropy(Py_buffer views[4], PyObject *objects[4], int64_t batch,
+                              int64_t classes, int writable_first, char *kind) {
+    *kind = 0;
+    for (const char *k = "fd"; *k && !*kind; k++)
+        if (chainrule_take_sized(&views[0], objects[0], writable_first, *k, batch * classes))
+            *kind = *k;
+    if (!*kind) return 0;
+    int taken = 1;
+    if (chainrule_take_sized(&views[1], objects[1], 0, 'q', batch)) taken++;
+    if (taken == 2 && chainrule_take_sized(&views[2], objects[2], 1, *kind, batch * classes))
+        taken++;
+    if (taken == 3 && chainrule_take_sized(&views[3], objects[3], 1, *kind, batch)) taken++;
+    if (taken == 4) {
+        int written[4] = {writable_first, 0, !writable_first, !writable_first}, clash = 0;
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++)
+                if (i != j && written[i] && overlap(&views[i], &views[j])) clash = 1;
+        if (!clash) return 1;
+    }
+    for (int i = 0; i < taken; i++) PyBuffer_Release(&views[i]);
+    return 0;
+}
+
+/* cross_entropy(z, target, e, sums, batch, classes) -> the sum over rows of the loss (a float), or
+ * False, having written nothing useful, when the arrays do not fit or a target is out of range
+ * (the NumPy code then runs, and names the problem). */
+static PyObject *cross_entropy(PyObject *self, PyObject *args) {
+    PyObject *objects[4];
+    Py_ssize_t batch, classes;
+    if (!PyArg_ParseTuple(args, "OOOOnn", &objects[0], &objects[1], &objects[2], &objects[3],
+                          &batch, &classes))
+        return NULL;
+    Py_buffer views[4];
+    char kind;
+    if (batch < 1 || classes < 1 || !take_cross_entropy(views, objects, batch, classes, 0, &kind))
+        Py_RETURN_FALSE;
+    double total = 0;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f') {
+        float sum;
+        ok = ce_forward_float(views[0].buf, views[1].buf, views[2].buf, views[3].buf, batch,
+                              classes, &sum);
+        total = sum;
+    } else {
+        ok = ce_forward_double(views[0].buf, views[1].buf, views[2].buf, views[3].buf, batch,
+                               classes, &total);
+    }
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 4; i++) PyBuffer_Release(&views[i]);
+    if (!ok) Py_RETURN_FALSE;
+    return PyFloat_FromDouble(total);
+}
+
+/* cross_entropy_backward(gz, target, e, sums, batch, classes, upstream) -> bool: gz = (e / sums −
+ * onehot(target))·upstream, upstream rounded to the arrays' type first. */
+static PyObject *cross_entropy_backward(PyObject *self, PyObject *args) {
+    PyObject *objects[4];
+    Py_ssize_t batch, classes;
+    double upstream;
+    if (!PyArg_ParseTuple(args, "OOOOnnd", &objects[0], &objects[1], &objects[2], &objects[3],
+                          &batch, &classes, &upstream))
+        return NULL;
+    Py_buffer views[4];
+    char kind;
+    if (batch < 1 || classes < 1 || !take_cross_entropy(views, objects, batch, classes, 1, &kind))
+        Py_RETURN_FALSE;
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        ce_backward_float((float)upstream, views[2].buf, views[3].buf, views[1].buf, views[0].buf,
+                          batch, classes);
+    else
+        ce_backward_double(upstream, views[2].buf, views[3].buf, views[1].buf, views[0].buf, batch,
+                           classes);
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 4; i++) PyBuffer_Release(&views[i]);
+    Py_RETURN_TRUE;
+}
+
 /* ==== The replay interpreter (chainrule/compile/native.py) =====================================
  * Runs a whole recorded training step in one call: a program of int64 words, each instruction an
  * opcode and its operands (array addresses, sizes, an index into a float64 array of scalars that
@@ -334,7 +466,8 @@ enum {
 /* NumPy's logaddexp(0, x), as ops.sigmoid uses it: exact for large |x|. */
 #define LOGADDEXP0(T, EXP, LOG1P, x) ((x) > 0 ? (x) + LOG1P(EXP(-(x))) : LOG1P(EXP(x)))
 
-#define INTERPRETER(NAME, T, EXP, LOG, LOG1P, TANH, SQRT, POW, ADAM, SGD)                          \
+#define INTERPRETER(NAME, T, EXP, LOG, LOG1P, TANH, SQRT, POW, ADAM, SGD, CE_FORWARD,             \
+                    CE_BACKWARD)                                                                  \
     VECTORIZE static int NAME(const int64_t *code, const double *scalars) {                                 \
         for (;;) {                                                                                \
             const int64_t *o = code + 1;                                                          \
@@ -490,46 +623,20 @@ enum {
                 break;                                                                            \
             }                                                                                     \
             case R_CE: {                                                                          \
-                const T *z = (const T *)o[0];                                                     \
-                const int64_t *target = (const int64_t *)o[1];                                    \
-                T *e = (T *)o[2], *sums = (T *)o[3], *loss = (T *)o[4];                           \
-                int64_t batch = o[5], classes = o[6];                                             \
-                T total = 0;                                                                      \
-                for (int64_t i = 0; i < batch; i++) {                                             \
-                    const T *row = z + i * classes;                                               \
-                    T top = row[0];                                                               \
-                    for (int64_t j = 1; j < classes; j++)                                         \
-                        if (row[j] > top || row[j] != row[j]) {                                   \
-                            top = row[j];                                                         \
-                            if (top != top) break;                                                \
-                        }                                                                         \
-                    T sum = 0;                                                                    \
-                    for (int64_t j = 0; j < classes; j++) {                                       \
-                        e[i * classes + j] = EXP(row[j] - top);                                   \
-                        sum += e[i * classes + j];                                                \
-                    }                                                                             \
-                    int64_t c = target[i];                                                        \
-                    if (c < 0 || c >= classes) return 0;                                          \
-                    sums[i] = sum;                                                                \
-                    total += LOG(sum) - (row[c] - top);                                           \
-                }                                                                                 \
-                *loss = o[7] ? total / (T)(batch > 1 ? batch : 1) : total;                        \
+                int64_t batch = o[5];                                                             \
+                T total;                                                                          \
+                if (!CE_FORWARD((const T *)o[0], (const int64_t *)o[1], (T *)o[2], (T *)o[3],     \
+                                batch, o[6], &total))                                             \
+                    return 0;                                                                     \
+                *(T *)o[4] = o[7] ? total / (T)(batch > 1 ? batch : 1) : total;                   \
                 code += 9;                                                                        \
                 break;                                                                            \
             }                                                                                     \
             case R_CE_BACK: {                                                                     \
-                const T *g = (const T *)o[0], *e = (const T *)o[1], *sums = (const T *)o[2];      \
-                const int64_t *target = (const int64_t *)o[3];                                    \
-                T *gz = (T *)o[4];                                                                \
-                int64_t batch = o[5], classes = o[6];                                             \
+                int64_t batch = o[5];                                                             \
                 T scale = o[7] ? (T)(1.0 / (double)(batch > 1 ? batch : 1)) : (T)1;               \
-                T upstream = g[0] * scale;                                                        \
-                for (int64_t i = 0; i < batch; i++)                                               \
-                    for (int64_t j = 0; j < classes; j++) {                                       \
-                        T s = e[i * classes + j] / sums[i];                                       \
-                        if (j == target[i]) s = s - (T)1;                                         \
-                        gz[i * classes + j] = s * upstream;                                       \
-                    }                                                                             \
+                CE_BACKWARD(((const T *)o[0])[0] * scale, (const T *)o[1], (const T *)o[2],       \
+                            (const int64_t *)o[3], (T *)o[4], batch, o[6]);                       \
                 code += 9;                                                                        \
                 break;                                                                            \
             }                                                                                     \
@@ -567,8 +674,10 @@ enum {
         }                                                                                         \
     }
 
-INTERPRETER(run_float, float, expf, logf, log1pf, tanhf, sqrtf, powf, adam_float, sgd_float)
-INTERPRETER(run_double, double, exp, log, log1p, tanh, sqrt, pow, adam_double, sgd_double)
+INTERPRETER(run_float, float, expf, logf, log1pf, tanhf, sqrtf, powf, adam_float, sgd_float,
+            ce_forward_float, ce_backward_float)
+INTERPRETER(run_double, double, exp, log, log1p, tanh, sqrt, pow, adam_double, sgd_double,
+            ce_forward_double, ce_backward_double)
 
 /* replay(code, scalars, is_double, arguments) -> int: run a program. `code` opens with a table of
  * where each argument's address goes ([count, (argument, word)...]), so the call's arrays (a tuple
@@ -810,6 +919,10 @@ static PyMethodDef methods[] = {
     {"sgd", sgd, METH_VARARGS, "One fused SGD update in place; False if the arrays do not fit."},
     {"relu", relu, METH_VARARGS, "out = max(z, 0); False if the arrays do not fit."},
     {"relu_backward", relu_backward, METH_VARARGS, "out = g·(z > 0); False if the arrays do not fit."},
+    {"cross_entropy", cross_entropy, METH_VARARGS,
+     "Softmax cross-entropy's summed loss; False if the arrays or targets do not fit."},
+    {"cross_entropy_backward", cross_entropy_backward, METH_VARARGS,
+     "Softmax cross-entropy's gradient; False if the arrays do not fit."},
     {"replay", replay, METH_VARARGS, "Run a recorded step (see the replay interpreter section)."},
     {"replay_at", (PyCFunction)(void (*)(void))replay_at, METH_FASTCALL,
      "Run a recorded step from addresses (the compiled step's fast path)."},

@@ -3,9 +3,9 @@
 `adam(...)` and `sgd(...)` update in place, `relu(z, out)` and `relu_backward(g, z, out)` fill
 `out`; each returns True, or returns False having touched nothing (kernels not built, or arrays
 that are not all C-contiguous float32 or all float64 of one size), and the caller then runs its
-NumPy code,
-which is the reference: the kernels match it bit for bit. Set CHAINRULE_NO_KERNELS=1 to run the
-NumPy code always (to compare, or to debug).
+NumPy code, which is the reference: the kernels match it bit for bit (cross-entropy's to
+rounding, see below). Set CHAINRULE_NO_KERNELS=1 to run the NumPy code always (to compare, or to
+debug).
 """
 
 from __future__ import annotations
@@ -28,6 +28,14 @@ adam = _kernels.adam if AVAILABLE else _decline
 sgd = _kernels.sgd if AVAILABLE else _decline
 relu = _kernels.relu if AVAILABLE else _decline
 relu_backward = _kernels.relu_backward if AVAILABLE else _decline
+# Softmax cross-entropy over int64 class targets: `cross_entropy(z, target, e, sums, batch,
+# classes)` returns the loss summed over rows (a float) or False; `cross_entropy_backward(gz,
+# target, e, sums, batch, classes, upstream)` fills gz. The one exception to "bit for bit": exp and
+# log are the C library's, so these agree with the NumPy code to rounding.
+cross_entropy = getattr(_kernels, "cross_entropy", _decline) if AVAILABLE else _decline
+cross_entropy_backward = (
+    getattr(_kernels, "cross_entropy_backward", _decline) if AVAILABLE else _decline
+)
 # The replay interpreter of chainrule.compile (a whole recorded step in one call); None when absent,
 # so a compiled step replays in NumPy instead.
 replay = getattr(_kernels, "replay", None) if AVAILABLE else None

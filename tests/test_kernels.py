@@ -27,7 +27,7 @@ IDS = [name for config, name in zip(CONFIGS, CONFIG_IDS) if config[0] in KERNEL_
 
 
 def without_kernels(monkeypatch):
-    for name in ("adam", "sgd", "relu", "relu_backward"):
+    for name in ("adam", "sgd", "relu", "relu_backward", "cross_entropy", "cross_entropy_backward"):
         monkeypatch.setattr(kernels, name, kernels._decline)
 
 
@@ -172,3 +172,68 @@ def test_relu_of_arrays_the_kernels_decline_is_still_right(layout):
     (gz,) = backward(np.ones_like(z))
     np.testing.assert_array_equal(a, np.maximum(z, 0))
     np.testing.assert_array_equal(gz, (z > 0).astype(z.dtype))
+
+
+def cross_entropy_inputs(dtype):
+    """Logits with a tie, a huge row, a row of -inf and a NaN row, and int64 class targets."""
+    rng = np.random.default_rng(5)
+    z = (rng.standard_normal((37, 7)) * 4).astype(dtype)
+    z[1, 2:4] = z[1].max() + 1  # a tie for the maximum: the first one is the row's top
+    z[2] = [1e4, -1e4, 3, 0, 0, 0, 1e4]  # exp of large differences underflows to 0
+    z[3, 5] = -np.inf
+    z[4, 0] = np.nan
+    return z, rng.integers(0, 7, 37)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_kernels_equal_the_numpy_code_to_rounding(dtype, reduction, monkeypatch):
+    z, target = cross_entropy_inputs(dtype)
+    finite = np.ones(len(z), bool)
+    finite[4] = False  # the NaN row: NaN in both, and a NaN loss
+    seed = np.array(0.5, dtype=dtype)
+    loss, backward = ops.cross_entropy(z, target, reduction=reduction)
+    grad, _ = backward(seed)
+    without_kernels(monkeypatch)
+    loss_numpy, backward_numpy = ops.cross_entropy(z, target, reduction=reduction)
+    grad_numpy, _ = backward_numpy(seed)
+    assert loss.dtype == grad.dtype == dtype and loss.shape == ()
+    assert np.isnan(loss) and np.isnan(loss_numpy)  # the NaN row poisons the total in both
+    rtol = 1e-13 if dtype == np.float64 else 2e-6
+    eps = np.finfo(dtype).eps  # softmax − 1 cancels: an absolute error of an ulp of 1 there
+    np.testing.assert_allclose(grad[finite], grad_numpy[finite], rtol=rtol, atol=eps)
+    assert np.isnan(grad[4]).all() and np.isnan(grad_numpy[4]).all()
+    kept = np.flatnonzero(finite)  # without the NaN row, the losses agree too
+    loss, _ = ops.cross_entropy(z[kept], target[kept], reduction=reduction)
+    monkeypatch.undo()
+    fused, _ = ops.cross_entropy(z[kept], target[kept], reduction=reduction)
+    np.testing.assert_allclose(fused, loss, rtol=rtol)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+def test_cross_entropy_kernel_declines_what_it_cannot_take_and_the_numpy_code_answers():
+    z, target = cross_entropy_inputs(np.float64)
+    z, batch, classes = z[5:], 32, 7
+    target = target[5:]
+    e, sums = np.empty_like(z), np.empty(batch)
+    assert kernels.cross_entropy(z, target, e, sums, batch, classes) is not False
+    declined = {
+        "int32 targets": (z, target.astype(np.int32), e, sums),
+        "float32 buffers for float64 logits": (z, target, e.astype(np.float32), sums),
+        "transposed logits": (np.asfortranarray(z), target, e, sums),
+        "e written over the logits": (z, target, z, sums),
+        "sums of the wrong size": (z, target, e, sums[:-1]),
+    }
+    for name, arrays in declined.items():
+        assert kernels.cross_entropy(*arrays, batch, classes) is False, name
+    out_of_range = target.copy()
+    out_of_range[-1] = classes
+    assert kernels.cross_entropy(z, out_of_range, e, sums, batch, classes) is False
+    with pytest.raises(ValueError, match=r"target classes must be in \[0, 7\)"):
+        ops.cross_entropy(z, out_of_range)
+    grad = np.empty_like(z)
+    assert not kernels.cross_entropy_backward(grad, target, grad, sums, batch, classes, 1.0)
+    # Targets the kernel declines still get the loss: the NumPy code's.
+    loss, _ = ops.cross_entropy(z, target.astype(np.int32))
+    np.testing.assert_allclose(loss, ops.cross_entropy(z, target)[0], rtol=1e-13)

@@ -278,8 +278,17 @@ def _cross_entropy(s: Spec) -> Kernel | None:
     sums = np.empty(batch, dtype)
     per_sample = np.empty(batch, dtype)
 
+    fused = [False]  # whether this call's forward ran in C (kernels.cross_entropy), as eager's
+
     def forward(v: list) -> None:
         z, target = v[z_slot], v[t_slot]
+        total = kernels.cross_entropy(z, target, exp_shifted, sums, batch, classes)
+        fused[0] = total is not False
+        if fused[0]:  # ops.losses._cross_entropy_fused's arithmetic
+            out[()] = total
+            if reduction == "mean":
+                np.divide(out, batch, out=out)
+            return
         low, high = np.minimum.reduce(target), np.maximum.reduce(target)
         if low < 0 or high >= classes:  # the reference's check, and its message
             ops.cross_entropy(z, target)
@@ -298,6 +307,10 @@ def _cross_entropy(s: Spec) -> Kernel | None:
 
     def backward(v: list) -> None:
         upstream = v[gs] * scale
+        if fused[0] and kernels.cross_entropy_backward(
+            gz, v[t_slot], exp_shifted, sums, batch, classes, float(upstream)
+        ):
+            return
         np.divide(exp_shifted, sums[:, None], out=gz)
         picked = (rows, v[t_slot])
         gz[picked] = gz[picked] - 1
