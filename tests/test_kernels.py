@@ -237,3 +237,14 @@ def test_cross_entropy_kernel_declines_what_it_cannot_take_and_the_numpy_code_an
     # Targets the kernel declines still get the loss: the NumPy code's.
     loss, _ = ops.cross_entropy(z, target.astype(np.int32))
     np.testing.assert_allclose(loss, ops.cross_entropy(z, target)[0], rtol=1e-13)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+def test_a_cross_entropy_backward_the_kernel_declines_still_gives_the_gradient(monkeypatch):
+    z, target = cross_entropy_inputs(np.float64)
+    z, target = z[5:], target[5:]  # finite rows
+    loss, backward = ops.cross_entropy(z, target)  # forward in C
+    expected, _ = backward(np.array(1.0))
+    monkeypatch.setattr(kernels, "cross_entropy_backward", kernels._decline)
+    grad, _ = backward(np.array(1.0))
+    np.testing.assert_allclose(grad, expected, rtol=1e-15, atol=1e-17)
