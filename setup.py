@@ -6,6 +6,11 @@ optimizers run the same update rules in NumPy (slower on large networks, identic
 
 from setuptools import Extension, setup
 
+try:  # the memory handler includes NumPy's headers (a build requirement in pyproject.toml)
+    import numpy
+except ImportError:
+    numpy = None
+
 setup(
     ext_modules=[
         Extension(
@@ -23,4 +28,17 @@ setup(
             optional=True,
         )
     ]
+    + (
+        []
+        if numpy is None
+        else [
+            Extension(
+                "chainrule._memory",
+                ["chainrule/_memory.c"],
+                include_dirs=[numpy.get_include()],
+                extra_compile_args=["-O2"],
+                optional=True,
+            )
+        ]
+    )
 )
