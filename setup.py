@@ -15,7 +15,7 @@ setup(
     ext_modules=[
         Extension(
             "chainrule._kernels",
-            ["chainrule/_kernels.c", "chainrule/_conv_kernels.c"],
+            ["chainrule/_kernels.c", "chainrule/_conv_kernels.c", "chainrule/_pool_kernels.c"],
             # Bit-identical to the NumPy code: no fused multiply-add, no fast-math reordering.
             # -fno-trapping-math only lets GCC compute both sides of a select (so the loops with
             # a condition vectorize); it changes no result, and nothing here reads FP exceptions.
