@@ -6,11 +6,16 @@ optimizers run the same update rules in NumPy (slower on large networks, identic
 
 from setuptools import Extension, setup
 
+try:  # the memory handler includes NumPy's headers (a build requirement in pyproject.toml)
+    import numpy
+except ImportError:
+    numpy = None
+
 setup(
     ext_modules=[
         Extension(
             "chainrule._kernels",
-            ["chainrule/_kernels.c", "chainrule/_conv_kernels.c"],
+            ["chainrule/_kernels.c", "chainrule/_conv_kernels.c", "chainrule/_pool_kernels.c"],
             # Bit-identical to the NumPy code: no fused multiply-add, no fast-math reordering.
             # -fno-trapping-math only lets GCC compute both sides of a select (so the loops with
             # a condition vectorize); it changes no result, and nothing here reads FP exceptions.
@@ -23,4 +28,17 @@ setup(
             optional=True,
         )
     ]
+    + (
+        []
+        if numpy is None
+        else [
+            Extension(
+                "chainrule._memory",
+                ["chainrule/_memory.c"],
+                include_dirs=[numpy.get_include()],
+                extra_compile_args=["-O2"],
+                optional=True,
+            )
+        ]
+    )
 )

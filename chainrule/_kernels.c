@@ -913,6 +913,8 @@ PyObject *chainrule_im2col(PyObject *self, PyObject *args);
 PyObject *chainrule_col2im(PyObject *self, PyObject *args);
 static PyObject *max_pool2d(PyObject *self, PyObject *args);
 static PyObject *max_pool2d_backward(PyObject *self, PyObject *args);
+PyObject *chainrule_max_pool2x2(PyObject *self, PyObject *args);
+PyObject *chainrule_max_pool2x2_backward(PyObject *self, PyObject *args);
 
 static PyMethodDef methods[] = {
     {"adam", adam, METH_VARARGS, "One fused Adam update in place; False if the arrays do not fit."},
@@ -933,6 +935,10 @@ static PyMethodDef methods[] = {
     {"max_pool2d", max_pool2d, METH_VARARGS, "Max pooling with argmax; False if the arrays do not fit."},
     {"max_pool2d_backward", max_pool2d_backward, METH_VARARGS,
      "Scatter max-pooling gradients to the argmax; False if the arrays do not fit."},
+    {"max_pool2x2", chainrule_max_pool2x2, METH_VARARGS,
+     "2×2 stride-2 max pooling with the window tap of each maximum; False if they do not fit."},
+    {"max_pool2x2_backward", chainrule_max_pool2x2_backward, METH_VARARGS,
+     "The gradient of max_pool2x2 from its taps; False if the arrays do not fit."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -944,7 +950,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
 
 /* ==== Convolution and pooling (chainrule/ops/conv.py) =========================================
- * (im2col and col2im live in _conv_kernels.c.)
+ * (im2col and col2im live in _conv_kernels.c, 2×2 pooling in _pool_kernels.c.)
  * max_pool2d and its backward: the maximum and its position in one pass over each window, then the
  * gradient scattered to those positions (NumPy needs a pass per window position for each).
  *
@@ -983,34 +989,7 @@ static int overlap(const Py_buffer *a, const Py_buffer *b) {
 /* out[p, oh, ow] = the largest x[p, h, w] in the window (NaN wins, then the first maximum), and
  * index[p, oh, ow] = h·W + w; positions in the padding are skipped. Row by row: for each window
  * position (h, j) in scan order, one branch-free pass along the output row, which vectorizes. */
-#define MAX_POOL_TAKE(v, at)                                                                      \
-    {                                                                                             \
-        int take = ((v) > best) | ((v) != (v));                                                   \
-        best = take ? (v) : best;                                                                 \
-        where = take ? (at) : where;                                                              \
-    }
 #define MAX_POOL_BODY(T)                                                                          \
-    if (kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {                         \
-        /* the common 2×2 pooling: the four taps of each window in registers, in scan order */     \
-        for (Py_ssize_t p = 0; p < planes; p++)                                                   \
-            for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                              \
-                const T *top = x + (p * H + 2 * oh) * W, *bottom = top + W;                       \
-                T *o = out + (p * Ho + oh) * Wo;                                                  \
-                int64_t *at = index + (p * Ho + oh) * Wo, first = 2 * oh * W;                     \
-                for (Py_ssize_t ow = 0; ow < Wo; ow++) {                                          \
-                    T a = top[2 * ow], b = top[2 * ow + 1], c = bottom[2 * ow],                   \
-                      d = bottom[2 * ow + 1];                                                     \
-                    T best = -INFINITY;                                                           \
-                    int64_t where = first + 2 * ow;                                               \
-                    MAX_POOL_TAKE(a, first + 2 * ow)                                              \
-                    MAX_POOL_TAKE(b, first + 2 * ow + 1)                                          \
-                    MAX_POOL_TAKE(c, first + W + 2 * ow)                                          \
-                    MAX_POOL_TAKE(d, first + W + 2 * ow + 1)                                      \
-                    o[ow] = best;                                                                 \
-                    at[ow] = where;                                                               \
-                }                                                                                 \
-            }                                                                                     \
-    } else                                                                                        \
     for (Py_ssize_t p = 0; p < planes; p++) {                                                     \
         const T *image = x + p * H * W;                                                           \
         for (Py_ssize_t oh = 0; oh < Ho; oh++) {                                                  \
@@ -1164,3 +1143,4 @@ static PyObject *max_pool2d_backward(PyObject *self, PyObject *args) {
     PyBuffer_Release(&gx);
     return PyBool_FromLong(ok);
 }
+

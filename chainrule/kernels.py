@@ -54,3 +54,9 @@ im2col = getattr(_kernels, "im2col", _decline) if AVAILABLE else _decline
 col2im = getattr(_kernels, "col2im", _decline) if im2col is not _decline else _decline
 max_pool2d = getattr(_kernels, "max_pool2d", _decline) if AVAILABLE else _decline
 max_pool2d_backward = getattr(_kernels, "max_pool2d_backward", _decline) if AVAILABLE else _decline
+# 2×2 stride-2 unpadded pooling: `max_pool2x2(x, out, taps, planes, H, W, Ho, Wo)` fills out and
+# the uint8 window tap of each maximum, `max_pool2x2_backward(g, taps, gx, ...)` fills all of gx.
+max_pool2x2 = getattr(_kernels, "max_pool2x2", _decline) if AVAILABLE else _decline
+max_pool2x2_backward = (
+    getattr(_kernels, "max_pool2x2_backward", _decline) if AVAILABLE else _decline
+)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from chainrule import tracing
+from chainrule import memory, tracing
 
 DEFAULT_DTYPE = np.float32
 
@@ -295,7 +295,11 @@ class Tensor:
                 raise ValueError(
                     f"backward(): grad has shape {seed.shape} but the tensor has shape {self.shape}"
                 )
-        _run_backward(self, seed, retain_graph)
+        previous = memory.use_spares()
+        try:
+            _run_backward(self, seed, retain_graph)
+        finally:
+            memory.restore(previous)
 
     # ---- operators (the math is in chainrule.ops) ------------------------------------------
     def __add__(self, other: Any) -> Tensor:
@@ -520,7 +524,11 @@ def apply(op: Callable, *inputs: Tensor, **params: Any) -> Tensor:
     returns one gradient per input (None where an input has none). Gradients may keep the broadcast
     shape; the engine sums them back to each input's shape.
     """
-    out, backward = op(*[t.data for t in inputs], **params)
+    previous = memory.use_spares()
+    try:
+        out, backward = op(*[t.data for t in inputs], **params)
+    finally:
+        memory.restore(previous)
     result = wrap(out)
     if tracing.active is not None:
         tracing.active.op(op, inputs, params, result)

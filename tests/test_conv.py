@@ -26,7 +26,14 @@ F64, D64, T64 = np.float64, {"dtype": np.float64}, {"dtype": torch.float64}
 
 
 def without_kernels(monkeypatch):
-    for name in ("im2col", "col2im", "max_pool2d", "max_pool2d_backward"):
+    for name in (
+        "im2col",
+        "col2im",
+        "max_pool2d",
+        "max_pool2d_backward",
+        "max_pool2x2",
+        "max_pool2x2_backward",
+    ):
         monkeypatch.setattr(kernels, name, kernels._decline)
 
 
@@ -344,6 +351,8 @@ KERNEL_CASES = [
         True,
     ),
     ("max_pool2d", lambda x: F.max_pool2d(x, 2), [(3, 4, 8, 7)], True),
+    ("max_pool2d_odd_height", lambda x: F.max_pool2d(x, 2), [(2, 3, 7, 6)], True),
+    ("max_pool2d_2x3", lambda x: F.max_pool2d(x, (2, 3), 2), [(2, 3, 6, 9)], True),
     ("max_pool2d_padded", lambda x: F.max_pool2d(x, (3, 2), (3, 2), (1, 1)), [(2, 3, 7, 9)], True),
     ("max_pool2d_overlapping", lambda x: F.max_pool2d(x, 3, 1, 1), [(2, 3, 6, 6)], False),
     ("max_pool2d_narrow", lambda x: F.max_pool2d(x, (3, 5), 1, (1, 2)), [(2, 2, 1, 2)], False),
@@ -394,6 +403,94 @@ def test_kernels_decline_arrays_that_do_not_fit():
     assert not kernels.max_pool2d_backward(out, index - 1, gx, 2, 4, 4, 2, 2)  # outside the image
     np.testing.assert_array_equal(gx, 7.0)
     np.testing.assert_array_equal(out, 0.0)
+
+
+def special_values(shape, dtype, rng):
+    """Ties, NaN, ±inf, ±0 and plain numbers, mixed at random."""
+    specials = np.array([0.0, -0.0, 1.0, 1.0, np.nan, np.inf, -np.inf], dtype=dtype)
+    x = rng.standard_normal(shape).astype(dtype)
+    chosen = rng.random(shape) < 0.5
+    x[chosen] = rng.choice(specials, size=int(chosen.sum()))
+    return x
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 3, 8, 8), (1, 2, 5, 7), (3, 1, 2, 3), (2, 2, 3, 2), (1, 3, 9, 33), (2, 2, 6, 17)],
+)
+def test_the_2x2_pooling_kernels_equal_the_numpy_reference_bit_for_bit_special_values_included(
+    shape, dtype, monkeypatch, rng
+):
+    x = special_values(shape, dtype, rng)
+    ho, wo = shape[2] // 2, shape[3] // 2
+    g = special_values((shape[0], shape[1], ho, wo), dtype, rng)  # -0.0 must come back as +0.0
+    out, backward = conv_ops.max_pool2d(x)
+    (gx,) = backward(g)
+    without_kernels(monkeypatch)
+    expected_out, expected_backward = conv_ops.max_pool2d(x)
+    (expected_gx,) = expected_backward(g)
+    assert out.tobytes() == expected_out.tobytes()
+    assert gx.tobytes() == expected_gx.tobytes()
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 2, 2), (2, 1, 3, 5), (1, 2, 4, 14), (3, 2, 5, 19)])
+def test_the_2x2_pooling_kernels_touch_nothing_past_their_arrays(shape, dtype, rng):
+    # (the float kernels do a row's last windows 8 at a time where the arrays go on: see
+    # _pool_kernels.c)
+    planes, h, w = shape[0] * shape[1], shape[2], shape[3]
+    ho, wo = h // 2, w // 2
+
+    def inside(size, fill, kind=dtype):  # an array of `size` followed by 64 guards
+        memory = np.full(size + 64, fill, dtype=kind)
+        return memory, memory[:size].reshape(shape[:2] + (-1,))
+
+    x_memory, x = inside(planes * h * w, np.inf)
+    x[...] = rng.standard_normal(x.shape)
+    out_memory, out = inside(planes * ho * wo, 5.0)
+    taps_memory, taps = inside(planes * ho * wo, 9, np.uint8)
+    assert kernels.max_pool2x2(x.reshape(shape), out, taps, planes, h, w, ho, wo)
+    gx_memory, gx = inside(planes * h * w, 5.0)
+    assert kernels.max_pool2x2_backward(out, taps, gx, planes, h, w, ho, wo)
+    for memory, guard in [(out_memory, 5.0), (taps_memory, 9), (gx_memory, 5.0)]:
+        np.testing.assert_array_equal(memory[-64:], guard)
+    np.testing.assert_array_equal(x_memory[-64:], np.inf)
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+def test_a_2x2_pooling_gradient_the_kernel_declines_is_still_the_reference(monkeypatch, rng):
+    x = special_values((2, 3, 6, 5), np.float32, rng)
+    g = rng.standard_normal((2, 3, 3, 2))  # float64 into a float32 pooling: the kernel declines
+    _, backward = conv_ops.max_pool2d(x)
+    (gx,) = backward(g)
+    without_kernels(monkeypatch)
+    (expected,) = conv_ops.max_pool2d(x)[1](g)
+    assert gx.dtype == expected.dtype == np.float64
+    assert gx.tobytes() == expected.tobytes()
+
+
+@pytest.mark.skipif(not kernels.AVAILABLE, reason="kernels not built")
+def test_the_2x2_pooling_kernels_decline_arrays_that_do_not_fit():
+    # arguments after the three arrays: planes, H, W, Ho, Wo
+    x, out, taps = np.ones((2, 4, 5)), np.zeros((2, 2, 2)), np.zeros((2, 2, 2), dtype=np.uint8)
+    assert kernels.max_pool2x2(x, out.copy(), taps.copy(), 2, 4, 5, 2, 2)
+    assert not kernels.max_pool2x2(x, out, taps, 2, 4, 5, 2, 3)  # Ho, Wo must be H // 2, W // 2
+    assert not kernels.max_pool2x2(x, out, taps, 2, 1, 5, 0, 2)  # no window fits
+    assert not kernels.max_pool2x2(x[:, :, ::2], out, taps, 2, 4, 3, 2, 1)
+    assert not kernels.max_pool2x2(x, out.astype(np.float32), taps, 2, 4, 5, 2, 2)
+    assert not kernels.max_pool2x2(x, out, taps.astype(np.int64), 2, 4, 5, 2, 2)
+    shared = out.view(np.uint8).reshape(-1)[:8].reshape(2, 2, 2)  # taps inside out
+    assert not kernels.max_pool2x2(x, out, shared, 2, 4, 5, 2, 2)
+    np.testing.assert_array_equal(out, 0.0)
+    np.testing.assert_array_equal(taps, 0)
+    gx = np.full((2, 4, 5), 7.0)
+    assert not kernels.max_pool2x2_backward(out, taps, gx.astype(np.float32), 2, 4, 5, 2, 2)
+    assert not kernels.max_pool2x2_backward(out, taps, gx, 2, 4, 4, 2, 2)  # gx of another size
+    assert not kernels.max_pool2x2_backward(gx.reshape(-1)[:8], taps, gx, 2, 4, 5, 2, 2)
+    np.testing.assert_array_equal(gx, 7.0)
 
 
 IM2COL_CASES = [  # x shape, kernel, stride, padding ((top, bottom), (left, right)), dilation
