@@ -100,7 +100,7 @@ def test_an_array_grown_by_resize_is_freed_without_harm():
 
 
 @needs_handler
-def test_the_handler_is_current_only_inside_the_engines_ops_even_when_one_raises():
+def test_the_handler_is_current_only_inside_the_engines_large_ops_even_when_one_raises():
     seen = []
 
     def failing(x):
@@ -109,8 +109,32 @@ def test_the_handler_is_current_only_inside_the_engines_ops_even_when_one_raises
 
     before = handler_name()
     with pytest.raises(ValueError):
-        apply(failing, cr.tensor([1.0], requires_grad=True))
+        apply(failing, cr.tensor(np.ones(LARGE, dtype=np.float32), requires_grad=True))
     assert seen == ["chainrule_spares"]
+    assert handler_name() == before
+
+
+@needs_handler
+def test_small_ops_and_their_backward_keep_numpys_own_allocator():
+    # Switching the allocator costs 1-2 µs an op: 7% of a 2-16-16-2 step's eager time.
+    seen = []
+
+    def noting(x):
+        seen.append(handler_name())
+
+        def backward(g):
+            seen.append(handler_name())
+            return (g,)
+
+        return x * 2, backward
+
+    before = handler_name()
+    cr.tensor(1.0, requires_grad=True).backward()  # ends whatever earlier tests left pending
+    for size in (4, LARGE):  # after a large op, its backward pass goes through the cache too
+        apply(
+            noting, cr.tensor(np.ones(size, dtype=np.float32), requires_grad=True)
+        ).sum().backward()
+    assert seen == [before, before, "chainrule_spares", "chainrule_spares"]
     assert handler_name() == before
 
 
