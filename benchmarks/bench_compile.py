@@ -11,9 +11,10 @@ NumPy step we could write by hand (preallocated, `out=` throughout). All with `-
 (NumPy's BLAS through threadpoolctl, torch.set_num_threads, XLA's flags), default 1: on a shared
 2-core machine a second BLAS thread spin-waiting for a busy core made a 128x784x256 product 7x
 slower (84 ms against 11 ms, measured here under load). The process is also pinned to `--threads`
-CPUs, because XLA's CPU runtime ignores its thread flags: unpinned, its "one thread" GEMM used two
-cores (62 GFLOP/s against NumPy's 32 on one; pinned, 32 and 32). Each peer's cores used (CPU time
-÷ wall time) is reported beside its time, so a peer that escapes the limit shows.
+CPUs, because XLA's CPU runtime ignores its thread flags: unpinned (`--no-pin`), its "one thread"
+GEMM used two cores (62 GFLOP/s against NumPy's 32 on one; pinned, 32 and 32). Each peer's cores
+used (CPU time ÷ wall time) is reported beside its time, so a peer that escapes the limit shows,
+and a row times one 256x2048x2048 float32 product in NumPy and under jax.jit, GFLOP/s and cores.
 
 Each round times every peer once, starting with a different peer each round, so that load from
 other processes on a shared machine falls on all alike; the figures are medians over rounds of
@@ -300,10 +301,10 @@ def make_jax(workload: Workload) -> tuple[Callable[[], Any], Callable[[], Any]]:
     return step, finish
 
 
-def limit_threads(threads: int) -> Any:
-    """Every peer on `threads` threads and, where the OS allows, on `threads` CPUs; returns
-    threadpoolctl's limiter (kept alive) or None."""
-    if hasattr(os, "sched_setaffinity"):
+def limit_threads(threads: int, pin: bool = True) -> Any:
+    """Every peer on `threads` threads and, where the OS allows (and `pin`), on `threads` CPUs;
+    returns threadpoolctl's limiter (kept alive) or None."""
+    if pin and hasattr(os, "sched_setaffinity"):
         allowed = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, allowed[:threads])
     os.environ.setdefault(
@@ -392,6 +393,36 @@ def measure(workload: Workload, rounds: int, budget_s: float, threads: int) -> d
     return result
 
 
+def one_product(rounds: int, size: tuple[int, int, int] = (256, 2048, 2048)) -> dict[str, Any]:
+    """One float32 product (m×k by k×n) in NumPy and under jax.jit: GFLOP/s and cores used, the
+    check that every peer's products run on the threads it was given."""
+    m, k, n = size
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
+    out = np.empty((m, n), np.float32)
+    peers: dict[str, Callable[[], Any]] = {"numpy": lambda: np.matmul(a, b, out=out)}
+    try:
+        import jax
+
+        product, ja, jb = jax.jit(lambda p, q: p @ q), jax.device_put(a), jax.device_put(b)
+        peers["jax-jit"] = lambda: product(ja, jb).block_until_ready()
+    except ImportError:
+        pass
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in peers}
+    for peer in peers.values():
+        peer()  # JAX compiles here
+    for _ in range(rounds):
+        for name, peer in peers.items():
+            samples[name].append(timed_with_cores(peer, 3))
+    return {
+        name: {
+            "gflops": 2 * m * k * n / statistics.median(us for us, _ in values) / 1e3,
+            "cores_used": statistics.median(busy for _, busy in values),
+        }
+        for name, values in samples.items()
+    } | {"size": f"{m}x{k}x{n}"}
+
+
 def first_call_ms(repeats: int) -> dict[str, float]:
     """Trace + build of a fresh 2-16-16-2 step (the first call of a compiled function), in ms."""
     workload = WORKLOADS[1]
@@ -464,6 +495,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=0.15, help="seconds per peer per round")
     parser.add_argument("--threads", type=int, default=1, help="threads for every peer")
     parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="leave the process on every CPU (XLA then uses them all: see the product row)",
+    )
+    parser.add_argument(
         "--workload", action="append", choices=[w.name for w in WORKLOADS], help="only these"
     )
     parser.add_argument("--large", action="store_true", help="add 1024-2048-2048-10, batch 256")
@@ -471,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rounds, budget = (2, 0.01) if args.smoke else (args.rounds, args.budget)
     threads = args.threads
-    limiter = limit_threads(threads)  # noqa: F841  (the limit lasts while it lives)
+    limiter = limit_threads(threads, pin=not args.no_pin)  # noqa: F841  (the limit lasts while it lives)
     report = {
         "rounds": rounds,
         "threads": threads,
@@ -480,6 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             for w in WORKLOADS + ([LARGE] if args.large else [])
             if not args.workload or w.name in args.workload or w is LARGE
         ],
+        "one_product": one_product(2 if args.smoke else rounds),
         "first_call": first_call_ms(3 if args.smoke else 15),
         "fit": [
             fit_against_the_loop(WORKLOADS[0], 20 if args.smoke else 2000, rounds),
@@ -495,6 +532,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {name:34s} {ratio['median']:7.2f}x  ({spread})")
         for name, reason in row["skipped"].items():
             print(f"  {name}: skipped, {reason}")
+    product = dict(report["one_product"])
+    print(f"\none float32 product {product.pop('size')}:")
+    for name, row in product.items():
+        print(f"  {name:16s} {row['gflops']:7.1f} GFLOP/s  ({row['cores_used']:.2f} cores)")
     first = report["first_call"]
     print(f"\nfirst call (trace + build) of 2-16-16-2: {first['median_ms']:.1f} ms median")
     for row in report["fit"]:
