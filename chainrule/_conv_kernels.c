@@ -125,10 +125,10 @@ static void col2im_double(const double *restrict cols, double *restrict gx, Geom
     COL2IM_BODY(double)
 }
 
-/* A C-contiguous buffer of `count` elements of kind 'f', 'd' or 'q', or 0 with `view` released
- * (and no error set) when `object` is anything else: defined in _kernels.c. */
-int chainrule_take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
-                         Py_ssize_t count);
+/* Takes arrays of given kinds and sizes, none sharing memory; the float type or 0 (defined in
+ * _kernels.c, which describes it). */
+char chainrule_take_arrays(Py_buffer *views, PyObject *const *objects, const char *kinds,
+                           const char *access, const Py_ssize_t *counts, int n);
 
 /* Parse (source, target, N, C, H, W, kh, kw, Ho, Wo, pt, pl, sh, sw, dh, dw), take both buffers
  * (source read-only, target written) and run `kernel`: 1 when it ran, 0 when the arrays do not
@@ -147,27 +147,17 @@ static int run(PyObject *args, int image_first, Kernel for_float, Kernel for_dou
         s.Wo < 1 || s.pt < 0 || s.pl < 0 || s.sh < 1 || s.sw < 1 || s.dh < 1 || s.dw < 1)
         return 0;
     Py_ssize_t image = s.N * s.C * s.H * s.W, columns = s.C * s.kh * s.kw * s.N * s.Ho * s.Wo;
-    Py_ssize_t source_count = image_first ? image : columns;
-    Py_ssize_t target_count = image_first ? columns : image;
-    Py_buffer source, target;
-    char kind = 0;
-    for (const char *k = "fd"; *k && !kind; k++)
-        if (chainrule_take_sized(&source, source_object, 0, *k, source_count)) kind = *k;
+    PyObject *objects[2] = {source_object, target_object};
+    Py_buffer views[2];
+    Py_ssize_t counts[2] = {image_first ? image : columns, image_first ? columns : image};
+    char kind = chainrule_take_arrays(views, objects, "**", "rw", counts, 2);
     if (!kind) return 0;
-    if (!chainrule_take_sized(&target, target_object, 1, kind, target_count)) {
-        PyBuffer_Release(&source);
-        return 0;
-    }
-    const char *a = source.buf, *b = target.buf;
-    int ok = !(a < b + target.len && b < a + source.len);
-    if (ok) {
-        Py_BEGIN_ALLOW_THREADS
-        (kind == 'f' ? for_float : for_double)(source.buf, target.buf, s);
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&source);
-    PyBuffer_Release(&target);
-    return ok;
+    Py_BEGIN_ALLOW_THREADS
+    (kind == 'f' ? for_float : for_double)(views[0].buf, views[1].buf, s);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&views[0]);
+    PyBuffer_Release(&views[1]);
+    return 1;
 }
 
 static void im2col_f(const void *x, void *cols, Geometry s) { im2col_float(x, cols, s); }

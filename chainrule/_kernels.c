@@ -291,6 +291,67 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
     return done(&arrays, 1);
 }
 
+/* ---- Taking arrays of given sizes (shared with _conv_kernels.c and _pool_kernels.c) --------- */
+
+/* A C-contiguous buffer of `count` elements of kind 'f', 'd', 'q' (int64) or 'B' (uint8), or 0
+ * with `view` released (and no error set) when `object` is anything else. */
+int chainrule_take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
+                         Py_ssize_t count) {
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object, view, flags) != 0) {
+        PyErr_Clear();
+        return 0;
+    }
+    const char *format = view->format ? view->format : "B";
+    if (format[0] == '=' || format[0] == '<' || format[0] == '@') format++;
+    char got = format[1] != '\0' ? 0 : format[0];
+    if ((got == 'l' || got == 'q') && view->itemsize == 8) got = 'q';
+    if (got != kind || view->len != count * view->itemsize) {
+        PyBuffer_Release(view);
+        return 0;
+    }
+    return 1;
+}
+
+static int overlap(const Py_buffer *a, const Py_buffer *b) {
+    const char *x = a->buf, *y = b->buf;
+    return x < y + b->len && y < x + a->len;
+}
+
+/* Takes objects[i] as a C-contiguous buffer of counts[i] elements into views[i], of kinds[i]: 'q'
+ * int64, 'B' uint8, or '*' for the float type (float32 or float64) that the first '*' array has
+ * and every other '*' array shares; writable where access[i] is 'w' ('r': read). No two of them
+ * may share memory. Returns the float type ('f' or 'd'), or 0 with every view released (and no
+ * error set) when they do not all fit. */
+char chainrule_take_arrays(Py_buffer *views, PyObject *const *objects, const char *kinds,
+                           const char *access, const Py_ssize_t *counts, int n) {
+    char kind = 0;
+    int taken = 0;
+    for (; taken < n; taken++) {
+        int writable = access[taken] == 'w';
+        if (kinds[taken] != '*') {
+            if (!chainrule_take_sized(&views[taken], objects[taken], writable, kinds[taken],
+                                      counts[taken]))
+                break;
+        } else if (kind) {
+            if (!chainrule_take_sized(&views[taken], objects[taken], writable, kind, counts[taken]))
+                break;
+        } else {
+            for (const char *k = "fd"; *k && !kind; k++)
+                if (chainrule_take_sized(&views[taken], objects[taken], writable, *k,
+                                         counts[taken]))
+                    kind = *k;
+            if (!kind) break;
+        }
+    }
+    for (int i = 0; taken == n && i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (overlap(&views[i], &views[j])) taken = n + 1;
+    if (taken == n) return kind ? kind : 1;
+    for (int i = 0; i < (taken < n ? taken : n); i++) PyBuffer_Release(&views[i]);
+    return 0;
+}
+
 /* ---- Softmax cross-entropy over integer class targets ------------------------------------------
  * One definition for the eager op (ops/losses.py, through cross_entropy below) and the replay
  * interpreter (R_CE, R_CE_BACK). Per row: top = the row's maximum (the first NaN wins, as NumPy's
@@ -337,36 +398,6 @@ static PyObject *relu_backward(PyObject *self, PyObject *args) {
 CROSS_ENTROPY(float, float, expf, logf)
 CROSS_ENTROPY(double, double, exp, log)
 
-int chainrule_take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
-                         Py_ssize_t count);
-static int overlap(const Py_buffer *a, const Py_buffer *b);
-
-/* Takes logits (batch, classes) (or, writable, the gradient in their place), targets (batch,) int64,
- * e like the logits and sums (batch,) of their type, none of the arrays written (the first, or e
- * and sums) overlapping another; 0 when they do not all fit (each taken one released). */
-static int take_cross_entropy(Py_buffer views[4], PyObject *objects[4], int64_t batch,
-                              int64_t classes, int writable_first, char *kind) {
-    *kind = 0;
-    for (const char *k = "fd"; *k && !*kind; k++)
-        if (chainrule_take_sized(&views[0], objects[0], writable_first, *k, batch * classes))
-            *kind = *k;
-    if (!*kind) return 0;
-    int taken = 1;
-    if (chainrule_take_sized(&views[1], objects[1], 0, 'q', batch)) taken++;
-    if (taken == 2 && chainrule_take_sized(&views[2], objects[2], 1, *kind, batch * classes))
-        taken++;
-    if (taken == 3 && chainrule_take_sized(&views[3], objects[3], 1, *kind, batch)) taken++;
-    if (taken == 4) {
-        int written[4] = {writable_first, 0, !writable_first, !writable_first}, clash = 0;
-        for (int i = 0; i < 4; i++)
-            for (int j = 0; j < 4; j++)
-                if (i != j && written[i] && overlap(&views[i], &views[j])) clash = 1;
-        if (!clash) return 1;
-    }
-    for (int i = 0; i < taken; i++) PyBuffer_Release(&views[i]);
-    return 0;
-}
-
 /* cross_entropy(z, target, e, sums, batch, classes) -> the sum over rows of the loss (a float), or
  * False, having written nothing useful, when the arrays do not fit or a target is out of range
  * (the NumPy code then runs, and names the problem). */
@@ -376,10 +407,11 @@ static PyObject *cross_entropy(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOnn", &objects[0], &objects[1], &objects[2], &objects[3],
                           &batch, &classes))
         return NULL;
-    Py_buffer views[4];
-    char kind;
-    if (batch < 1 || classes < 1 || !take_cross_entropy(views, objects, batch, classes, 0, &kind))
-        Py_RETURN_FALSE;
+    if (batch < 1 || classes < 1) Py_RETURN_FALSE;
+    Py_buffer views[4]; /* z, target, e, sums */
+    Py_ssize_t counts[4] = {batch * classes, batch, batch * classes, batch};
+    char kind = chainrule_take_arrays(views, objects, "*q**", "rrww", counts, 4);
+    if (!kind) Py_RETURN_FALSE;
     double total = 0;
     int ok;
     Py_BEGIN_ALLOW_THREADS
@@ -407,10 +439,11 @@ static PyObject *cross_entropy_backward(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOOnnd", &objects[0], &objects[1], &objects[2], &objects[3],
                           &batch, &classes, &upstream))
         return NULL;
-    Py_buffer views[4];
-    char kind;
-    if (batch < 1 || classes < 1 || !take_cross_entropy(views, objects, batch, classes, 1, &kind))
-        Py_RETURN_FALSE;
+    if (batch < 1 || classes < 1) Py_RETURN_FALSE;
+    Py_buffer views[4]; /* gz, target, e, sums */
+    Py_ssize_t counts[4] = {batch * classes, batch, batch * classes, batch};
+    char kind = chainrule_take_arrays(views, objects, "*q**", "wrrr", counts, 4);
+    if (!kind) Py_RETURN_FALSE;
     Py_BEGIN_ALLOW_THREADS
     if (kind == 'f')
         ce_backward_float((float)upstream, views[2].buf, views[3].buf, views[1].buf, views[0].buf,
@@ -961,31 +994,6 @@ PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&module); }
  * arrays are not C-contiguous, of one float type, of the sizes the shape arguments give.
  */
 
-/* A C-contiguous buffer of `count` elements of kind 'f', 'd' or 'q' (int64), or 0 with `view`
- * released (and no error set) when `object` is anything else. Shared with _conv_kernels.c. */
-int chainrule_take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
-                      Py_ssize_t count) {
-    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
-    if (PyObject_GetBuffer(object, view, flags) != 0) {
-        PyErr_Clear();
-        return 0;
-    }
-    const char *format = view->format ? view->format : "B";
-    if (format[0] == '=' || format[0] == '<' || format[0] == '@') format++;
-    char got = format[1] != '\0' ? 0 : format[0];
-    if ((got == 'l' || got == 'q') && view->itemsize == 8) got = 'q';
-    if (got != kind || view->len != count * view->itemsize) {
-        PyBuffer_Release(view);
-        return 0;
-    }
-    return 1;
-}
-
-static int overlap(const Py_buffer *a, const Py_buffer *b) {
-    const char *x = a->buf, *y = b->buf;
-    return x < y + b->len && y < x + a->len;
-}
-
 /* out[p, oh, ow] = the largest x[p, h, w] in the window (NaN wins, then the first maximum), and
  * index[p, oh, ow] = h·W + w; positions in the padding are skipped. Row by row: for each window
  * position (h, j) in scan order, one branch-free pass along the output row, which vectorizes. */
@@ -1049,35 +1057,19 @@ static PyObject *max_pool2d(PyObject *self, PyObject *args) {
         sw < 1 || ph < 0 || pw < 0 || 2 * ph > kh || 2 * pw > kw ||
         (Ho - 1) * sh + kh > H + 2 * ph || (Wo - 1) * sw + kw > W + 2 * pw)
         Py_RETURN_FALSE;
-    Py_buffer x, out, index;
-    char kind = 0;
-    for (const char *k = "fd"; *k && !kind; k++)
-        if (chainrule_take_sized(&x, x_object, 0, *k, planes * H * W)) kind = *k;
+    PyObject *objects[3] = {x_object, out_object, index_object};
+    Py_buffer views[3], *x = &views[0], *out = &views[1], *index = &views[2];
+    Py_ssize_t counts[3] = {planes * H * W, planes * Ho * Wo, planes * Ho * Wo};
+    char kind = chainrule_take_arrays(views, objects, "**q", "rww", counts, 3);
     if (!kind) Py_RETURN_FALSE;
-    if (!chainrule_take_sized(&out, out_object, 1, kind, planes * Ho * Wo)) {
-        PyBuffer_Release(&x);
-        Py_RETURN_FALSE;
-    }
-    if (!chainrule_take_sized(&index, index_object, 1, 'q', planes * Ho * Wo)) {
-        PyBuffer_Release(&x);
-        PyBuffer_Release(&out);
-        Py_RETURN_FALSE;
-    }
-    int ok = !overlap(&x, &out) && !overlap(&x, &index) && !overlap(&out, &index);
-    if (ok) {
-        Py_BEGIN_ALLOW_THREADS
-        if (kind == 'f')
-            max_pool_float(x.buf, out.buf, index.buf, planes, H, W, Ho, Wo, kh, kw, sh, sw, ph,
-                           pw);
-        else
-            max_pool_double(x.buf, out.buf, index.buf, planes, H, W, Ho, Wo, kh, kw, sh, sw, ph,
-                            pw);
-        Py_END_ALLOW_THREADS
-    }
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&index);
-    return PyBool_FromLong(ok);
+    Py_BEGIN_ALLOW_THREADS
+    if (kind == 'f')
+        max_pool_float(x->buf, out->buf, index->buf, planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw);
+    else
+        max_pool_double(x->buf, out->buf, index->buf, planes, H, W, Ho, Wo, kh, kw, sh, sw, ph, pw);
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < 3; i++) PyBuffer_Release(&views[i]);
+    Py_RETURN_TRUE;
 }
 
 /* gx[p, index[p, o]] += g[p, o], gx zeroed first. */
@@ -1112,35 +1104,24 @@ static PyObject *max_pool2d_backward(PyObject *self, PyObject *args) {
                           &Ho, &Wo))
         return NULL;
     if (planes < 1 || H < 1 || W < 1 || Ho < 1 || Wo < 1) Py_RETURN_FALSE;
-    Py_buffer g, index, gx;
-    char kind = 0;
-    for (const char *k = "fd"; *k && !kind; k++)
-        if (chainrule_take_sized(&g, g_object, 0, *k, planes * Ho * Wo)) kind = *k;
+    PyObject *objects[3] = {g_object, index_object, gx_object};
+    Py_buffer views[3], *g = &views[0], *index = &views[1], *gx = &views[2];
+    Py_ssize_t counts[3] = {planes * Ho * Wo, planes * Ho * Wo, planes * H * W};
+    char kind = chainrule_take_arrays(views, objects, "*q*", "rrw", counts, 3);
     if (!kind) Py_RETURN_FALSE;
-    if (!chainrule_take_sized(&index, index_object, 0, 'q', planes * Ho * Wo)) {
-        PyBuffer_Release(&g);
-        Py_RETURN_FALSE;
-    }
-    if (!chainrule_take_sized(&gx, gx_object, 1, kind, planes * H * W)) {
-        PyBuffer_Release(&g);
-        PyBuffer_Release(&index);
-        Py_RETURN_FALSE;
-    }
-    int ok = !overlap(&g, &gx) && !overlap(&index, &gx);
-    const int64_t *positions = index.buf;
+    int ok = 1;
+    const int64_t *positions = index->buf;
     for (Py_ssize_t o = 0; ok && o < planes * Ho * Wo; o++)
         if (positions[o] < 0 || positions[o] >= H * W) ok = 0;
     if (ok) {
         Py_BEGIN_ALLOW_THREADS
         if (kind == 'f')
-            max_pool_backward_float(g.buf, index.buf, gx.buf, planes, H * W, Ho * Wo);
+            max_pool_backward_float(g->buf, index->buf, gx->buf, planes, H * W, Ho * Wo);
         else
-            max_pool_backward_double(g.buf, index.buf, gx.buf, planes, H * W, Ho * Wo);
+            max_pool_backward_double(g->buf, index->buf, gx->buf, planes, H * W, Ho * Wo);
         Py_END_ALLOW_THREADS
     }
-    PyBuffer_Release(&g);
-    PyBuffer_Release(&index);
-    PyBuffer_Release(&gx);
+    for (int i = 0; i < 3; i++) PyBuffer_Release(&views[i]);
     return PyBool_FromLong(ok);
 }
 

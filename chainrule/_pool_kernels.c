@@ -27,8 +27,10 @@
 #define HAVE_AVX2_PATH 1
 #endif
 
-int chainrule_take_sized(Py_buffer *view, PyObject *object, int writable, char kind,
-                         Py_ssize_t count);
+/* Takes arrays of given kinds and sizes, none sharing memory; the float type or 0 (defined in
+ * _kernels.c, which describes it). */
+char chainrule_take_arrays(Py_buffer *views, PyObject *const *objects, const char *kinds,
+                           const char *access, const Py_ssize_t *counts, int n);
 
 /* ---- branch-free scalar kernels (doubles; floats without AVX2) -------------------------------- */
 
@@ -235,93 +237,54 @@ static int avx2(void) {
 
 /* ---- the Python functions -------------------------------------------------------------------- */
 
-static int overlap(const Py_buffer *a, const Py_buffer *b) {
-    const char *x = a->buf, *y = b->buf;
-    return x < y + b->len && y < x + a->len;
-}
-
-/* Takes a (planes, H, W) float array `big`, a (planes, Ho, Wo) one `small` of its float type (the
- * one of the two that is not `big_writable` is read) and the (planes, Ho, Wo) uint8 taps, with
- * Ho = H // 2 and Wo = W // 2, none sharing memory: their float kind, or 0 with all released. */
-static char take_2x2(Py_buffer *big, PyObject *big_object, int big_writable, Py_buffer *small,
-                     PyObject *small_object, Py_buffer *taps, PyObject *taps_object,
-                     Py_ssize_t planes, Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo) {
-    if (planes < 1 || H < 2 || W < 2 || Ho != H / 2 || Wo != W / 2) return 0;
-    char kind = 0;
-    for (const char *k = "fd"; *k && !kind; k++)
-        if (chainrule_take_sized(big, big_object, big_writable, *k, planes * H * W)) kind = *k;
-    if (!kind) return 0;
-    if (!chainrule_take_sized(small, small_object, !big_writable, kind, planes * Ho * Wo)) {
-        PyBuffer_Release(big);
-        return 0;
-    }
-    if (!chainrule_take_sized(taps, taps_object, !big_writable, 'B', planes * Ho * Wo)) {
-        PyBuffer_Release(big);
-        PyBuffer_Release(small);
-        return 0;
-    }
-    if (overlap(big, small) || overlap(big, taps) || overlap(small, taps)) {
-        PyBuffer_Release(big);
-        PyBuffer_Release(small);
-        PyBuffer_Release(taps);
-        return 0;
-    }
-    return kind;
-}
-
 /* max_pool2x2(x, out, taps, planes, H, W, Ho, Wo) -> bool: x (planes, H, W), out (planes, Ho, Wo)
- * of x's float type, taps (planes, Ho, Wo) uint8; Ho = H // 2, Wo = W // 2. */
-PyObject *chainrule_max_pool2x2(PyObject *self, PyObject *args) {
-    PyObject *x_object, *out_object, *taps_object;
+ * of x's float type, taps (planes, Ho, Wo) uint8; Ho = H // 2, Wo = W // 2.
+ * max_pool2x2_backward(g, taps, gx, planes, H, W, Ho, Wo) -> bool: g (planes, Ho, Wo), taps as
+ * max_pool2x2 wrote them, gx (planes, H, W) of g's float type. A tap outside 0..3 sends its
+ * gradient nowhere (no check needed: a tap only selects, it never addresses memory).
+ * Both False, touching nothing, where the arrays do not fit; one function runs either way. */
+static PyObject *run_2x2(PyObject *args, int backward) {
+    PyObject *first, *second, *third;
     Py_ssize_t planes, H, W, Ho, Wo;
-    if (!PyArg_ParseTuple(args, "OOOnnnnn", &x_object, &out_object, &taps_object, &planes, &H, &W,
-                          &Ho, &Wo))
+    if (!PyArg_ParseTuple(args, "OOOnnnnn", &first, &second, &third, &planes, &H, &W, &Ho, &Wo))
         return NULL;
-    Py_buffer x, out, taps;
-    char kind = take_2x2(&x, x_object, 0, &out, out_object, &taps, taps_object, planes, H, W, Ho,
-                         Wo);
+    if (planes < 1 || H < 2 || W < 2 || Ho != H / 2 || Wo != W / 2) Py_RETURN_FALSE;
+    /* The image (x read, or gx written), the pooled array (out written, or g read), the taps. */
+    PyObject *objects[3] = {backward ? third : first, backward ? first : second,
+                            backward ? second : third};
+    Py_ssize_t counts[3] = {planes * H * W, planes * Ho * Wo, planes * Ho * Wo};
+    Py_buffer views[3];
+    char kind = chainrule_take_arrays(views, objects, "**B", backward ? "wrr" : "rww", counts, 3);
     if (!kind) Py_RETURN_FALSE;
-    Py_BEGIN_ALLOW_THREADS
-    if (kind == 'd')
-        pool_double(x.buf, out.buf, taps.buf, planes, H, W, Ho, Wo);
+    void *image = views[0].buf, *pooled = views[1].buf;
+    uint8_t *taps = views[2].buf;
 #ifdef HAVE_AVX2_PATH
-    else if (avx2())
-        pool_float_avx2(x.buf, out.buf, taps.buf, planes, H, W, Ho, Wo);
+    int vector = kind == 'f' && avx2();
+#else
+    int vector = 0;
 #endif
+    Py_BEGIN_ALLOW_THREADS
+    if (!backward && kind == 'd')
+        pool_double(image, pooled, taps, planes, H, W, Ho, Wo);
+    else if (!backward && !vector)
+        pool_float(image, pooled, taps, planes, H, W, Ho, Wo);
+    else if (backward && kind == 'd')
+        unpool_double(pooled, taps, image, planes, H, W, Ho, Wo);
+    else if (backward && !vector)
+        unpool_float(pooled, taps, image, planes, H, W, Ho, Wo);
+#ifdef HAVE_AVX2_PATH
+    else if (!backward)
+        pool_float_avx2(image, pooled, taps, planes, H, W, Ho, Wo);
     else
-        pool_float(x.buf, out.buf, taps.buf, planes, H, W, Ho, Wo);
+        unpool_float_avx2(pooled, taps, image, planes, H, W, Ho, Wo);
+#endif
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&x);
-    PyBuffer_Release(&out);
-    PyBuffer_Release(&taps);
+    for (int i = 0; i < 3; i++) PyBuffer_Release(&views[i]);
     Py_RETURN_TRUE;
 }
 
-/* max_pool2x2_backward(g, taps, gx, planes, H, W, Ho, Wo) -> bool: g (planes, Ho, Wo), taps as
- * max_pool2x2 wrote them, gx (planes, H, W) of g's float type. A tap outside 0..3 sends its
- * gradient nowhere (no check needed: a tap only selects, it never addresses memory). */
+PyObject *chainrule_max_pool2x2(PyObject *self, PyObject *args) { return run_2x2(args, 0); }
+
 PyObject *chainrule_max_pool2x2_backward(PyObject *self, PyObject *args) {
-    PyObject *g_object, *taps_object, *gx_object;
-    Py_ssize_t planes, H, W, Ho, Wo;
-    if (!PyArg_ParseTuple(args, "OOOnnnnn", &g_object, &taps_object, &gx_object, &planes, &H, &W,
-                          &Ho, &Wo))
-        return NULL;
-    Py_buffer g, taps, gx;
-    char kind = take_2x2(&gx, gx_object, 1, &g, g_object, &taps, taps_object, planes, H, W, Ho,
-                         Wo);
-    if (!kind) Py_RETURN_FALSE;
-    Py_BEGIN_ALLOW_THREADS
-    if (kind == 'd')
-        unpool_double(g.buf, taps.buf, gx.buf, planes, H, W, Ho, Wo);
-#ifdef HAVE_AVX2_PATH
-    else if (avx2())
-        unpool_float_avx2(g.buf, taps.buf, gx.buf, planes, H, W, Ho, Wo);
-#endif
-    else
-        unpool_float(g.buf, taps.buf, gx.buf, planes, H, W, Ho, Wo);
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&g);
-    PyBuffer_Release(&taps);
-    PyBuffer_Release(&gx);
-    Py_RETURN_TRUE;
+    return run_2x2(args, 1);
 }
