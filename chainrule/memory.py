@@ -1,6 +1,7 @@
-"""Where the engine's arrays get their memory: around each op and each backward pass, a NumPy
-memory handler that keeps large freed blocks for the next array of the same size (`_memory.c`),
-else NumPy's own. A cache, not state: nothing computed depends on it.
+"""Where the engine's arrays get their memory: around each large op and the backward pass after
+one (chainrule/tensor.py decides), a NumPy memory handler that keeps large freed blocks for the
+next array of the same size (`_memory.c`), else NumPy's own. A cache, not state: nothing computed
+depends on it.
 
 Why: a training step allocates the same large arrays every step, and each fresh one faulted its
 pages in again (the wide network of benchmarks/bench_conv.py: 5600 page faults, 10 ms of 77).

@@ -278,13 +278,14 @@ def _cross_entropy(s: Spec) -> Kernel | None:
     sums = np.empty(batch, dtype)
     per_sample = np.empty(batch, dtype)
 
-    fused = [False]  # whether this call's forward ran in C (kernels.cross_entropy), as eager's
+    fused = False  # whether this call's forward ran in C (kernels.cross_entropy), as eager's
 
     def forward(v: list) -> None:
+        nonlocal fused
         z, target = v[z_slot], v[t_slot]
         total = kernels.cross_entropy(z, target, exp_shifted, sums, batch, classes)
-        fused[0] = total is not False
-        if fused[0]:  # ops.losses._cross_entropy_fused's arithmetic
+        fused = total is not False
+        if fused:  # ops.losses._cross_entropy_fused's arithmetic
             out[()] = total
             if reduction == "mean":
                 np.divide(out, batch, out=out)
@@ -307,7 +308,7 @@ def _cross_entropy(s: Spec) -> Kernel | None:
 
     def backward(v: list) -> None:
         upstream = v[gs] * scale
-        if fused[0] and kernels.cross_entropy_backward(
+        if fused and kernels.cross_entropy_backward(
             gz, v[t_slot], exp_shifted, sums, batch, classes, float(upstream)
         ):
             return
